@@ -1,0 +1,102 @@
+"""One error body for every failure, and the handlers that produce it."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+
+from app.db import ConflictError
+
+log = logging.getLogger(__name__)
+
+
+class ErrorDetail(BaseModel):
+    """Where an input went wrong: ``row`` for uploads, ``field`` as a dotted path."""
+
+    field: str | None = None
+    row: int | None = None
+    message: str
+
+
+class ErrorInfo(BaseModel):
+    status: int
+    code: str
+    message: str
+    details: list[ErrorDetail] = []
+
+
+class ErrorBody(BaseModel):
+    error: ErrorInfo
+
+
+_CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
+          405: "method_not_allowed", 409: "conflict", 413: "payload_too_large",
+          415: "unsupported_media_type", 422: "invalid_input", 500: "internal_error"}
+
+# Declared on every route, so the OpenAPI schema tells clients what errors look like.
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorBody, "description": name.replace("_", " ")}
+    for code, name in _CODES.items()
+    if code in (401, 403, 404, 409, 413, 422)
+}
+
+
+class ApiError(Exception):
+    """An error the client can act on; carries its status and optional per-field details."""
+
+    def __init__(self, status: int, message: str, details: list[ErrorDetail] | None = None):
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.details = details or []
+
+
+class BodyTooLarge(Exception):
+    """Raised while reading a request body that exceeds ``max_request_bytes``."""
+
+
+def error_response(status: int, message: str, details: list[ErrorDetail] | None = None,
+                   headers: dict[str, str] | None = None) -> JSONResponse:
+    body = ErrorBody(error=ErrorInfo(status=status, code=_CODES.get(status, "error"),
+                                     message=message, details=details or []))
+    return JSONResponse(body.model_dump(), status_code=status, headers=headers)
+
+
+def _field(loc: tuple[Any, ...]) -> str:
+    parts = [str(p) for p in loc if p not in ("body", "query", "path", "header")]
+    return ".".join(parts) or "body"
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(ApiError)
+    async def _api(_: Request, exc: ApiError) -> JSONResponse:
+        return error_response(exc.status, exc.message, exc.details)
+
+    @app.exception_handler(HTTPException)
+    async def _http(_: Request, exc: HTTPException) -> JSONResponse:
+        return error_response(exc.status_code, str(exc.detail), headers=exc.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
+        details = [ErrorDetail(field=_field(tuple(e["loc"])), message=e["msg"])
+                   for e in exc.errors()[:50]]
+        summary = "; ".join(f"{d.field}: {d.message}" for d in details[:3])
+        return error_response(422, f"invalid input: {summary}", details)
+
+    @app.exception_handler(ConflictError)
+    async def _conflict(_: Request, exc: ConflictError) -> JSONResponse:
+        return error_response(409, f"conflicts with stored data: {exc}")
+
+    @app.exception_handler(BodyTooLarge)
+    async def _too_large(_: Request, exc: BodyTooLarge) -> JSONResponse:
+        return error_response(413, str(exc))
+
+    @app.exception_handler(Exception)
+    async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error", exc_info=exc)
+        return error_response(500, "internal error; the server log has the details")

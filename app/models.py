@@ -1,0 +1,170 @@
+"""ORM models: the registry's tables. Alembic (``migrations/``) is the only author of the schema."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any, ClassVar
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    CheckConstraint,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+    func,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+DEVICE_KINDS = ("cpu", "gpu", "npu", "dsp", "fpga", "asic", "mcu")
+METRICS = ("latency_ms", "energy_mj")
+JOB_STATUSES = ("queued", "running", "succeeded", "failed", "cancelled", "interrupted")
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+    type_annotation_map: ClassVar[dict[Any, Any]] = {dict[str, Any]: JSON}
+
+
+class Device(Base):
+    """A measurement setting: hardware x runtime x precision x batch x threads."""
+
+    __tablename__ = "devices"
+    __table_args__ = (CheckConstraint(f"kind IN {DEVICE_KINDS}", name="kind"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(120), unique=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    hardware: Mapped[str | None] = mapped_column(String(200))
+    specs: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    runtime: Mapped[str | None] = mapped_column(String(64))
+    runtime_version: Mapped[str | None] = mapped_column(String(64))
+    precision: Mapped[str] = mapped_column(String(16), default="fp32")
+    batch_size: Mapped[int | None] = mapped_column(Integer)
+    threads: Mapped[int | None] = mapped_column(Integer)
+    source: Mapped[str | None] = mapped_column(String(200))
+    description: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), default=utcnow, onupdate=utcnow
+    )
+
+
+class Architecture(Base):
+    """A network of a search space, by its canonical encoding (no quantization policy)."""
+
+    __tablename__ = "architectures"
+    __table_args__ = (
+        UniqueConstraint("space", "encoding", name="uq_architectures_space_encoding"),
+        Index("ix_architectures_space_ref_index", "space", "ref_index"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    space: Mapped[str] = mapped_column(String(32))
+    encoding: Mapped[str] = mapped_column(Text)
+    ref_index: Mapped[int | None] = mapped_column(Integer)
+
+
+class Measurement(Base):
+    """One metric of one design (architecture + policy) on one device, as a statistic."""
+
+    __tablename__ = "measurements"
+    __table_args__ = (
+        UniqueConstraint(
+            "device_id", "architecture_id", "policy", "metric", name="uq_measurements_design_metric"
+        ),
+        CheckConstraint(f"metric IN {METRICS}", name="metric"),
+        Index("ix_measurements_device_metric", "device_id", "metric"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    device_id: Mapped[int] = mapped_column(ForeignKey("devices.id", ondelete="CASCADE"))
+    architecture_id: Mapped[int] = mapped_column(ForeignKey("architectures.id"))
+    policy: Mapped[str] = mapped_column(String(400), default="fp32")
+    metric: Mapped[str] = mapped_column(String(16))
+    value: Mapped[float] = mapped_column(Float)
+    repeats: Mapped[int | None] = mapped_column(Integer)
+    dispersion: Mapped[float | None] = mapped_column(Float)
+    protocol: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    source: Mapped[str | None] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.current_timestamp()
+    )
+
+    architecture: Mapped[Architecture] = relationship(lazy="joined")
+
+
+class AccuracyRecord(Base):
+    """Top-1 accuracy of a design on a dataset, with where the figure came from."""
+
+    __tablename__ = "accuracy_records"
+    __table_args__ = (
+        UniqueConstraint(
+            "architecture_id", "policy", "dataset", name="uq_accuracy_records_design_dataset"
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    architecture_id: Mapped[int] = mapped_column(ForeignKey("architectures.id"))
+    policy: Mapped[str] = mapped_column(String(400), default="fp32")
+    dataset: Mapped[str] = mapped_column(String(64))
+    top1: Mapped[float] = mapped_column(Float)
+    source: Mapped[str] = mapped_column(String(200))
+
+    architecture: Mapped[Architecture] = relationship(lazy="joined")
+
+
+class Job(Base):
+    """Long work (imports, measurement, training, search) with progress and a heartbeat."""
+
+    __tablename__ = "jobs"
+    __table_args__ = (CheckConstraint(f"status IN {JOB_STATUSES}", name="status"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    kind: Mapped[str] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(16), default="queued")
+    progress: Mapped[float] = mapped_column(Float, default=0.0)
+    message: Mapped[str | None] = mapped_column(Text)
+    params: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    result: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    error: Mapped[str | None] = mapped_column(Text)
+    cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
+    owner: Mapped[str | None] = mapped_column(String(64))
+    heartbeat_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+    logs: Mapped[list[JobLog]] = relationship(
+        back_populates="job", cascade="all, delete-orphan", order_by="JobLog.id"
+    )
+
+
+class JobLog(Base):
+    __tablename__ = "job_logs"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    level: Mapped[str] = mapped_column(String(16), default="info")
+    line: Mapped[str] = mapped_column(Text)
+
+    job: Mapped[Job] = relationship(back_populates="logs")

@@ -1,0 +1,147 @@
+"""Load the shipped reference tables into the registry, idempotently.
+
+Each device is written in its own transaction: an import stopped half-way leaves whole
+devices or none, and running it again completes it. A device whose reference measurements
+are all present is left untouched, so a second run changes nothing.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from sqlalchemy import delete, func, insert, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from app.db import unit_of_work
+from app.jobs import JobContext, job_kind
+from app.models import AccuracyRecord, Architecture, Device, Measurement
+from devices.reference import (
+    ACCURACY_SOURCE,
+    REFERENCE_SPACES,
+    ReferenceDevice,
+    ReferenceTable,
+    load_reference,
+)
+
+REFERENCE_SOURCE = "reference"
+_CHUNK = 20_000
+
+
+def _architecture_ids(session: Session, table: ReferenceTable) -> np.ndarray:
+    """Registry ids of the table's architectures (inserting those not yet registered)."""
+    def existing() -> dict[str, int]:
+        rows = session.execute(
+            select(Architecture.encoding, Architecture.id).where(Architecture.space == table.space)
+        )
+        return dict(rows.tuples().all())
+
+    known = existing()
+    missing = [
+        {"space": table.space, "encoding": enc, "ref_index": int(idx)}
+        for enc, idx in zip(table.encodings, table.arch_ids, strict=True)
+        if enc not in known
+    ]
+    for start in range(0, len(missing), _CHUNK):
+        session.execute(insert(Architecture), missing[start : start + _CHUNK])
+    if missing:
+        known = existing()
+    return np.array([known[enc] for enc in table.encodings], dtype=np.int64)
+
+
+def _import_accuracies(session: Session, table: ReferenceTable, arch_ids: np.ndarray) -> int:
+    inserted = 0
+    for dataset, values in table.accuracies.items():
+        have = set(
+            session.scalars(
+                select(AccuracyRecord.architecture_id)
+                .join(Architecture)
+                .where(Architecture.space == table.space, AccuracyRecord.dataset == dataset,
+                       AccuracyRecord.policy == "fp32")
+            )
+        )
+        rows = [
+            {"architecture_id": int(a), "policy": "fp32", "dataset": dataset,
+             "top1": float(v), "source": ACCURACY_SOURCE}
+            for a, v in zip(arch_ids, values, strict=True)
+            if np.isfinite(v) and int(a) not in have
+        ]
+        for start in range(0, len(rows), _CHUNK):
+            session.execute(insert(AccuracyRecord), rows[start : start + _CHUNK])
+        inserted += len(rows)
+    return inserted
+
+
+def _device_row(ref: ReferenceDevice) -> Device:
+    return Device(
+        name=ref.name, kind=ref.kind, hardware=ref.hardware, specs=ref.specs,
+        runtime=ref.runtime, precision="fp32", batch_size=ref.batch_size,
+        source=ref.source,
+        description=f"Reference column {ref.column!r} of the {ref.space} latency table",
+    )
+
+
+def _import_device(session: Session, ref: ReferenceDevice, arch_ids: np.ndarray,
+                   latency: np.ndarray) -> tuple[bool, int]:
+    """Returns (device created, measurements inserted)."""
+    device = session.scalar(select(Device).where(Device.name == ref.name))
+    created = device is None
+    if device is None:
+        device = _device_row(ref)
+        session.add(device)
+        session.flush()
+    finite = np.isfinite(latency)
+    stored = session.scalar(
+        select(func.count()).select_from(Measurement)
+        .where(Measurement.device_id == device.id, Measurement.source == REFERENCE_SOURCE)
+    )
+    if stored == int(finite.sum()):
+        return created, 0
+    session.execute(
+        delete(Measurement).where(Measurement.device_id == device.id,
+                                  Measurement.source == REFERENCE_SOURCE)
+    )
+    rows = [
+        {"device_id": device.id, "architecture_id": int(a), "policy": "fp32",
+         "metric": "latency_ms", "value": float(v), "source": REFERENCE_SOURCE}
+        for a, v in zip(arch_ids[finite], latency[finite], strict=True)
+    ]
+    for start in range(0, len(rows), _CHUNK):
+        session.execute(insert(Measurement), rows[start : start + _CHUNK])
+    return created, len(rows)
+
+
+def import_reference(factory: sessionmaker[Session], spaces: list[str],
+                     ctx: JobContext | None = None) -> dict[str, Any]:
+    """Import the chosen spaces' reference devices, measurements and accuracies."""
+    unknown = [s for s in spaces if s not in REFERENCE_SPACES]
+    if unknown:
+        raise ValueError(f"no reference data for {unknown} (have {list(REFERENCE_SPACES)})")
+    tables = [load_reference(s) for s in spaces]
+    total = sum(len(t.devices) for t in tables) or 1
+    done = 0
+    summary: dict[str, Any] = {}
+    for table in tables:
+        with unit_of_work(factory) as s:
+            arch_ids = _architecture_ids(s, table)
+            acc = _import_accuracies(s, table, arch_ids)
+        stats = {"devices_created": 0, "devices_unchanged": 0, "measurements_inserted": 0,
+                 "accuracy_records_inserted": acc}
+        for j, ref in enumerate(table.devices):
+            with unit_of_work(factory) as s:
+                created, n = _import_device(s, ref, arch_ids, table.latency_ms[:, j])
+            stats["devices_created"] += int(created)
+            stats["devices_unchanged"] += int(n == 0 and not created)
+            stats["measurements_inserted"] += n
+            done += 1
+            if ctx is not None:
+                ctx.progress(done / total, f"{ref.name}: {n} measurements")
+        summary[table.space] = stats
+        if ctx is not None:
+            ctx.log(f"{table.space}: {stats}")
+    return summary
+
+
+@job_kind("import-reference")
+def _import_job(ctx: JobContext, params: dict[str, Any]) -> dict[str, Any]:
+    return import_reference(ctx.factory, list(params.get("spaces") or REFERENCE_SPACES), ctx)

@@ -1,0 +1,61 @@
+"""One settings class, read from ``EDGEOPT_*`` environment variables.
+
+Defaults work offline on a laptop: a SQLite file and an artifacts folder under
+``./.edgeopt``.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+DEFAULT_HOME = Path(".edgeopt")
+
+
+class Settings(BaseSettings):
+    """Service configuration; every field maps to ``EDGEOPT_<FIELD>``."""
+
+    model_config = SettingsConfigDict(env_prefix="EDGEOPT_", extra="ignore")
+
+    database_url: str = Field(
+        default=f"sqlite:///{DEFAULT_HOME / 'edgeopt.db'}",
+        description="SQLAlchemy URL, e.g. postgresql+psycopg://user@host:5432/db",
+    )
+    artifacts_dir: Path = Field(default=DEFAULT_HOME / "artifacts")
+    api_keys: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Comma-separated keys accepted in the X-API-Key header for writes",
+    )
+    reads_require_key: bool = False
+    host: str = "127.0.0.1"
+    port: int = 8000
+    max_request_bytes: int = 32 * 1024 * 1024
+    max_upload_rows: int = 200_000
+    job_workers: int = 1
+    job_heartbeat_s: float = 2.0
+    job_stale_after_s: float = 15.0
+
+    @field_validator("api_keys", mode="before")
+    @classmethod
+    def _split_keys(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [k.strip() for k in value.split(",") if k.strip()]
+        return value
+
+    def ensure_dirs(self) -> None:
+        """Create the local folders the defaults point at (SQLite file, artifacts)."""
+        self.artifacts_dir.mkdir(parents=True, exist_ok=True)
+        if self.database_url.startswith("sqlite:///"):
+            db_path = Path(self.database_url.removeprefix("sqlite:///"))
+            if str(db_path) not in ("", ":memory:"):
+                db_path.parent.mkdir(parents=True, exist_ok=True)
+
+
+@lru_cache
+def get_settings() -> Settings:
+    """The process-wide settings; tests call ``get_settings.cache_clear()`` to re-read."""
+    return Settings()

@@ -1,0 +1,1 @@
+"""Latency, energy and accuracy predictors; they see feature arrays, never ORM rows."""

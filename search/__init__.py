@@ -1,0 +1,1 @@
+"""Search spaces and search over them (architecture x quantization policy)."""
