@@ -96,3 +96,12 @@ def check_schema(url: str) -> None:
             f"database schema is at revision {current or 'none (empty database)'}, "
             f"this code needs {head}: run `edgeopt db upgrade`"
         )
+
+
+def commit(session: Session) -> None:
+    """Commit a request's session; a unique violation becomes ConflictError (409)."""
+    try:
+        session.commit()
+    except IntegrityError as exc:
+        session.rollback()
+        raise ConflictError(str(exc.orig).splitlines()[0]) from exc

@@ -34,9 +34,18 @@ class ErrorBody(BaseModel):
     error: ErrorInfo
 
 
-_CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
-          405: "method_not_allowed", 409: "conflict", 413: "payload_too_large",
-          415: "unsupported_media_type", 422: "invalid_input", 500: "internal_error"}
+_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    409: "conflict",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+    422: "invalid_input",
+    500: "internal_error",
+}
 
 # Declared on every route, so the OpenAPI schema tells clients what errors look like.
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
@@ -60,10 +69,17 @@ class BodyTooLarge(Exception):
     """Raised while reading a request body that exceeds ``max_request_bytes``."""
 
 
-def error_response(status: int, message: str, details: list[ErrorDetail] | None = None,
-                   headers: dict[str, str] | None = None) -> JSONResponse:
-    body = ErrorBody(error=ErrorInfo(status=status, code=_CODES.get(status, "error"),
-                                     message=message, details=details or []))
+def error_response(
+    status: int,
+    message: str,
+    details: list[ErrorDetail] | None = None,
+    headers: dict[str, str] | None = None,
+) -> JSONResponse:
+    body = ErrorBody(
+        error=ErrorInfo(
+            status=status, code=_CODES.get(status, "error"), message=message, details=details or []
+        )
+    )
     return JSONResponse(body.model_dump(), status_code=status, headers=headers)
 
 
@@ -83,8 +99,9 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
-        details = [ErrorDetail(field=_field(tuple(e["loc"])), message=e["msg"])
-                   for e in exc.errors()[:50]]
+        details = [
+            ErrorDetail(field=_field(tuple(e["loc"])), message=e["msg"]) for e in exc.errors()[:50]
+        ]
         summary = "; ".join(f"{d.field}: {d.message}" for d in details[:3])
         return error_response(422, f"invalid input: {summary}", details)
 

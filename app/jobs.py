@@ -14,9 +14,11 @@ import traceback
 import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from pydantic import BaseModel
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -27,17 +29,34 @@ log = logging.getLogger(__name__)
 
 ACTIVE = ("queued", "running")
 JobFn = Callable[["JobContext", dict[str, Any]], dict[str, Any]]
-JOB_KINDS: dict[str, JobFn] = {}
 
 
-def job_kind(name: str) -> Callable[[JobFn], JobFn]:
+@dataclass(frozen=True)
+class JobKind:
+    """A job body and the model its parameters must satisfy (checked before queueing)."""
+
+    fn: JobFn
+    params: type[BaseModel]
+
+
+JOB_KINDS: dict[str, JobKind] = {}
+
+
+def job_kind(name: str, params: type[BaseModel]) -> Callable[[JobFn], JobFn]:
     """Register a function as the body of jobs of kind ``name``."""
 
     def register(fn: JobFn) -> JobFn:
-        JOB_KINDS[name] = fn
+        JOB_KINDS[name] = JobKind(fn, params)
         return fn
 
     return register
+
+
+def validate_params(kind: str, params: dict[str, Any]) -> dict[str, Any]:
+    """Canonical parameters for a job kind; ValueError / ValidationError when they are wrong."""
+    if kind not in JOB_KINDS:
+        raise ValueError(f"unknown job kind {kind!r} (known: {sorted(JOB_KINDS)})")
+    return JOB_KINDS[kind].params.model_validate(params).model_dump(mode="json")
 
 
 class JobCancelled(Exception):
@@ -89,10 +108,10 @@ class JobContext:
             s.add(JobLog(job_id=self.job_id, line=line, level=level))
 
 
-def create_job(factory: sessionmaker[Session], kind: str, params: dict[str, Any],
-               owner: str) -> int:
-    if kind not in JOB_KINDS:
-        raise ValueError(f"unknown job kind {kind!r} (known: {sorted(JOB_KINDS)})")
+def create_job(
+    factory: sessionmaker[Session], kind: str, params: dict[str, Any], owner: str
+) -> int:
+    params = validate_params(kind, params)
     with unit_of_work(factory) as s:
         job = Job(kind=kind, params=params, owner=owner, heartbeat_at=_now(), status="queued")
         s.add(job)
@@ -100,8 +119,11 @@ def create_job(factory: sessionmaker[Session], kind: str, params: dict[str, Any]
         return job.id
 
 
-def execute_job(factory: sessionmaker[Session], job_id: int,
-                on_progress: Callable[[float, str | None], None] | None = None) -> str:
+def execute_job(
+    factory: sessionmaker[Session],
+    job_id: int,
+    on_progress: Callable[[float, str | None], None] | None = None,
+) -> str:
     """Run a stored job to its end in this thread; returns its final status."""
     with unit_of_work(factory) as s:
         job = s.get(Job, job_id)
@@ -117,7 +139,7 @@ def execute_job(factory: sessionmaker[Session], job_id: int,
     ctx.log(f"started {kind} with {params}")
     status, result, error = "succeeded", None, None
     try:
-        result = JOB_KINDS[kind](ctx, params)
+        result = JOB_KINDS[kind].fn(ctx, params)
     except JobCancelled:
         status = "cancelled"
     except Exception as exc:
@@ -129,8 +151,13 @@ def execute_job(factory: sessionmaker[Session], job_id: int,
         job.status, job.result, job.error, job.finished_at = status, result, error, _now()
         if status == "succeeded":
             job.progress = 1.0
-        s.add(JobLog(job_id=job_id, level="error" if error else "info",
-                     line=f"{status}" + (f": {error}" if error else "")))
+        s.add(
+            JobLog(
+                job_id=job_id,
+                level="error" if error else "info",
+                line=f"{status}" + (f": {error}" if error else ""),
+            )
+        )
     return status
 
 
@@ -146,8 +173,11 @@ def mark_stale_jobs(factory: sessionmaker[Session], stale_after_s: float) -> int
         s.execute(
             update(Job)
             .where(Job.id.in_(stale))
-            .values(status="interrupted", finished_at=_now(),
-                    error="the process running this job stopped before it finished")
+            .values(
+                status="interrupted",
+                finished_at=_now(),
+                error="the process running this job stopped before it finished",
+            )
         )
         for job_id in stale:
             s.add(JobLog(job_id=job_id, level="error", line="interrupted: its process stopped"))
@@ -157,8 +187,9 @@ def mark_stale_jobs(factory: sessionmaker[Session], stale_after_s: float) -> int
 class JobRunner:
     """Runs jobs in a thread pool and keeps their heartbeat while this process lives."""
 
-    def __init__(self, factory: sessionmaker[Session], workers: int = 1,
-                 heartbeat_s: float = 2.0) -> None:
+    def __init__(
+        self, factory: sessionmaker[Session], workers: int = 1, heartbeat_s: float = 2.0
+    ) -> None:
         self.factory = factory
         self.owner = f"{uuid.uuid4().hex[:12]}"
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="edgeopt-job")
@@ -172,8 +203,12 @@ class JobRunner:
         self._pool.submit(execute_job, self.factory, job_id)
         return job_id
 
-    def run_inline(self, kind: str, params: dict[str, Any],
-                   on_progress: Callable[[float, str | None], None] | None = None) -> int:
+    def run_inline(
+        self,
+        kind: str,
+        params: dict[str, Any],
+        on_progress: Callable[[float, str | None], None] | None = None,
+    ) -> int:
         """Run a job in the calling thread (the CLI), still recorded and heartbeated."""
         job_id = create_job(self.factory, kind, params, self.owner)
         execute_job(self.factory, job_id, on_progress)

@@ -109,8 +109,6 @@ class Measurement(Base):
         DateTime(timezone=True), server_default=func.current_timestamp()
     )
 
-    architecture: Mapped[Architecture] = relationship(lazy="joined")
-
 
 class AccuracyRecord(Base):
     """Top-1 accuracy of a design on a dataset, with where the figure came from."""
@@ -128,8 +126,6 @@ class AccuracyRecord(Base):
     dataset: Mapped[str] = mapped_column(String(64))
     top1: Mapped[float] = mapped_column(Float)
     source: Mapped[str] = mapped_column(String(200))
-
-    architecture: Mapped[Architecture] = relationship(lazy="joined")
 
 
 class Job(Base):

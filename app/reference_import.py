@@ -7,9 +7,10 @@ are all present is left untouched, so a second run changes nothing.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import delete, func, insert, select
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -30,6 +31,7 @@ _CHUNK = 20_000
 
 def _architecture_ids(session: Session, table: ReferenceTable) -> np.ndarray:
     """Registry ids of the table's architectures (inserting those not yet registered)."""
+
     def existing() -> dict[str, int]:
         rows = session.execute(
             select(Architecture.encoding, Architecture.id).where(Architecture.space == table.space)
@@ -56,13 +58,21 @@ def _import_accuracies(session: Session, table: ReferenceTable, arch_ids: np.nda
             session.scalars(
                 select(AccuracyRecord.architecture_id)
                 .join(Architecture)
-                .where(Architecture.space == table.space, AccuracyRecord.dataset == dataset,
-                       AccuracyRecord.policy == "fp32")
+                .where(
+                    Architecture.space == table.space,
+                    AccuracyRecord.dataset == dataset,
+                    AccuracyRecord.policy == "fp32",
+                )
             )
         )
         rows = [
-            {"architecture_id": int(a), "policy": "fp32", "dataset": dataset,
-             "top1": float(v), "source": ACCURACY_SOURCE}
+            {
+                "architecture_id": int(a),
+                "policy": "fp32",
+                "dataset": dataset,
+                "top1": float(v),
+                "source": ACCURACY_SOURCE,
+            }
             for a, v in zip(arch_ids, values, strict=True)
             if np.isfinite(v) and int(a) not in have
         ]
@@ -74,15 +84,21 @@ def _import_accuracies(session: Session, table: ReferenceTable, arch_ids: np.nda
 
 def _device_row(ref: ReferenceDevice) -> Device:
     return Device(
-        name=ref.name, kind=ref.kind, hardware=ref.hardware, specs=ref.specs,
-        runtime=ref.runtime, precision="fp32", batch_size=ref.batch_size,
+        name=ref.name,
+        kind=ref.kind,
+        hardware=ref.hardware,
+        specs=ref.specs,
+        runtime=ref.runtime,
+        precision="fp32",
+        batch_size=ref.batch_size,
         source=ref.source,
         description=f"Reference column {ref.column!r} of the {ref.space} latency table",
     )
 
 
-def _import_device(session: Session, ref: ReferenceDevice, arch_ids: np.ndarray,
-                   latency: np.ndarray) -> tuple[bool, int]:
+def _import_device(
+    session: Session, ref: ReferenceDevice, arch_ids: np.ndarray, latency: np.ndarray
+) -> tuple[bool, int]:
     """Returns (device created, measurements inserted)."""
     device = session.scalar(select(Device).where(Device.name == ref.name))
     created = device is None
@@ -92,18 +108,26 @@ def _import_device(session: Session, ref: ReferenceDevice, arch_ids: np.ndarray,
         session.flush()
     finite = np.isfinite(latency)
     stored = session.scalar(
-        select(func.count()).select_from(Measurement)
+        select(func.count())
+        .select_from(Measurement)
         .where(Measurement.device_id == device.id, Measurement.source == REFERENCE_SOURCE)
     )
     if stored == int(finite.sum()):
         return created, 0
     session.execute(
-        delete(Measurement).where(Measurement.device_id == device.id,
-                                  Measurement.source == REFERENCE_SOURCE)
+        delete(Measurement).where(
+            Measurement.device_id == device.id, Measurement.source == REFERENCE_SOURCE
+        )
     )
     rows = [
-        {"device_id": device.id, "architecture_id": int(a), "policy": "fp32",
-         "metric": "latency_ms", "value": float(v), "source": REFERENCE_SOURCE}
+        {
+            "device_id": device.id,
+            "architecture_id": int(a),
+            "policy": "fp32",
+            "metric": "latency_ms",
+            "value": float(v),
+            "source": REFERENCE_SOURCE,
+        }
         for a, v in zip(arch_ids[finite], latency[finite], strict=True)
     ]
     for start in range(0, len(rows), _CHUNK):
@@ -111,8 +135,9 @@ def _import_device(session: Session, ref: ReferenceDevice, arch_ids: np.ndarray,
     return created, len(rows)
 
 
-def import_reference(factory: sessionmaker[Session], spaces: list[str],
-                     ctx: JobContext | None = None) -> dict[str, Any]:
+def import_reference(
+    factory: sessionmaker[Session], spaces: list[str], ctx: JobContext | None = None
+) -> dict[str, Any]:
     """Import the chosen spaces' reference devices, measurements and accuracies."""
     unknown = [s for s in spaces if s not in REFERENCE_SPACES]
     if unknown:
@@ -125,8 +150,12 @@ def import_reference(factory: sessionmaker[Session], spaces: list[str],
         with unit_of_work(factory) as s:
             arch_ids = _architecture_ids(s, table)
             acc = _import_accuracies(s, table, arch_ids)
-        stats = {"devices_created": 0, "devices_unchanged": 0, "measurements_inserted": 0,
-                 "accuracy_records_inserted": acc}
+        stats = {
+            "devices_created": 0,
+            "devices_unchanged": 0,
+            "measurements_inserted": 0,
+            "accuracy_records_inserted": acc,
+        }
         for j, ref in enumerate(table.devices):
             with unit_of_work(factory) as s:
                 created, n = _import_device(s, ref, arch_ids, table.latency_ms[:, j])
@@ -139,9 +168,20 @@ def import_reference(factory: sessionmaker[Session], spaces: list[str],
         summary[table.space] = stats
         if ctx is not None:
             ctx.log(f"{table.space}: {stats}")
+    if ctx is not None:
+        added = sum(st["measurements_inserted"] for st in summary.values())
+        ctx.progress(1.0, f"imported {added} measurements", force=True)
     return summary
 
 
-@job_kind("import-reference")
+class ImportParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    spaces: list[Literal["nb201", "fbnet", "ofa_mbv3"]] = Field(
+        default_factory=lambda: list(REFERENCE_SPACES), min_length=1
+    )
+
+
+@job_kind("import-reference", ImportParams)
 def _import_job(ctx: JobContext, params: dict[str, Any]) -> dict[str, Any]:
-    return import_reference(ctx.factory, list(params.get("spaces") or REFERENCE_SPACES), ctx)
+    return import_reference(ctx.factory, ImportParams.model_validate(params).spaces, ctx)

@@ -27,8 +27,14 @@ ACCURACY_SOURCE = "NAS-Bench-201 (Dong et al. 2020), 200-epoch schedule, mean ov
 
 # The source tables call phones "mobile" and the Raspberry Pi "embedded_cpu": both run the
 # network on their CPU. The form factor is kept in the specs.
-_KIND = {"gpu": "gpu", "cpu": "cpu", "mobile": "cpu", "embedded_cpu": "cpu", "asic": "asic",
-         "fpga": "fpga"}
+_KIND = {
+    "gpu": "gpu",
+    "cpu": "cpu",
+    "mobile": "cpu",
+    "embedded_cpu": "cpu",
+    "asic": "asic",
+    "fpga": "fpga",
+}
 
 # Public vendor specifications of the chips behind the reference columns, keyed by the column
 # name without its batch suffix. Where the source does not say which variant was used (memory
@@ -42,8 +48,12 @@ _CHIPS: dict[str, dict[str, Any]] = {
     "titanx": dict(zip(_GPU, (3072, 1075, 12, 336.5, "Maxwell"), strict=True)),
     "titanxp": dict(zip(_GPU, (3840, 1582, 12, 547.7, "Pascal"), strict=True)),
     "titan_xp": dict(zip(_GPU, (3840, 1582, 12, 547.7, "Pascal"), strict=True)),
-    "v100": {"cuda_cores": 5120, "clock_mhz": 1530, "memory_bandwidth_gbs": 900.0,
-             "architecture": "Volta"},
+    "v100": {
+        "cuda_cores": 5120,
+        "clock_mhz": 1530,
+        "memory_bandwidth_gbs": 900.0,
+        "architecture": "Volta",
+    },
     "gold_6226": dict(zip(_CPU, (12, 2700, 140.8), strict=True)),
     "gold_6240": dict(zip(_CPU, (18, 2600, 140.8), strict=True)),
     "silver_4114": dict(zip(_CPU, (10, 2200, 115.2), strict=True)),

@@ -1,0 +1,336 @@
+"""The ``edgeopt`` command line: serve, migrate, import, inspect devices and jobs."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
+from sqlalchemy import func, select
+from sqlalchemy.exc import OperationalError
+
+import app.reference_import  # noqa: F401  (registers the import-reference job kind)
+from app.db import (
+    SchemaBehindError,
+    check_schema,
+    current_revision,
+    head_revision,
+    session_factory,
+    upgrade,
+)
+from app.errors import ApiError
+from app.jobs import ACTIVE, JobRunner, mark_stale_jobs
+from app.models import Architecture, Device, Job, Measurement
+from app.queries import find_device, get_job
+from app.settings import get_settings
+from devices.reference import REFERENCE_SPACES
+
+cli = typer.Typer(
+    help="EdgeOpt: the best network design for an edge device.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+db_cli = typer.Typer(help="Database schema (Alembic migrations).", no_args_is_help=True)
+devices_cli = typer.Typer(help="The device registry.", no_args_is_help=True)
+jobs_cli = typer.Typer(help="Long-running jobs.", no_args_is_help=True)
+cli.add_typer(db_cli, name="db")
+cli.add_typer(devices_cli, name="devices")
+cli.add_typer(jobs_cli, name="jobs")
+console = Console()
+err = Console(stderr=True)
+
+
+def fail(message: str) -> typer.Exit:
+    err.print(f"[bold red]error:[/] {message}")
+    return typer.Exit(1)
+
+
+@contextmanager
+def clear_errors() -> Iterator[None]:
+    """Turn the errors a user can cause into a message and exit code 1, not a traceback."""
+    try:
+        yield
+    except ApiError as exc:
+        raise fail(exc.message) from exc
+    except SchemaBehindError as exc:
+        raise fail(str(exc)) from exc
+    except OperationalError as exc:
+        raise fail(
+            f"cannot use the database ({get_settings().database_url}): "
+            f"{str(exc.orig).strip().splitlines()[0]}"
+        ) from exc
+    except ValueError as exc:
+        raise fail(str(exc)) from exc
+
+
+def _ready_factory():  # type: ignore[no-untyped-def]
+    settings = get_settings()
+    settings.ensure_dirs()
+    check_schema(settings.database_url)
+    return session_factory(settings.database_url)
+
+
+def _progress_bar() -> Progress:
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TaskProgressColumn(),
+        TimeElapsedColumn(),
+        TextColumn("{task.fields[note]}"),
+        console=err,
+    )
+
+
+def _run_job(kind: str, params: dict[str, Any]) -> Job:
+    """Run a job in this process, recorded in the database, with a progress bar."""
+    factory = _ready_factory()
+    settings = get_settings()
+    runner = JobRunner(factory, 1, settings.job_heartbeat_s)
+    try:
+        with _progress_bar() as bar:
+            task = bar.add_task(kind, total=1.0, note="")
+
+            def show(fraction: float, message: str | None) -> None:
+                bar.update(task, completed=fraction, note=message or "")
+
+            job_id = runner.run_inline(kind, params, on_progress=show)
+    finally:
+        runner.shutdown()
+    with factory() as s:
+        return get_job(s, job_id)
+
+
+@db_cli.command("upgrade")
+def db_upgrade(revision: Annotated[str, typer.Argument(help="target revision")] = "head") -> None:
+    """Apply migrations up to REVISION (default: the newest)."""
+    settings = get_settings()
+    settings.ensure_dirs()
+    with clear_errors():
+        upgrade(settings.database_url, revision)
+        console.print(f"database at revision {current_revision(settings.database_url)}")
+
+
+@db_cli.command("current")
+def db_current() -> None:
+    """Show the database's revision and the one this code needs."""
+    url = get_settings().database_url
+    with clear_errors():
+        console.print(f"database: {current_revision(url)}  code: {head_revision(url)}")
+
+
+@cli.command("import-reference")
+def import_reference_cmd(
+    space: Annotated[
+        list[str] | None,
+        typer.Option(help=f"space to import (repeatable): {', '.join(REFERENCE_SPACES)}"),
+    ] = None,
+) -> None:
+    """Load the shipped reference devices and measurements; running it twice changes nothing."""
+    spaces = space or list(REFERENCE_SPACES)
+    bad = [s for s in spaces if s not in REFERENCE_SPACES]
+    if bad:
+        raise fail(f"unknown space {bad[0]!r}; choose from {', '.join(REFERENCE_SPACES)}")
+    with clear_errors():
+        job = _run_job("import-reference", {"spaces": spaces})
+    if job.status != "succeeded":
+        raise fail(f"job {job.id} {job.status}: {job.error or ''}")
+    table = Table("space", "devices created", "unchanged", "measurements added", "accuracy added")
+    for name, st in (job.result or {}).items():
+        table.add_row(
+            name,
+            str(st["devices_created"]),
+            str(st["devices_unchanged"]),
+            str(st["measurements_inserted"]),
+            str(st["accuracy_records_inserted"]),
+        )
+    console.print(table)
+    console.print(f"job {job.id} succeeded")
+
+
+@cli.command("serve")
+def serve(
+    host: Annotated[str | None, typer.Option(help="default: EDGEOPT_HOST")] = None,
+    port: Annotated[int | None, typer.Option(help="default: EDGEOPT_PORT")] = None,
+) -> None:
+    """Start the API (docs at /docs). Refuses a database whose schema is behind."""
+    import uvicorn
+
+    settings = get_settings()
+    with clear_errors():
+        _ready_factory()
+    console.print(
+        f"EdgeOpt on http://{host or settings.host}:{port or settings.port} (API docs at /docs)"
+    )
+    uvicorn.run(
+        "app.main:create_app",
+        factory=True,
+        host=host or settings.host,
+        port=port or settings.port,
+        log_level="info",
+    )
+
+
+@cli.command("up")
+def up(
+    host: Annotated[str | None, typer.Option()] = None,
+    port: Annotated[int | None, typer.Option()] = None,
+) -> None:
+    """The main job: migrate the database, import the reference data, start the service."""
+    db_upgrade("head")
+    import_reference_cmd(None)
+    serve(host, port)
+
+
+@devices_cli.command("list")
+def devices_list(
+    kind: Annotated[str | None, typer.Option(help="cpu, gpu, npu, dsp, fpga, asic, mcu")] = None,
+    q: Annotated[str | None, typer.Option(help="name contains")] = None,
+    limit: Annotated[int, typer.Option(min=1)] = 500,
+) -> None:
+    """List registered devices with their measurement counts."""
+    with clear_errors():
+        factory = _ready_factory()
+        with factory() as s:
+            query = select(Device).order_by(Device.name)
+            if kind:
+                query = query.where(Device.kind == kind)
+            if q:
+                query = query.where(Device.name.contains(q, autoescape=True))
+            devices = s.scalars(query.limit(limit)).all()
+            counts = dict(
+                s.execute(
+                    select(Measurement.device_id, func.count()).group_by(Measurement.device_id)
+                )
+                .tuples()
+                .all()
+            )
+    table = Table("id", "name", "kind", "hardware", "runtime", "batch", "measurements")
+    for d in devices:
+        table.add_row(
+            str(d.id),
+            d.name,
+            d.kind,
+            d.hardware or "",
+            d.runtime or "",
+            str(d.batch_size or ""),
+            str(counts.get(d.id, 0)),
+        )
+    console.print(table)
+    console.print(f"{len(devices)} devices")
+
+
+@devices_cli.command("show")
+def devices_show(name: Annotated[str, typer.Argument(help="device name or id")]) -> None:
+    """A device's profile and its measurement counts."""
+    with clear_errors():
+        factory = _ready_factory()
+        with factory() as s:
+            d = find_device(s, name)
+            counts = s.execute(
+                select(Architecture.space, Measurement.policy, Measurement.metric, func.count())
+                .join(Architecture, Measurement.architecture_id == Architecture.id)
+                .where(Measurement.device_id == d.id)
+                .group_by(Architecture.space, Measurement.policy, Measurement.metric)
+            ).all()
+    for field in (
+        "id",
+        "name",
+        "kind",
+        "hardware",
+        "runtime",
+        "runtime_version",
+        "precision",
+        "batch_size",
+        "threads",
+        "source",
+        "description",
+        "specs",
+    ):
+        console.print(f"[bold]{field}[/]: {getattr(d, field)}")
+    for space, policy, metric, n in counts:
+        console.print(f"[bold]measurements[/]: {space} {policy} {metric}: {n}")
+
+
+@jobs_cli.command("list")
+def jobs_list(limit: Annotated[int, typer.Option(min=1)] = 20) -> None:
+    with clear_errors():
+        factory = _ready_factory()
+        mark_stale_jobs(factory, get_settings().job_stale_after_s)
+        with factory() as s:
+            jobs = s.scalars(select(Job).order_by(Job.id.desc()).limit(limit)).all()
+    table = Table("id", "kind", "status", "progress", "message", "created")
+    for j in jobs:
+        table.add_row(
+            str(j.id),
+            j.kind,
+            j.status,
+            f"{j.progress:.0%}",
+            j.message or "",
+            str(j.created_at)[:19],
+        )
+    console.print(table)
+
+
+def _load_job(job_id: int) -> Job:
+    factory = _ready_factory()
+    mark_stale_jobs(factory, get_settings().job_stale_after_s)
+    with factory() as s:
+        job = get_job(s, job_id)
+        _ = job.logs
+        return job
+
+
+@jobs_cli.command("show")
+def jobs_show(job_id: int) -> None:
+    """A job's status, result and log."""
+    with clear_errors():
+        job = _load_job(job_id)
+    console.print(
+        f"job {job.id} {job.kind}: [bold]{job.status}[/] {job.progress:.0%} {job.message or ''}"
+    )
+    if job.error:
+        console.print(f"error: {job.error}")
+    if job.result:
+        console.print(job.result)
+    for line in job.logs:
+        console.print(f"  {str(line.created_at)[:19]} {line.level}: {line.line}")
+
+
+@jobs_cli.command("watch")
+def jobs_watch(job_id: int, interval: float = 0.5) -> None:
+    """Follow a job's progress until it ends; exit code 1 unless it succeeded."""
+    with clear_errors():
+        job = _load_job(job_id)
+        with _progress_bar() as bar:
+            task = bar.add_task(f"job {job.id} {job.kind}", total=1.0, note="")
+            while True:
+                bar.update(task, completed=job.progress, note=job.message or job.status)
+                if job.status not in ACTIVE:
+                    break
+                time.sleep(interval)
+                job = _load_job(job_id)
+    console.print(f"job {job.id} {job.status}" + (f": {job.error}" if job.error else ""))
+    if job.status != "succeeded":
+        raise typer.Exit(1)
+
+
+@jobs_cli.command("cancel")
+def jobs_cancel(job_id: int) -> None:
+    with clear_errors():
+        factory = _ready_factory()
+        with factory() as s:
+            job = get_job(s, job_id)
+            if job.status not in ACTIVE:
+                raise ApiError(409, f"job {job_id} already ended ({job.status})")
+            job.cancel_requested = True
+            s.commit()
+    console.print(f"cancel requested for job {job_id}")
+
+
+def main() -> None:
+    cli()

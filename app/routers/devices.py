@@ -1,0 +1,264 @@
+"""Device registry: CRUD, filtering, and bulk measurement upload per device."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Request, Response
+from fastapi.concurrency import run_in_threadpool
+from sqlalchemy import Select, delete, func, select, tuple_
+from sqlalchemy.orm import Session
+
+from app.db import commit
+from app.deps import ReadAccess, SessionDep, SettingsDep, WriteAccess
+from app.errors import ERROR_RESPONSES, ApiError, ErrorDetail
+from app.models import Architecture, Device, Measurement
+from app.queries import MeasurementFilters, get_device, list_measurements
+from app.schemas import (
+    DeviceCreate,
+    DeviceDetail,
+    DeviceRead,
+    DeviceUpdate,
+    MeasurementCount,
+    MeasurementRead,
+    Page,
+    UploadResult,
+)
+from app.uploads import CSV_COLUMNS, parse_upload
+from devices.profile import DeviceKind, Precision
+
+router = APIRouter(prefix="/devices", tags=["devices"], responses=ERROR_RESPONSES)
+
+Limit = Annotated[int, Query(ge=1, le=1000)]
+Offset = Annotated[int, Query(ge=0)]
+
+
+def _name_free(session: Session, name: str) -> None:
+    if session.scalar(select(Device.id).where(Device.name == name)) is not None:
+        raise ApiError(
+            409,
+            f"a device named {name!r} already exists",
+            [ErrorDetail(field="name", message="already taken")],
+        )
+
+
+@router.post("", status_code=201, response_model=DeviceRead, dependencies=[WriteAccess])
+def create_device(body: DeviceCreate, session: SessionDep) -> Device:
+    """Register a device (a measurement setting). 409 when the name is taken."""
+    _name_free(session, body.name)
+    device = Device(**body.model_dump(mode="json"))
+    session.add(device)
+    commit(session)
+    return device
+
+
+@router.get("", response_model=Page[DeviceRead], dependencies=[ReadAccess])
+def list_devices(
+    session: SessionDep,
+    kind: DeviceKind | None = None,
+    runtime: str | None = None,
+    precision: Precision | None = None,
+    batch_size: Annotated[int | None, Query(ge=1)] = None,
+    q: Annotated[str | None, Query(max_length=120, description="name contains")] = None,
+    limit: Limit = 100,
+    offset: Offset = 0,
+) -> Page[DeviceRead]:
+    """List devices, filtered by kind, runtime, precision, batch size or part of the name."""
+    query: Select[tuple[Device]] = select(Device)
+    if kind:
+        query = query.where(Device.kind == kind.value)
+    if runtime:
+        query = query.where(Device.runtime == runtime)
+    if precision:
+        query = query.where(Device.precision == precision.value)
+    if batch_size:
+        query = query.where(Device.batch_size == batch_size)
+    if q:
+        query = query.where(Device.name.contains(q, autoescape=True))
+    total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
+    items = session.scalars(query.order_by(Device.name).limit(limit).offset(offset)).all()
+    return Page(
+        items=[DeviceRead.model_validate(d) for d in items], total=total, limit=limit, offset=offset
+    )
+
+
+@router.get("/{device_id}", response_model=DeviceDetail, dependencies=[ReadAccess])
+def read_device(device_id: int, session: SessionDep) -> DeviceDetail:
+    """A device's profile and how many measurements it has per space, policy and metric."""
+    device = get_device(session, device_id)
+    counts = session.execute(
+        select(Architecture.space, Measurement.policy, Measurement.metric, func.count())
+        .join(Architecture, Measurement.architecture_id == Architecture.id)
+        .where(Measurement.device_id == device.id)
+        .group_by(Architecture.space, Measurement.policy, Measurement.metric)
+    ).all()
+    return DeviceDetail(
+        **DeviceRead.model_validate(device).model_dump(),
+        measurements=[
+            MeasurementCount(space=s, policy=p, metric=m, count=n) for s, p, m, n in counts
+        ],
+    )
+
+
+@router.patch("/{device_id}", response_model=DeviceRead, dependencies=[WriteAccess])
+def update_device(device_id: int, body: DeviceUpdate, session: SessionDep) -> Device:
+    device = get_device(session, device_id)
+    if body.name is not None and body.name != device.name:
+        _name_free(session, body.name)
+    for field, value in body.model_dump(mode="json", exclude_unset=True).items():
+        if value is None and field in ("name", "kind", "specs"):
+            raise ApiError(
+                422, f"{field} cannot be null", [ErrorDetail(field=field, message="null")]
+            )
+        setattr(device, field, value)
+    commit(session)
+    return device
+
+
+@router.delete("/{device_id}", status_code=204, dependencies=[WriteAccess])
+def delete_device(device_id: int, session: SessionDep) -> Response:
+    """Delete a device and its measurements."""
+    device = get_device(session, device_id)
+    session.execute(delete(Measurement).where(Measurement.device_id == device.id))
+    session.delete(device)
+    commit(session)
+    return Response(status_code=204)
+
+
+_UPLOAD_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {
+                "schema": {
+                    "type": "object",
+                    "properties": {
+                        "measurements": {
+                            "type": "array",
+                            "items": {"$ref": "#/components/schemas/MeasurementIn"},
+                        }
+                    },
+                }
+            },
+            "text/csv": {
+                "schema": {"type": "string", "description": f"header: {','.join(CSV_COLUMNS)}"}
+            },
+        },
+    }
+}
+
+
+def _architecture_ids(session: Session, pairs: set[tuple[str, str]]) -> dict[tuple[str, str], int]:
+    """Registry ids for (space, encoding) pairs, registering the new ones."""
+
+    def lookup() -> dict[tuple[str, str], int]:
+        found: dict[tuple[str, str], int] = {}
+        items = sorted(pairs)
+        for start in range(0, len(items), 500):
+            chunk = items[start : start + 500]
+            rows = session.execute(
+                select(Architecture.space, Architecture.encoding, Architecture.id).where(
+                    tuple_(Architecture.space, Architecture.encoding).in_(chunk)
+                )
+            )
+            found.update({(s, e): i for s, e, i in rows})
+        return found
+
+    ids = lookup()
+    new = [Architecture(space=s, encoding=e) for s, e in pairs if (s, e) not in ids]
+    if new:
+        session.add_all(new)
+        session.flush()
+        ids.update({(a.space, a.encoding): a.id for a in new})
+    return ids
+
+
+@router.post(
+    "/{device_id}/measurements",
+    status_code=201,
+    response_model=UploadResult,
+    dependencies=[WriteAccess],
+    openapi_extra=_UPLOAD_BODY,
+)
+async def upload_measurements(
+    device_id: int,
+    request: Request,
+    session: SessionDep,
+    settings: SettingsDep,
+    replace: Annotated[bool, Query(description="replace stored values of the same design")] = False,
+) -> UploadResult:
+    """Bulk upload, JSON or CSV. All-or-nothing: one bad row rejects the whole request."""
+    body = await request.body()
+    content_type = request.headers.get("content-type", "")
+    return await run_in_threadpool(
+        _store_upload, session, device_id, body, content_type, settings.max_upload_rows, replace
+    )
+
+
+def _store_upload(
+    session: Session, device_id: int, body: bytes, content_type: str, max_rows: int, replace: bool
+) -> UploadResult:
+    device = get_device(session, device_id)
+    rows = parse_upload(body, content_type, max_rows)
+    arch_ids = _architecture_ids(session, {(r.space, r.arch) for r in rows})
+    keys = [(arch_ids[(r.space, r.arch)], r.policy, r.metric.value) for r in rows]
+    existing: dict[tuple[int, str, str], int] = {}
+    unique_archs = sorted({k[0] for k in keys})
+    for start in range(0, len(unique_archs), 500):
+        found = session.execute(
+            select(
+                Measurement.architecture_id, Measurement.policy, Measurement.metric, Measurement.id
+            ).where(
+                Measurement.device_id == device.id,
+                Measurement.architecture_id.in_(unique_archs[start : start + 500]),
+            )
+        )
+        existing.update({(a, p, m): i for a, p, m, i in found})
+    clashes = [i for i, key in enumerate(keys, start=1) if key in existing]
+    if clashes and not replace:
+        raise ApiError(
+            409,
+            f"{len(clashes)} rows are already stored for this device "
+            f"(first: row {clashes[0]}); send replace=true to overwrite. "
+            "Nothing was stored",
+            [ErrorDetail(row=i, field="arch", message="already stored") for i in clashes[:20]],
+        )
+    if clashes:
+        ids = [existing[keys[i - 1]] for i in clashes]
+        for start in range(0, len(ids), 500):
+            session.execute(delete(Measurement).where(Measurement.id.in_(ids[start : start + 500])))
+    session.add_all(
+        Measurement(
+            device_id=device.id,
+            architecture_id=key[0],
+            policy=row.policy,
+            metric=row.metric.value,
+            value=row.value,
+            repeats=row.repeats,
+            dispersion=row.dispersion,
+            protocol=row.protocol,
+            source="upload",
+        )
+        for row, key in zip(rows, keys, strict=True)
+    )
+    commit(session)
+    return UploadResult(
+        device_id=device.id, inserted=len(rows) - len(clashes), replaced=len(clashes)
+    )
+
+
+@router.get(
+    "/{device_id}/measurements", response_model=Page[MeasurementRead], dependencies=[ReadAccess]
+)
+def device_measurements(
+    device_id: int,
+    session: SessionDep,
+    space: str | None = None,
+    policy: str | None = None,
+    metric: str | None = None,
+    limit: Limit = 100,
+    offset: Offset = 0,
+) -> Page[MeasurementRead]:
+    get_device(session, device_id)
+    filters = MeasurementFilters(device_id=device_id, space=space, policy=policy, metric=metric)
+    return list_measurements(session, filters, limit, offset)

@@ -1,0 +1,78 @@
+"""Jobs over REST: start, list, inspect (with logs), cancel."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+from pydantic import ValidationError
+from sqlalchemy import func, select
+
+from app.db import commit
+from app.deps import FactoryDep, ReadAccess, RunnerDep, SessionDep, SettingsDep, WriteAccess
+from app.errors import ERROR_RESPONSES, ApiError, ErrorDetail
+from app.jobs import ACTIVE, mark_stale_jobs
+from app.models import Job
+from app.queries import get_job
+from app.schemas import JobCreate, JobDetail, JobRead, Page
+
+router = APIRouter(prefix="/jobs", tags=["jobs"], responses=ERROR_RESPONSES)
+
+
+@router.post("", status_code=202, response_model=JobRead, dependencies=[WriteAccess])
+def start_job(body: JobCreate, session: SessionDep, runner: RunnerDep) -> Job:
+    """Queue a job, e.g. ``{"kind": "import-reference", "params": {"spaces": ["nb201"]}}``."""
+    try:
+        job_id = runner.submit(body.kind, body.params)
+    except ValidationError as exc:
+        details = [
+            ErrorDetail(field="params." + ".".join(str(p) for p in e["loc"]), message=e["msg"])
+            for e in exc.errors()
+        ]
+        raise ApiError(
+            422, f"invalid params for {body.kind}: {details[0].message}", details
+        ) from exc
+    except ValueError as exc:
+        raise ApiError(422, str(exc), [ErrorDetail(field="kind", message=str(exc))]) from exc
+    return get_job(session, job_id)
+
+
+@router.get("", response_model=Page[JobRead], dependencies=[ReadAccess])
+def list_jobs(
+    session: SessionDep,
+    factory: FactoryDep,
+    settings: SettingsDep,
+    status: str | None = None,
+    kind: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> Page[JobRead]:
+    """Newest first. Jobs whose process died show as ``interrupted``."""
+    mark_stale_jobs(factory, settings.job_stale_after_s)
+    query = select(Job)
+    if status:
+        query = query.where(Job.status == status)
+    if kind:
+        query = query.where(Job.kind == kind)
+    total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
+    jobs = session.scalars(query.order_by(Job.id.desc()).limit(limit).offset(offset)).all()
+    return Page(
+        items=[JobRead.model_validate(j) for j in jobs], total=total, limit=limit, offset=offset
+    )
+
+
+@router.get("/{job_id}", response_model=JobDetail, dependencies=[ReadAccess])
+def read_job(job_id: int, session: SessionDep, factory: FactoryDep, settings: SettingsDep) -> Job:
+    mark_stale_jobs(factory, settings.job_stale_after_s)
+    return get_job(session, job_id)
+
+
+@router.post("/{job_id}/cancel", response_model=JobRead, dependencies=[WriteAccess])
+def cancel_job(job_id: int, session: SessionDep) -> Job:
+    """Ask a queued or running job to stop; it ends as ``cancelled`` at its next check."""
+    job = get_job(session, job_id)
+    if job.status not in ACTIVE:
+        raise ApiError(409, f"job {job_id} already ended ({job.status})")
+    job.cancel_requested = True
+    commit(session)
+    return job

@@ -1,0 +1,199 @@
+"""Pydantic request/response models: the API's contract, validated once at the edge."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Generic, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from devices.profile import DeviceKind, Metric, Precision, canonical_policy
+
+T = TypeVar("T")
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:+-]*$"
+
+
+class Page(BaseModel, Generic[T]):
+    items: list[T]
+    total: int
+    limit: int
+    offset: int
+
+
+class DeviceSpecs(BaseModel):
+    """Hardware facts; the named fields are the ones predictors use, others are kept as given."""
+
+    model_config = ConfigDict(extra="allow")
+
+    cores: int | None = Field(default=None, ge=1, le=100_000)
+    clock_mhz: float | None = Field(default=None, gt=0, le=100_000)
+    memory_gb: float | None = Field(default=None, gt=0, le=100_000)
+    memory_bandwidth_gbs: float | None = Field(default=None, gt=0, le=1_000_000)
+    accelerator: str | None = Field(default=None, max_length=200)
+
+
+class DeviceBase(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    kind: DeviceKind
+    hardware: str | None = Field(default=None, max_length=200, examples=["Raspberry Pi 4"])
+    specs: DeviceSpecs = Field(default_factory=DeviceSpecs)
+    runtime: str | None = Field(default=None, max_length=64, examples=["onnxruntime"])
+    runtime_version: str | None = Field(default=None, max_length=64)
+    precision: Precision | None = Precision.FP32
+    batch_size: int | None = Field(default=None, ge=1, le=65_536)
+    threads: int | None = Field(default=None, ge=1, le=4096)
+    source: str | None = Field(default=None, max_length=200)
+    description: str | None = Field(default=None, max_length=4000)
+
+
+class DeviceCreate(DeviceBase):
+    name: str = Field(
+        min_length=1, max_length=120, pattern=NAME_PATTERN, examples=["raspi4-ort-2t"]
+    )
+
+
+class DeviceUpdate(BaseModel):
+    """Partial update: only the fields given change."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str | None = Field(default=None, min_length=1, max_length=120, pattern=NAME_PATTERN)
+    kind: DeviceKind | None = None
+    hardware: str | None = Field(default=None, max_length=200)
+    specs: DeviceSpecs | None = None
+    runtime: str | None = Field(default=None, max_length=64)
+    runtime_version: str | None = Field(default=None, max_length=64)
+    precision: Precision | None = None
+    batch_size: int | None = Field(default=None, ge=1, le=65_536)
+    threads: int | None = Field(default=None, ge=1, le=4096)
+    source: str | None = Field(default=None, max_length=200)
+    description: str | None = Field(default=None, max_length=4000)
+
+
+class DeviceRead(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    name: str
+    kind: str
+    hardware: str | None
+    specs: dict[str, Any]
+    runtime: str | None
+    runtime_version: str | None
+    precision: str | None
+    batch_size: int | None
+    threads: int | None
+    source: str | None
+    description: str | None
+    created_at: datetime
+    updated_at: datetime
+
+
+class MeasurementCount(BaseModel):
+    space: str
+    policy: str
+    metric: str
+    count: int
+
+
+class DeviceDetail(DeviceRead):
+    measurements: list[MeasurementCount]
+
+
+class MeasurementIn(BaseModel):
+    """One uploaded row; ``arch`` is the space's encoding (see ``search.spaces``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    space: str = Field(max_length=32, examples=["nb201"])
+    arch: str = Field(min_length=1, max_length=2000)
+    policy: str = Field(
+        default="fp32", max_length=400, examples=["fp32", "int8,fp32,fp32,int8,fp32"]
+    )
+    metric: Metric
+    value: float = Field(gt=0, allow_inf_nan=False)
+    repeats: int | None = Field(default=None, ge=1, le=1_000_000)
+    dispersion: float | None = Field(default=None, ge=0, allow_inf_nan=False)
+    protocol: dict[str, Any] | None = None
+
+    @field_validator("policy")
+    @classmethod
+    def _policy(cls, value: str) -> str:
+        return canonical_policy(value)
+
+
+class UploadResult(BaseModel):
+    device_id: int
+    inserted: int
+    replaced: int
+
+
+class MeasurementRead(BaseModel):
+    id: int
+    device_id: int
+    space: str
+    arch: str
+    arch_index: int | None
+    policy: str
+    metric: str
+    value: float
+    repeats: int | None
+    dispersion: float | None
+    protocol: dict[str, Any] | None
+    source: str | None
+    created_at: datetime | None
+
+
+class AccuracyRead(BaseModel):
+    id: int
+    space: str
+    arch: str
+    arch_index: int | None
+    policy: str
+    dataset: str
+    top1: float
+    source: str
+
+
+class JobCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    kind: str = Field(examples=["import-reference"])
+    params: dict[str, Any] = Field(default_factory=dict, examples=[{"spaces": ["ofa_mbv3"]}])
+
+
+class JobLogRead(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    created_at: datetime
+    level: str
+    line: str
+
+
+class JobRead(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    kind: str
+    status: str
+    progress: float
+    message: str | None
+    params: dict[str, Any]
+    result: dict[str, Any] | None
+    error: str | None
+    cancel_requested: bool
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    heartbeat_at: datetime | None
+
+
+class JobDetail(JobRead):
+    logs: list[JobLogRead]
+
+
+class Health(BaseModel):
+    status: str
+    schema_revision: str | None
+    devices: int

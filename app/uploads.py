@@ -1,0 +1,120 @@
+"""Parse and validate a bulk measurement upload (JSON or CSV), all rows before any write."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from typing import Any
+
+from pydantic import ValidationError
+
+from app.errors import ApiError, ErrorDetail
+from app.schemas import MeasurementIn
+from search.spaces import InvalidEncoding, get_space
+
+CSV_COLUMNS = ("space", "arch", "policy", "metric", "value", "repeats", "dispersion", "protocol")
+_MAX_ERRORS = 20
+
+
+def _rows_from_json(body: bytes) -> list[Any]:
+    try:
+        data = json.loads(body)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ApiError(422, f"body is not valid JSON: {exc}") from exc
+    if isinstance(data, dict) and "measurements" in data:
+        data = data["measurements"]
+    if not isinstance(data, list):
+        raise ApiError(422, 'JSON body must be a list of measurements or {"measurements": [...]}')
+    return data
+
+
+def _rows_from_csv(body: bytes) -> list[Any]:
+    try:
+        text = body.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise ApiError(422, f"CSV body is not UTF-8: {exc}") from exc
+    reader = csv.DictReader(io.StringIO(text))
+    header = reader.fieldnames or []
+    unknown = [c for c in header if c not in CSV_COLUMNS]
+    missing = [c for c in ("space", "arch", "metric", "value") if c not in header]
+    if unknown or missing:
+        raise ApiError(
+            422,
+            f"CSV header must use the columns {list(CSV_COLUMNS)}"
+            f"{f'; unknown: {unknown}' if unknown else ''}"
+            f"{f'; missing: {missing}' if missing else ''}",
+        )
+    rows: list[Any] = []
+    for line_no, raw in enumerate(reader, start=2):
+        if None in raw:
+            raise ApiError(
+                422,
+                f"CSV line {line_no} has more cells than the header",
+                [ErrorDetail(row=len(rows) + 1, message="too many cells")],
+            )
+        row: dict[str, Any] = {k: v for k, v in raw.items() if v not in (None, "")}
+        if "protocol" in row:
+            try:
+                row["protocol"] = json.loads(row["protocol"])
+            except json.JSONDecodeError:
+                pass  # left as text; validation names the field
+        rows.append(row)
+    return rows
+
+
+def parse_upload(body: bytes, content_type: str, max_rows: int) -> list[MeasurementIn]:
+    """Validate every row; raise one 422 naming each bad row and field (up to 20)."""
+    if content_type.startswith("text/csv"):
+        raw_rows = _rows_from_csv(body)
+    elif content_type.startswith("application/json") or not content_type:
+        raw_rows = _rows_from_json(body)
+    else:
+        raise ApiError(
+            415, f"unsupported content type {content_type!r}: send application/json or text/csv"
+        )
+    if not raw_rows:
+        raise ApiError(422, "the upload has no rows")
+    if len(raw_rows) > max_rows:
+        raise ApiError(413, f"the upload has {len(raw_rows)} rows; the limit is {max_rows}")
+    rows: list[MeasurementIn] = []
+    errors: list[ErrorDetail] = []
+    for i, raw in enumerate(raw_rows, start=1):
+        try:
+            row = MeasurementIn.model_validate(raw)
+            space = get_space(row.space)
+        except ValidationError as exc:
+            errors += [
+                ErrorDetail(
+                    row=i, field=".".join(str(p) for p in e["loc"]) or None, message=e["msg"]
+                )
+                for e in exc.errors()
+            ]
+        except ValueError as exc:
+            errors.append(ErrorDetail(row=i, field="space", message=str(exc)))
+        else:
+            try:
+                row.arch = space.canonical(row.arch)
+            except InvalidEncoding as exc:
+                errors.append(ErrorDetail(row=i, field="arch", message=str(exc)))
+            rows.append(row)
+        if len(errors) >= _MAX_ERRORS:
+            break
+    if errors:
+        first = errors[0]
+        raise ApiError(
+            422,
+            f"row {first.row}, field {first.field}: {first.message}; nothing was stored",
+            errors,
+        )
+    seen: dict[tuple[str, str, str, str], int] = {}
+    for i, row in enumerate(rows, start=1):
+        key = (row.space, row.arch, row.policy, row.metric.value)
+        if key in seen:
+            raise ApiError(
+                422,
+                f"row {i} repeats the design and metric of row {seen[key]}; nothing was stored",
+                [ErrorDetail(row=i, field="arch", message="duplicate row")],
+            )
+        seen[key] = i
+    return rows
