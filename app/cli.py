@@ -202,13 +202,10 @@ def devices_list(
             if q:
                 query = query.where(Device.name.contains(q, autoescape=True))
             devices = s.scalars(query.limit(limit)).all()
-            counts = dict(
-                s.execute(
-                    select(Measurement.device_id, func.count()).group_by(Measurement.device_id)
-                )
-                .tuples()
-                .all()
+            grouped = s.execute(
+                select(Measurement.device_id, func.count()).group_by(Measurement.device_id)
             )
+            counts = {device_id: n for device_id, n in grouped}
     table = Table("id", "name", "kind", "hardware", "runtime", "batch", "measurements")
     for d in devices:
         table.add_row(

@@ -36,7 +36,7 @@ def _architecture_ids(session: Session, table: ReferenceTable) -> np.ndarray:
         rows = session.execute(
             select(Architecture.encoding, Architecture.id).where(Architecture.space == table.space)
         )
-        return dict(rows.tuples().all())
+        return {enc: arch_id for enc, arch_id in rows}
 
     known = existing()
     missing = [

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
@@ -55,10 +56,9 @@ def _rows_from_csv(body: bytes) -> list[Any]:
             )
         row: dict[str, Any] = {k: v for k, v in raw.items() if v not in (None, "")}
         if "protocol" in row:
-            try:
+            # Text that is not JSON stays text; validation then names the field.
+            with contextlib.suppress(json.JSONDecodeError):
                 row["protocol"] = json.loads(row["protocol"])
-            except json.JSONDecodeError:
-                pass  # left as text; validation names the field
         rows.append(row)
     return rows
 

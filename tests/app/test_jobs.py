@@ -1,0 +1,101 @@
+"""Jobs over REST: the reference import as a job, its progress, logs and cancellation."""
+
+from __future__ import annotations
+
+import time
+
+from fastapi.testclient import TestClient
+
+from app.jobs import JobRunner, create_job, mark_stale_jobs
+from app.db import session_factory
+from app.models import Job
+from app.settings import Settings
+
+
+def wait(client: TestClient, job_id: int, timeout: float = 120) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        job = client.get(f"/jobs/{job_id}").json()
+        if job["status"] not in ("queued", "running"):
+            return job
+        time.sleep(0.1)
+    raise AssertionError(f"job {job_id} still running after {timeout}s")
+
+
+def test_import_reference_job_is_idempotent(writer: TestClient) -> None:
+    body = {"kind": "import-reference", "params": {"spaces": ["ofa_mbv3"]}}
+    started = writer.post("/jobs", json=body)
+    assert started.status_code == 202, started.text
+    job = wait(writer, started.json()["id"])
+    assert job["status"] == "succeeded", job
+    assert job["progress"] == 1.0
+    assert job["result"]["ofa_mbv3"]["measurements_inserted"] == 60_000
+    assert any("ofa_mbv3" in line["line"] for line in job["logs"])
+
+    devices = writer.get("/devices", params={"q": "ofa_mbv3.", "limit": 100}).json()
+    assert devices["total"] == 12
+    v100 = next(d for d in devices["items"] if d["name"] == "ofa_mbv3.v100_1")
+    assert v100["kind"] == "gpu" and v100["batch_size"] == 1
+    assert "HELP" in v100["source"]
+    first = writer.get("/measurements", params={"device_id": v100["id"], "limit": 1}).json()
+    assert first["total"] == 5000
+
+    again = wait(writer, writer.post("/jobs", json=body).json()["id"])
+    assert again["result"]["ofa_mbv3"] == {"devices_created": 0, "devices_unchanged": 12,
+                                           "measurements_inserted": 0,
+                                           "accuracy_records_inserted": 0}
+    assert writer.get("/measurements", params={"limit": 1}).json()["total"] == 60_000
+    listed = writer.get("/jobs", params={"kind": "import-reference"}).json()
+    assert [j["id"] for j in listed["items"]] == [again["id"], job["id"]]
+
+
+def test_cancel_stops_a_running_import(writer: TestClient) -> None:
+    job_id = writer.post("/jobs", json={"kind": "import-reference",
+                                        "params": {"spaces": ["nb201"]}}).json()["id"]
+    while writer.get(f"/jobs/{job_id}").json()["progress"] == 0:
+        time.sleep(0.05)
+    cancel = writer.post(f"/jobs/{job_id}/cancel")
+    assert cancel.status_code == 200
+    job = wait(writer, job_id)
+    assert job["status"] == "cancelled"
+    # What was written is whole devices: every stored device has all 15,625 measurements.
+    devices = writer.get("/devices", params={"limit": 100}).json()["items"]
+    assert 1 <= len(devices) < 27
+    for device in devices:
+        counts = writer.get(f"/devices/{device['id']}").json()["measurements"]
+        assert [c["count"] for c in counts] == [15_625]
+    assert writer.post(f"/jobs/{job_id}/cancel").status_code == 409
+
+
+def test_bad_job_requests(writer: TestClient) -> None:
+    unknown = writer.post("/jobs", json={"kind": "make-coffee"})
+    assert unknown.status_code == 422
+    assert unknown.json()["error"]["details"][0]["field"] == "kind"
+    bad = writer.post("/jobs", json={"kind": "import-reference", "params": {"spaces": ["x"]}})
+    assert bad.status_code == 422
+    assert bad.json()["error"]["details"][0]["field"] == "params.spaces.0"
+    assert writer.get("/jobs/12345").status_code == 404
+
+
+def test_a_job_without_heartbeat_becomes_interrupted(settings: Settings) -> None:
+    factory = session_factory(settings.database_url)
+    job_id = create_job(factory, "import-reference", {}, owner="a-dead-process")
+    assert mark_stale_jobs(factory, stale_after_s=60) == 0
+    time.sleep(0.3)
+    assert mark_stale_jobs(factory, stale_after_s=0.1) == 1
+    with factory() as s:
+        job = s.get(Job, job_id)
+        assert job is not None and job.status == "interrupted"
+
+
+def test_a_live_runner_keeps_its_jobs_fresh(settings: Settings) -> None:
+    factory = session_factory(settings.database_url)
+    runner = JobRunner(factory, heartbeat_s=0.05)
+    try:
+        job_id = create_job(factory, "import-reference", {}, owner=runner.owner)
+        time.sleep(0.5)
+        assert mark_stale_jobs(factory, stale_after_s=0.3) == 0
+        with factory() as s:
+            assert s.get(Job, job_id).status == "queued"  # type: ignore[union-attr]
+    finally:
+        runner.shutdown()
