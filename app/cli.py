@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -41,8 +42,9 @@ jobs_cli = typer.Typer(help="Long-running jobs.", no_args_is_help=True)
 cli.add_typer(db_cli, name="db")
 cli.add_typer(devices_cli, name="devices")
 cli.add_typer(jobs_cli, name="jobs")
-console = Console()
-err = Console(stderr=True)
+# Piped output is not cut to 80 columns, so it can be read by scripts and grep.
+console = Console(width=None if sys.stdout.isatty() else 200)
+err = Console(stderr=True, width=None if sys.stderr.isatty() else 200)
 
 
 def fail(message: str) -> typer.Exit:

@@ -46,8 +46,9 @@ def fresh_database(backend: str, tmp: Path) -> Iterator[str]:
 
 
 @pytest.fixture(scope="session", params=BACKENDS)
-def migrated_url(request: pytest.FixtureRequest,
-                 tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def migrated_url(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
     """A database of each backend, migrated to head once for the session."""
     gen = fresh_database(request.param, tmp_path_factory.mktemp(request.param))
     url = next(gen)
@@ -69,8 +70,12 @@ def database_url(migrated_url: str) -> str:
 
 @pytest.fixture
 def settings(database_url: str, tmp_path: Path) -> Settings:
-    return Settings(database_url=database_url, artifacts_dir=tmp_path / "artifacts",
-                    api_keys=[API_KEY], job_heartbeat_s=0.2)
+    return Settings(
+        database_url=database_url,
+        artifacts_dir=tmp_path / "artifacts",
+        api_keys=[API_KEY],
+        job_heartbeat_s=0.2,
+    )
 
 
 @pytest.fixture

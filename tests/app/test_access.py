@@ -23,9 +23,13 @@ def test_writes_need_a_valid_key(client: TestClient) -> None:
     ok = client.post("/devices", json=DEVICE, headers={"X-API-Key": API_KEY})
     assert ok.status_code == 201
     device_id = ok.json()["id"]
-    for method, url in [("patch", f"/devices/{device_id}"), ("delete", f"/devices/{device_id}"),
-                        ("post", f"/devices/{device_id}/measurements"), ("post", "/jobs"),
-                        ("post", "/jobs/1/cancel")]:
+    for method, url in [
+        ("patch", f"/devices/{device_id}"),
+        ("delete", f"/devices/{device_id}"),
+        ("post", f"/devices/{device_id}/measurements"),
+        ("post", "/jobs"),
+        ("post", "/jobs/1/cancel"),
+    ]:
         assert client.request(method, url, json={}).status_code == 401, url
 
 

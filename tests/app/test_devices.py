@@ -96,7 +96,8 @@ def test_patch_cannot_null_required_fields(writer: TestClient) -> None:
 
 
 def test_malformed_json_is_422_not_500(writer: TestClient) -> None:
-    response = writer.post("/devices", content=b"{not json",
-                           headers={"content-type": "application/json"})
+    response = writer.post(
+        "/devices", content=b"{not json", headers={"content-type": "application/json"}
+    )
     assert response.status_code == 422
     assert writer.get("/devices/not-a-number").status_code == 422

@@ -6,8 +6,8 @@ import time
 
 from fastapi.testclient import TestClient
 
-from app.jobs import JobRunner, create_job, mark_stale_jobs
 from app.db import session_factory
+from app.jobs import JobRunner, create_job, mark_stale_jobs
 from app.models import Job
 from app.settings import Settings
 
@@ -41,17 +41,21 @@ def test_import_reference_job_is_idempotent(writer: TestClient) -> None:
     assert first["total"] == 5000
 
     again = wait(writer, writer.post("/jobs", json=body).json()["id"])
-    assert again["result"]["ofa_mbv3"] == {"devices_created": 0, "devices_unchanged": 12,
-                                           "measurements_inserted": 0,
-                                           "accuracy_records_inserted": 0}
+    assert again["result"]["ofa_mbv3"] == {
+        "devices_created": 0,
+        "devices_unchanged": 12,
+        "measurements_inserted": 0,
+        "accuracy_records_inserted": 0,
+    }
     assert writer.get("/measurements", params={"limit": 1}).json()["total"] == 60_000
     listed = writer.get("/jobs", params={"kind": "import-reference"}).json()
     assert [j["id"] for j in listed["items"]] == [again["id"], job["id"]]
 
 
 def test_cancel_stops_a_running_import(writer: TestClient) -> None:
-    job_id = writer.post("/jobs", json={"kind": "import-reference",
-                                        "params": {"spaces": ["nb201"]}}).json()["id"]
+    job_id = writer.post(
+        "/jobs", json={"kind": "import-reference", "params": {"spaces": ["nb201"]}}
+    ).json()["id"]
     while writer.get(f"/jobs/{job_id}").json()["progress"] == 0:
         time.sleep(0.05)
     cancel = writer.post(f"/jobs/{job_id}/cancel")

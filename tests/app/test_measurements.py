@@ -11,15 +11,34 @@ from app.main import create_app
 from app.settings import Settings
 from tests.conftest import API_KEY
 
-ARCH_A = "|nor_conv_3x3~0|+|nor_conv_3x3~0|avg_pool_3x3~1|+|skip_connect~0|nor_conv_3x3~1|skip_connect~2|"
-ARCH_B = "|avg_pool_3x3~0|+|nor_conv_1x1~0|skip_connect~1|+|nor_conv_1x1~0|skip_connect~1|skip_connect~2|"
+ARCH_A = "+".join(
+    [
+        "|nor_conv_3x3~0|",
+        "|nor_conv_3x3~0|avg_pool_3x3~1|",
+        "|skip_connect~0|nor_conv_3x3~1|skip_connect~2|",
+    ]
+)
+ARCH_B = "+".join(
+    [
+        "|avg_pool_3x3~0|",
+        "|nor_conv_1x1~0|skip_connect~1|",
+        "|nor_conv_1x1~0|skip_connect~1|skip_connect~2|",
+    ]
+)
 FBNET = "-".join(["k3_e6"] * 11 + ["skip"] * 11)
 
 
 def row(arch: str = ARCH_A, **over: object) -> dict[str, object]:
-    base = {"space": "nb201", "arch": arch, "policy": "fp32", "metric": "latency_ms",
-            "value": 3.2, "repeats": 50, "dispersion": 0.04,
-            "protocol": {"warmup": 10, "threads": 1}}
+    base = {
+        "space": "nb201",
+        "arch": arch,
+        "policy": "fp32",
+        "metric": "latency_ms",
+        "value": 3.2,
+        "repeats": 50,
+        "dispersion": 0.04,
+        "protocol": {"warmup": 10, "threads": 1},
+    }
     return {**base, **over}
 
 
@@ -33,8 +52,12 @@ def stored(client: TestClient, device_id: int) -> int:
 
 
 def test_json_upload_then_list(writer: TestClient, device_id: int) -> None:
-    rows = [row(), row(ARCH_B, value=1.5), row(policy="INT8, fp32,fp32,fp32,int8", value=2.0),
-            row(FBNET, space="fbnet", metric="energy_mj", value=7.0)]
+    rows = [
+        row(),
+        row(ARCH_B, value=1.5),
+        row(policy="INT8, fp32,fp32,fp32,int8", value=2.0),
+        row(FBNET, space="fbnet", metric="energy_mj", value=7.0),
+    ]
     response = writer.post(f"/devices/{device_id}/measurements", json={"measurements": rows})
     assert response.status_code == 201, response.text
     assert response.json() == {"device_id": device_id, "inserted": 4, "replaced": 0}
@@ -62,8 +85,9 @@ def test_csv_upload(writer: TestClient, device_id: int) -> None:
         f'nb201,{ARCH_A},fp32,latency_ms,3.1,20,0.02,"{{""runs"": 20}}"\n'
         f"nb201,{ARCH_B},,latency_ms,1.2,,,\n"
     )
-    response = writer.post(f"/devices/{device_id}/measurements", content=csv_text,
-                           headers={"content-type": "text/csv"})
+    response = writer.post(
+        f"/devices/{device_id}/measurements", content=csv_text, headers={"content-type": "text/csv"}
+    )
     assert response.status_code == 201, response.text
     items = writer.get(f"/devices/{device_id}/measurements").json()["items"]
     assert items[0]["protocol"] == {"runs": 20}
@@ -77,8 +101,11 @@ def test_one_bad_row_rejects_everything_and_names_row_and_field(
     response = writer.post(f"/devices/{device_id}/measurements", json=rows)
     assert response.status_code == 422
     error = response.json()["error"]
-    assert error["details"][0] == {"row": 3, "field": "value",
-                                   "message": "Input should be greater than 0"}
+    assert error["details"][0] == {
+        "row": 3,
+        "field": "value",
+        "message": "Input should be greater than 0",
+    }
     assert "row 3" in error["message"]
     assert stored(writer, device_id) == 0
 
@@ -99,13 +126,19 @@ def test_one_bad_row_rejects_everything_and_names_row_and_field(
 
 
 def test_bad_csv_names_the_row(writer: TestClient, device_id: int) -> None:
-    csv_text = f"space,arch,metric,value\nnb201,{ARCH_A},latency_ms,1.0\nnb201,{ARCH_B},latency_ms,abc\n"
-    response = writer.post(f"/devices/{device_id}/measurements", content=csv_text,
-                           headers={"content-type": "text/csv"})
+    csv_text = (
+        f"space,arch,metric,value\nnb201,{ARCH_A},latency_ms,1.0\nnb201,{ARCH_B},latency_ms,abc\n"
+    )
+    response = writer.post(
+        f"/devices/{device_id}/measurements", content=csv_text, headers={"content-type": "text/csv"}
+    )
     assert response.status_code == 422
     assert response.json()["error"]["details"][0]["row"] == 2
-    wrong_header = writer.post(f"/devices/{device_id}/measurements", content="a,b\n1,2\n",
-                               headers={"content-type": "text/csv"})
+    wrong_header = writer.post(
+        f"/devices/{device_id}/measurements",
+        content="a,b\n1,2\n",
+        headers={"content-type": "text/csv"},
+    )
     assert wrong_header.status_code == 422
     assert stored(writer, device_id) == 0
 
@@ -141,8 +174,9 @@ def test_oversize_uploads_are_413(settings: Settings) -> None:
         assert "4 rows" in too_many.json()["error"]["message"]
 
         big = json.dumps([row(), {"x": "y" * 2000}])  # parsed, it would be a 422
-        declared = client.post(url, content=big.encode(),
-                               headers={"content-type": "application/json"})
+        declared = client.post(
+            url, content=big.encode(), headers={"content-type": "application/json"}
+        )
         assert declared.status_code == 413
         assert declared.json()["error"]["code"] == "payload_too_large"
 
@@ -150,8 +184,7 @@ def test_oversize_uploads_are_413(settings: Settings) -> None:
             yield big[:1500].encode()
             yield big[1500:].encode()
 
-        streamed = client.post(url, content=chunks(),
-                               headers={"content-type": "application/json"})
+        streamed = client.post(url, content=chunks(), headers={"content-type": "application/json"})
         assert streamed.status_code == 413
         assert stored(client, device_id) == 0
 
@@ -159,8 +192,11 @@ def test_oversize_uploads_are_413(settings: Settings) -> None:
 def test_unknown_device_and_unsupported_type(writer: TestClient) -> None:
     assert writer.post("/devices/999/measurements", json=[row()]).status_code == 404
     device = writer.post("/devices", json={"name": "d", "kind": "cpu"}).json()
-    response = writer.post(f"/devices/{device['id']}/measurements", content=b"<xml/>",
-                           headers={"content-type": "application/xml"})
+    response = writer.post(
+        f"/devices/{device['id']}/measurements",
+        content=b"<xml/>",
+        headers={"content-type": "application/xml"},
+    )
     assert response.status_code == 415
     empty = writer.post(f"/devices/{device['id']}/measurements", json=[])
     assert empty.status_code == 422

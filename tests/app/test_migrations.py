@@ -57,6 +57,8 @@ def test_service_refuses_a_database_that_is_behind(empty_url: str, tmp_path: Pat
     with pytest.raises(SchemaBehindError, match="edgeopt db upgrade"):
         check_schema(empty_url)
     settings = Settings(database_url=empty_url, artifacts_dir=tmp_path)
-    with pytest.raises(SchemaBehindError, match="edgeopt db upgrade"), \
-            TestClient(create_app(settings)):
+    with (
+        pytest.raises(SchemaBehindError, match="edgeopt db upgrade"),
+        TestClient(create_app(settings)),
+    ):
         pass

@@ -1,0 +1,70 @@
+"""The edgeopt CLI, run as a user runs it: in a child process, against a real database."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from app.settings import Settings
+from tests.processes import edgeopt
+
+
+def env_for(settings: Settings) -> dict[str, str]:
+    return {
+        "EDGEOPT_DATABASE_URL": settings.database_url,
+        "EDGEOPT_ARTIFACTS_DIR": str(settings.artifacts_dir),
+    }
+
+
+def test_import_list_show_and_jobs(settings: Settings) -> None:
+    env = env_for(settings)
+    imported = edgeopt("import-reference", "--space", "ofa_mbv3", env=env)
+    assert imported.returncode == 0, imported.stderr
+    assert "60000" in imported.stdout
+    assert "100%" in imported.stderr  # the progress bar
+
+    again = edgeopt("import-reference", "--space", "ofa_mbv3", env=env)
+    assert again.returncode == 0
+    assert "│ ofa_mbv3 │ 0 " in again.stdout
+
+    listed = edgeopt("devices", "list", "--q", "v100", env=env)
+    assert listed.returncode == 0
+    assert "3 devices" in listed.stdout
+
+    shown = edgeopt("devices", "show", "ofa_mbv3.v100_32", env=env)
+    assert shown.returncode == 0
+    assert "batch_size: 32" in shown.stdout
+    assert "ofa_mbv3 fp32 latency_ms: 5000" in shown.stdout
+
+    jobs = edgeopt("jobs", "list", env=env)
+    assert "import-reference" in jobs.stdout and "succeeded" in jobs.stdout
+    watched = edgeopt("jobs", "watch", "1", env=env)
+    assert watched.returncode == 0 and "succeeded" in watched.stdout
+
+
+def test_bad_arguments_exit_non_zero_with_a_message(settings: Settings) -> None:
+    env = env_for(settings)
+    cases = [
+        (["devices", "show", "no-such-device"], "no device named 'no-such-device'"),
+        (["import-reference", "--space", "darts"], "unknown space 'darts'"),
+        (["jobs", "show", "999"], "no job with id 999"),
+        (["jobs", "show", "abc"], "Invalid value for 'job_id'"),
+        (["devices", "list", "--limit", "0"], "Invalid value for '--limit'"),
+    ]
+    for args, message in cases:
+        result = edgeopt(*args, env=env)
+        assert result.returncode != 0, args
+        assert message in result.stderr, (args, result.stderr)
+
+
+def test_commands_on_a_database_that_is_behind(tmp_path: Path) -> None:
+    env = {"EDGEOPT_DATABASE_URL": f"sqlite:///{tmp_path / 'new.db'}"}
+    behind = edgeopt("devices", "list", env=env)
+    assert behind.returncode == 1
+    assert "run `edgeopt db upgrade`" in behind.stderr
+    assert edgeopt("db", "upgrade", env=env).returncode == 0
+    assert edgeopt("devices", "list", env=env).returncode == 0
+    unreachable = edgeopt(
+        "db", "upgrade", env={"EDGEOPT_DATABASE_URL": "postgresql+psycopg://x@127.0.0.1:1/x"}
+    )
+    assert unreachable.returncode == 1
+    assert "cannot use the database" in unreachable.stderr

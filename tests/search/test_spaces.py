@@ -1,0 +1,40 @@
+"""Encodings are validated and canonicalised per space, with errors that say what is wrong."""
+
+from __future__ import annotations
+
+import pytest
+
+from search.spaces import InvalidEncoding, get_space
+
+NB201 = "|nor_conv_3x3~0|+|nor_conv_3x3~0|avg_pool_3x3~1|+|skip_connect~0|nor_conv_3x3~1|none~2|"
+
+
+def test_valid_encodings_are_canonical() -> None:
+    assert get_space("nb201").canonical(f"  {NB201} ") == NB201
+    fbnet = " - ".join(["k5_e6"] * 21 + ["skip"])
+    assert get_space("fbnet").canonical(fbnet) == "-".join(["k5_e6"] * 21 + ["skip"])
+    ofa = '{"r": 224, "d": [2,3,4,2,3], "e": ' + str([3] * 20) + ', "ks": ' + str([7] * 20) + "}"
+    canonical = get_space("ofa_mbv3").canonical(ofa)
+    assert canonical.startswith('{"ks":[7,7') and canonical.endswith('"r":224}')
+
+
+@pytest.mark.parametrize(
+    ("space", "encoding", "message"),
+    [
+        ("nb201", "|nor_conv_3x3~0|", "3 node groups"),
+        ("nb201", NB201.replace("none~2", "conv_7x7~2"), "unknown op 'conv_7x7'"),
+        ("nb201", NB201.replace("none~2", "none~0"), "must read from node 2"),
+        ("fbnet", "-".join(["k3_e1"] * 21), "22 blocks"),
+        ("fbnet", "-".join(["k3_e1"] * 21 + ["k7_e6"]), "layer 21: unknown block 'k7_e6'"),
+        ("ofa_mbv3", "{not json", "not JSON"),
+        ("ofa_mbv3", '{"ks": [], "e": [], "d": [], "r": 224}', "'ks' must be a list of 20"),
+    ],
+)
+def test_invalid_encodings_say_what_is_wrong(space: str, encoding: str, message: str) -> None:
+    with pytest.raises(InvalidEncoding, match=message):
+        get_space(space).canonical(encoding)
+
+
+def test_unknown_space() -> None:
+    with pytest.raises(ValueError, match="unknown search space 'darts'"):
+        get_space("darts")

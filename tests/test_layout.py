@@ -1,0 +1,49 @@
+"""The house rules a reader relies on: ML packages never import the web layer."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+from fastapi.testclient import TestClient
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def imported_modules(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text())
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names |= {alias.name.split(".")[0] for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module.split(".")[0])
+    return names
+
+
+def test_ml_packages_do_not_import_the_service() -> None:
+    for package in ("devices", "predictors", "search"):
+        for path in (ROOT / package).rglob("*.py"):
+            assert "app" not in imported_modules(path), path
+
+
+def test_every_operation_declares_the_error_body(client: TestClient) -> None:
+    schema = client.get("/openapi.json").json()
+    for path, operations in schema["paths"].items():
+        for method, operation in operations.items():
+            ref = operation["responses"]["422"]["content"]["application/json"]["schema"]["$ref"]
+            assert ref.endswith("/ErrorBody"), (method, path)
+    assert client.get("/docs").status_code == 200
+
+
+def test_compose_runs_the_api_on_postgres_with_health_checks() -> None:
+    import yaml
+
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    services = compose["services"]
+    assert set(services) >= {"postgres", "api"}
+    api = services["api"]
+    assert api["depends_on"]["postgres"]["condition"] == "service_healthy"
+    assert api["environment"]["EDGEOPT_DATABASE_URL"].startswith("postgresql+psycopg://")
+    assert "healthcheck" in services["postgres"] and "healthcheck" in api
+    assert "edgeopt db upgrade" in (ROOT / "Dockerfile").read_text()
