@@ -6,7 +6,7 @@ import hmac
 from collections.abc import Iterator
 from typing import Annotated
 
-from fastapi import Depends, Request, Security
+from fastapi import Depends, Path, Query, Request, Security
 from fastapi.security import APIKeyHeader
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -77,3 +77,11 @@ def require_read_key(
 
 WriteAccess = Depends(require_write_key)
 ReadAccess = Depends(require_read_key)
+
+
+# Bounded parameters: a number the database cannot hold is a 422, not a driver error.
+MAX_ID = 2**31 - 1
+ResourceId = Annotated[int, Path(ge=1, le=MAX_ID)]
+IdFilter = Annotated[int | None, Query(ge=1, le=MAX_ID)]
+Limit = Annotated[int, Query(ge=1, le=1000)]
+Offset = Annotated[int, Query(ge=0, le=10**9)]

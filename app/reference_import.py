@@ -7,7 +7,8 @@ are all present is left untouched, so a second run changes nothing.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from collections.abc import Sequence
+from typing import Any, Literal, get_args
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
@@ -136,7 +137,7 @@ def _import_device(
 
 
 def import_reference(
-    factory: sessionmaker[Session], spaces: list[str], ctx: JobContext | None = None
+    factory: sessionmaker[Session], spaces: Sequence[str], ctx: JobContext | None = None
 ) -> dict[str, Any]:
     """Import the chosen spaces' reference devices, measurements and accuracies."""
     unknown = [s for s in spaces if s not in REFERENCE_SPACES]
@@ -174,12 +175,13 @@ def import_reference(
     return summary
 
 
+SpaceName = Literal["nb201", "fbnet", "ofa_mbv3"]
+
+
 class ImportParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    spaces: list[Literal["nb201", "fbnet", "ofa_mbv3"]] = Field(
-        default_factory=lambda: list(REFERENCE_SPACES), min_length=1
-    )
+    spaces: list[SpaceName] = Field(default_factory=lambda: list(get_args(SpaceName)), min_length=1)
 
 
 @job_kind("import-reference", ImportParams)

@@ -35,31 +35,34 @@ def _rows_from_csv(body: bytes) -> list[Any]:
         text = body.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         raise ApiError(422, f"CSV body is not UTF-8: {exc}") from exc
-    reader = csv.DictReader(io.StringIO(text))
-    header = reader.fieldnames or []
-    unknown = [c for c in header if c not in CSV_COLUMNS]
-    missing = [c for c in ("space", "arch", "metric", "value") if c not in header]
-    if unknown or missing:
-        raise ApiError(
-            422,
-            f"CSV header must use the columns {list(CSV_COLUMNS)}"
-            f"{f'; unknown: {unknown}' if unknown else ''}"
-            f"{f'; missing: {missing}' if missing else ''}",
-        )
-    rows: list[Any] = []
-    for line_no, raw in enumerate(reader, start=2):
-        if None in raw:
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    try:
+        header = reader.fieldnames or []
+        unknown = [c for c in header if c not in CSV_COLUMNS]
+        missing = [c for c in ("space", "arch", "metric", "value") if c not in header]
+        if unknown or missing:
             raise ApiError(
                 422,
-                f"CSV line {line_no} has more cells than the header",
-                [ErrorDetail(row=len(rows) + 1, message="too many cells")],
+                f"CSV header must use the columns {list(CSV_COLUMNS)}"
+                f"{f'; unknown: {unknown}' if unknown else ''}"
+                f"{f'; missing: {missing}' if missing else ''}",
             )
-        row: dict[str, Any] = {k: v for k, v in raw.items() if v not in (None, "")}
-        if "protocol" in row:
-            # Text that is not JSON stays text; validation then names the field.
-            with contextlib.suppress(json.JSONDecodeError):
-                row["protocol"] = json.loads(row["protocol"])
-        rows.append(row)
+        rows: list[Any] = []
+        for raw in reader:
+            if None in raw:
+                raise ApiError(
+                    422,
+                    f"CSV row {len(rows) + 1} has more cells than the header",
+                    [ErrorDetail(row=len(rows) + 1, message="too many cells")],
+                )
+            row: dict[str, Any] = {k: v for k, v in raw.items() if v not in (None, "")}
+            if "protocol" in row:
+                # Text that is not JSON stays text; validation then names the field.
+                with contextlib.suppress(json.JSONDecodeError):
+                    row["protocol"] = json.loads(row["protocol"])
+            rows.append(row)
+    except csv.Error as exc:
+        raise ApiError(422, f"malformed CSV at line {reader.line_num}: {exc}") from exc
     return rows
 
 

@@ -10,7 +10,15 @@ from sqlalchemy import Select, delete, func, select, tuple_
 from sqlalchemy.orm import Session
 
 from app.db import commit
-from app.deps import ReadAccess, SessionDep, SettingsDep, WriteAccess
+from app.deps import (
+    Limit,
+    Offset,
+    ReadAccess,
+    ResourceId,
+    SessionDep,
+    SettingsDep,
+    WriteAccess,
+)
 from app.errors import ERROR_RESPONSES, ApiError, ErrorDetail
 from app.models import Architecture, Device, Measurement
 from app.queries import MeasurementFilters, get_device, list_measurements
@@ -28,9 +36,6 @@ from app.uploads import CSV_COLUMNS, parse_upload
 from devices.profile import DeviceKind, Precision
 
 router = APIRouter(prefix="/devices", tags=["devices"], responses=ERROR_RESPONSES)
-
-Limit = Annotated[int, Query(ge=1, le=1000)]
-Offset = Annotated[int, Query(ge=0)]
 
 
 def _name_free(session: Session, name: str) -> None:
@@ -58,7 +63,7 @@ def list_devices(
     kind: DeviceKind | None = None,
     runtime: str | None = None,
     precision: Precision | None = None,
-    batch_size: Annotated[int | None, Query(ge=1)] = None,
+    batch_size: Annotated[int | None, Query(ge=1, le=65_536)] = None,
     q: Annotated[str | None, Query(max_length=120, description="name contains")] = None,
     limit: Limit = 100,
     offset: Offset = 0,
@@ -83,7 +88,7 @@ def list_devices(
 
 
 @router.get("/{device_id}", response_model=DeviceDetail, dependencies=[ReadAccess])
-def read_device(device_id: int, session: SessionDep) -> DeviceDetail:
+def read_device(device_id: ResourceId, session: SessionDep) -> DeviceDetail:
     """A device's profile and how many measurements it has per space, policy and metric."""
     device = get_device(session, device_id)
     counts = session.execute(
@@ -101,7 +106,7 @@ def read_device(device_id: int, session: SessionDep) -> DeviceDetail:
 
 
 @router.patch("/{device_id}", response_model=DeviceRead, dependencies=[WriteAccess])
-def update_device(device_id: int, body: DeviceUpdate, session: SessionDep) -> Device:
+def update_device(device_id: ResourceId, body: DeviceUpdate, session: SessionDep) -> Device:
     device = get_device(session, device_id)
     if body.name is not None and body.name != device.name:
         _name_free(session, body.name)
@@ -116,7 +121,7 @@ def update_device(device_id: int, body: DeviceUpdate, session: SessionDep) -> De
 
 
 @router.delete("/{device_id}", status_code=204, dependencies=[WriteAccess])
-def delete_device(device_id: int, session: SessionDep) -> Response:
+def delete_device(device_id: ResourceId, session: SessionDep) -> Response:
     """Delete a device and its measurements."""
     device = get_device(session, device_id)
     session.execute(delete(Measurement).where(Measurement.device_id == device.id))
@@ -181,7 +186,7 @@ def _architecture_ids(session: Session, pairs: set[tuple[str, str]]) -> dict[tup
     openapi_extra=_UPLOAD_BODY,
 )
 async def upload_measurements(
-    device_id: int,
+    device_id: ResourceId,
     request: Request,
     session: SessionDep,
     settings: SettingsDep,
@@ -251,7 +256,7 @@ def _store_upload(
     "/{device_id}/measurements", response_model=Page[MeasurementRead], dependencies=[ReadAccess]
 )
 def device_measurements(
-    device_id: int,
+    device_id: ResourceId,
     session: SessionDep,
     space: str | None = None,
     policy: str | None = None,

@@ -9,7 +9,16 @@ from pydantic import ValidationError
 from sqlalchemy import func, select
 
 from app.db import commit
-from app.deps import FactoryDep, ReadAccess, RunnerDep, SessionDep, SettingsDep, WriteAccess
+from app.deps import (
+    FactoryDep,
+    Offset,
+    ReadAccess,
+    ResourceId,
+    RunnerDep,
+    SessionDep,
+    SettingsDep,
+    WriteAccess,
+)
 from app.errors import ERROR_RESPONSES, ApiError, ErrorDetail
 from app.jobs import ACTIVE, mark_stale_jobs
 from app.models import Job
@@ -45,7 +54,7 @@ def list_jobs(
     status: str | None = None,
     kind: str | None = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Offset = 0,
 ) -> Page[JobRead]:
     """Newest first. Jobs whose process died show as ``interrupted``."""
     mark_stale_jobs(factory, settings.job_stale_after_s)
@@ -62,13 +71,15 @@ def list_jobs(
 
 
 @router.get("/{job_id}", response_model=JobDetail, dependencies=[ReadAccess])
-def read_job(job_id: int, session: SessionDep, factory: FactoryDep, settings: SettingsDep) -> Job:
+def read_job(
+    job_id: ResourceId, session: SessionDep, factory: FactoryDep, settings: SettingsDep
+) -> Job:
     mark_stale_jobs(factory, settings.job_stale_after_s)
     return get_job(session, job_id)
 
 
 @router.post("/{job_id}/cancel", response_model=JobRead, dependencies=[WriteAccess])
-def cancel_job(job_id: int, session: SessionDep) -> Job:
+def cancel_job(job_id: ResourceId, session: SessionDep) -> Job:
     """Ask a queued or running job to stop; it ends as ``cancelled`` at its next check."""
     job = get_job(session, job_id)
     if job.status not in ACTIVE:

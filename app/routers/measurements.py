@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
-from app.deps import ReadAccess, SessionDep
+from app.deps import IdFilter, Limit, Offset, ReadAccess, SessionDep
 from app.errors import ERROR_RESPONSES
 from app.queries import MeasurementFilters, list_accuracy, list_measurements
 from app.schemas import AccuracyRead, MeasurementRead, Page
@@ -14,14 +14,11 @@ from devices.profile import Metric
 
 router = APIRouter(tags=["measurements"], responses=ERROR_RESPONSES, dependencies=[ReadAccess])
 
-Limit = Annotated[int, Query(ge=1, le=1000)]
-Offset = Annotated[int, Query(ge=0)]
-
 
 @router.get("/measurements", response_model=Page[MeasurementRead])
 def measurements(
     session: SessionDep,
-    device_id: int | None = None,
+    device_id: IdFilter = None,
     space: str | None = None,
     policy: str | None = None,
     metric: Metric | None = None,
