@@ -227,12 +227,28 @@ class JobRunner:
                 log.warning("job heartbeat failed", exc_info=True)
 
     def shutdown(self) -> None:
-        """Ask running jobs to stop, wait for them, and stop beating."""
+        """Stop: queued jobs never start, running ones stop at their next progress check.
+
+        Both end as ``interrupted`` (the service stopped them, not a user), so a client can
+        tell them from jobs it cancelled itself and simply start them again.
+        """
+        began = _now()
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        mine = (Job.owner == self.owner, Job.status.in_(ACTIVE))
         with unit_of_work(self.factory) as s:
+            s.execute(update(Job).where(*mine).values(cancel_requested=True))
+        self._pool.shutdown(wait=True)
+        with unit_of_work(self.factory) as s:
+            stopped = (Job.status == "queued") | (
+                (Job.status == "cancelled") & (Job.finished_at >= began)
+            )
             s.execute(
                 update(Job)
-                .where(Job.owner == self.owner, Job.status.in_(ACTIVE))
-                .values(cancel_requested=True)
+                .where(Job.owner == self.owner, stopped)
+                .values(
+                    status="interrupted",
+                    finished_at=_now(),
+                    error="the service stopped before this job finished",
+                )
             )
-        self._pool.shutdown(wait=True, cancel_futures=False)
         self._stop.set()

@@ -103,3 +103,25 @@ def test_a_live_runner_keeps_its_jobs_fresh(settings: Settings) -> None:
             assert s.get(Job, job_id).status == "queued"  # type: ignore[union-attr]
     finally:
         runner.shutdown()
+
+
+def test_stopping_the_service_interrupts_its_jobs(settings: Settings) -> None:
+    factory = session_factory(settings.database_url)
+    runner = JobRunner(factory, heartbeat_s=0.05)
+    running = runner.submit("import-reference", {"spaces": ["nb201"]})
+    queued = runner.submit("import-reference", {"spaces": ["ofa_mbv3"]})
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        with factory() as s:
+            if s.get(Job, running).progress > 0:  # type: ignore[union-attr]
+                break
+        time.sleep(0.05)
+    runner.shutdown()
+    with factory() as s:
+        for job_id in (running, queued):
+            job = s.get(Job, job_id)
+            assert job is not None
+            assert (job.status, job.error) == (
+                "interrupted",
+                "the service stopped before this job finished",
+            )
