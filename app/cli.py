@@ -26,8 +26,8 @@ from app.db import (
 )
 from app.errors import ApiError
 from app.jobs import ACTIVE, JobRunner, mark_stale_jobs
-from app.models import Architecture, Device, Job, Measurement
-from app.queries import find_device, get_job
+from app.models import Device, Job, Measurement
+from app.queries import find_device, get_job, measurement_counts
 from app.settings import get_settings
 from devices.reference import REFERENCE_SPACES
 
@@ -230,12 +230,7 @@ def devices_show(name: Annotated[str, typer.Argument(help="device name or id")])
         factory = _ready_factory()
         with factory() as s:
             d = find_device(s, name)
-            counts = s.execute(
-                select(Architecture.space, Measurement.policy, Measurement.metric, func.count())
-                .join(Architecture, Measurement.architecture_id == Architecture.id)
-                .where(Measurement.device_id == d.id)
-                .group_by(Architecture.space, Measurement.policy, Measurement.metric)
-            ).all()
+            counts = measurement_counts(s, d.id)
     for field in (
         "id",
         "name",
@@ -251,8 +246,8 @@ def devices_show(name: Annotated[str, typer.Argument(help="device name or id")])
         "specs",
     ):
         console.print(f"[bold]{field}[/]: {getattr(d, field)}")
-    for space, policy, metric, n in counts:
-        console.print(f"[bold]measurements[/]: {space} {policy} {metric}: {n}")
+    for c in counts:
+        console.print(f"[bold]measurements[/]: {c.space} {c.policy} {c.metric}: {c.count}")
 
 
 @jobs_cli.command("list")

@@ -9,7 +9,7 @@ from sqlalchemy.orm import Session
 
 from app.errors import ApiError
 from app.models import AccuracyRecord, Architecture, Device, Job, Measurement
-from app.schemas import AccuracyRead, MeasurementRead, Page
+from app.schemas import AccuracyRead, MeasurementCount, MeasurementRead, Page
 
 
 def get_device(session: Session, device_id: int) -> Device:
@@ -27,6 +27,18 @@ def find_device(session: Session, name_or_id: str) -> Device:
     if device is None:
         raise ApiError(404, f"no device named {name_or_id!r}")
     return device
+
+
+def measurement_counts(session: Session, device_id: int) -> list[MeasurementCount]:
+    """How many measurements a device has per space, policy and metric."""
+    rows = session.execute(
+        select(Architecture.space, Measurement.policy, Measurement.metric, func.count())
+        .join(Architecture, Measurement.architecture_id == Architecture.id)
+        .where(Measurement.device_id == device_id)
+        .group_by(Architecture.space, Measurement.policy, Measurement.metric)
+        .order_by(Architecture.space, Measurement.policy, Measurement.metric)
+    ).all()
+    return [MeasurementCount(space=sp, policy=p, metric=m, count=n) for sp, p, m, n in rows]
 
 
 def get_job(session: Session, job_id: int) -> Job:

@@ -21,13 +21,12 @@ from app.deps import (
 )
 from app.errors import ERROR_RESPONSES, ApiError, ErrorDetail
 from app.models import Architecture, Device, Measurement
-from app.queries import MeasurementFilters, get_device, list_measurements
+from app.queries import MeasurementFilters, get_device, list_measurements, measurement_counts
 from app.schemas import (
     DeviceCreate,
     DeviceDetail,
     DeviceRead,
     DeviceUpdate,
-    MeasurementCount,
     MeasurementRead,
     Page,
     UploadResult,
@@ -91,17 +90,9 @@ def list_devices(
 def read_device(device_id: ResourceId, session: SessionDep) -> DeviceDetail:
     """A device's profile and how many measurements it has per space, policy and metric."""
     device = get_device(session, device_id)
-    counts = session.execute(
-        select(Architecture.space, Measurement.policy, Measurement.metric, func.count())
-        .join(Architecture, Measurement.architecture_id == Architecture.id)
-        .where(Measurement.device_id == device.id)
-        .group_by(Architecture.space, Measurement.policy, Measurement.metric)
-    ).all()
     return DeviceDetail(
         **DeviceRead.model_validate(device).model_dump(),
-        measurements=[
-            MeasurementCount(space=s, policy=p, metric=m, count=n) for s, p, m, n in counts
-        ],
+        measurements=measurement_counts(session, device.id),
     )
 
 
