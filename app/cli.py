@@ -22,6 +22,7 @@ from app.db import (
     current_revision,
     head_revision,
     session_factory,
+    unit_of_work,
     upgrade,
 )
 from app.errors import ApiError
@@ -317,12 +318,11 @@ def jobs_watch(job_id: int, interval: float = 0.5) -> None:
 def jobs_cancel(job_id: int) -> None:
     with clear_errors():
         factory = _ready_factory()
-        with factory() as s:
+        with unit_of_work(factory) as s:
             job = get_job(s, job_id)
             if job.status not in ACTIVE:
                 raise ApiError(409, f"job {job_id} already ended ({job.status})")
             job.cancel_requested = True
-            s.commit()
     console.print(f"cancel requested for job {job_id}")
 
 

@@ -27,6 +27,8 @@ class SchemaBehindError(RuntimeError):
 
 
 def _sqlite_pragmas(dbapi_conn, _record) -> None:  # type: ignore[no-untyped-def]
+    # SQLAlchemy, not the driver, opens transactions (see _sqlite_begin).
+    dbapi_conn.isolation_level = None
     cur = dbapi_conn.cursor()
     # Foreign keys are off by default in SQLite; WAL lets the CLI read while the server writes.
     cur.execute("PRAGMA foreign_keys=ON")
@@ -36,12 +38,24 @@ def _sqlite_pragmas(dbapi_conn, _record) -> None:  # type: ignore[no-untyped-def
     cur.close()
 
 
+WRITE = {"sqlite_begin": "IMMEDIATE"}
+
+
+def _sqlite_begin(conn) -> None:  # type: ignore[no-untyped-def]
+    # Writers begin IMMEDIATE: they take the write lock up front, waiting on busy_timeout. A
+    # deferred transaction that reads and then writes fails at once with "database is
+    # locked" when another connection committed in between (a WAL snapshot conflict), e.g.
+    # a job's heartbeat. Readers stay deferred so they never wait for writers.
+    conn.exec_driver_sql(f"BEGIN {conn.get_execution_options().get('sqlite_begin', '')}")
+
+
 @lru_cache(maxsize=8)
 def get_engine(url: str) -> Engine:
     """One engine per URL for the process (pools are per engine)."""
     if url.startswith("sqlite"):
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
         event.listen(engine, "connect", _sqlite_pragmas)
+        event.listen(engine, "begin", _sqlite_begin)
         return engine
     return create_engine(url, pool_pre_ping=True)
 
@@ -55,6 +69,7 @@ def unit_of_work(factory: sessionmaker[Session]) -> Iterator[Session]:
     """Commit on success, roll back on any error; a unique violation becomes ConflictError."""
     session = factory()
     try:
+        session.connection(execution_options=WRITE)
         yield session
         session.commit()
     except IntegrityError as exc:

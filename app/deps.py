@@ -10,6 +10,7 @@ from fastapi import Depends, Path, Query, Request, Security
 from fastapi.security import APIKeyHeader
 from sqlalchemy.orm import Session, sessionmaker
 
+from app.db import WRITE
 from app.errors import ApiError
 from app.jobs import JobRunner
 from app.settings import Settings
@@ -25,6 +26,8 @@ def get_settings_dep(request: Request) -> Settings:
 def get_session(request: Request) -> Iterator[Session]:
     """A session per request; routes that write call ``commit`` from ``app.db``."""
     session = request.app.state.session_factory()
+    if request.method not in ("GET", "HEAD", "OPTIONS"):
+        session.connection(execution_options=WRITE)
     try:
         yield session
     finally:

@@ -164,10 +164,12 @@ def execute_job(
 def mark_stale_jobs(factory: sessionmaker[Session], stale_after_s: float) -> int:
     """Mark queued/running jobs whose owner stopped beating as interrupted; returns how many."""
     cutoff = _now() - timedelta(seconds=stale_after_s)
+    is_stale = (Job.status.in_(ACTIVE), Job.heartbeat_at < cutoff)
+    with factory() as s:  # a plain read first: looking at jobs must not wait for writers
+        if s.scalar(select(Job.id).where(*is_stale).limit(1)) is None:
+            return 0
     with unit_of_work(factory) as s:
-        stale = s.scalars(
-            select(Job.id).where(Job.status.in_(ACTIVE), Job.heartbeat_at < cutoff)
-        ).all()
+        stale = s.scalars(select(Job.id).where(*is_stale)).all()
         if not stale:
             return 0
         s.execute(
@@ -200,8 +202,14 @@ class JobRunner:
 
     def submit(self, kind: str, params: dict[str, Any]) -> int:
         job_id = create_job(self.factory, kind, params, self.owner)
-        self._pool.submit(execute_job, self.factory, job_id)
+        self._pool.submit(self._execute, job_id)
         return job_id
+
+    def _execute(self, job_id: int) -> None:
+        try:
+            execute_job(self.factory, job_id)
+        except Exception:  # the job stays active and shows as interrupted once stale
+            log.exception("could not record the end of job %s", job_id)
 
     def run_inline(
         self,

@@ -7,6 +7,7 @@ are all present is left untouched, so a second run changes nothing.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from typing import Any, Literal, get_args
 
@@ -160,6 +161,9 @@ def import_reference(
         for j, ref in enumerate(table.devices):
             with unit_of_work(factory) as s:
                 created, n = _import_device(s, ref, arch_ids, table.latency_ms[:, j])
+            # A breath between transactions: on SQLite, a writer looping without pause starves
+            # other writers (a cancel, a heartbeat) whose busy handler polls for the lock.
+            time.sleep(0.02)
             stats["devices_created"] += int(created)
             stats["devices_unchanged"] += int(n == 0 and not created)
             stats["measurements_inserted"] += n

@@ -29,7 +29,7 @@ router = APIRouter(prefix="/jobs", tags=["jobs"], responses=ERROR_RESPONSES)
 
 
 @router.post("", status_code=202, response_model=JobRead, dependencies=[WriteAccess])
-def start_job(body: JobCreate, session: SessionDep, runner: RunnerDep) -> Job:
+def start_job(body: JobCreate, factory: FactoryDep, runner: RunnerDep) -> Job:
     """Queue a job, e.g. ``{"kind": "import-reference", "params": {"spaces": ["nb201"]}}``."""
     try:
         job_id = runner.submit(body.kind, body.params)
@@ -43,7 +43,8 @@ def start_job(body: JobCreate, session: SessionDep, runner: RunnerDep) -> Job:
         ) from exc
     except ValueError as exc:
         raise ApiError(422, str(exc), [ErrorDetail(field="kind", message=str(exc))]) from exc
-    return get_job(session, job_id)
+    with factory() as session:  # not the request's session: it must not hold a lock meanwhile
+        return get_job(session, job_id)
 
 
 @router.get("", response_model=Page[JobRead], dependencies=[ReadAccess])
