@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import json
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from typing import ClassVar
+
+import numpy as np
 
 
 class InvalidEncoding(ValueError):
@@ -21,6 +24,18 @@ class SearchSpace(ABC):
     @abstractmethod
     def canonical(self, encoding: str) -> str:
         """Return the canonical encoding, or raise InvalidEncoding saying what is wrong."""
+
+    def feature_names(self) -> list[str]:
+        """Names of :meth:`features` columns; empty where the space has no cost features yet."""
+        return []
+
+    def features(self, encodings: Sequence[str]) -> np.ndarray:
+        """Cost features of each design (rows), additive in the work a device does.
+
+        Latency on many devices is close to linear in these (operator counts, per-stage
+        FLOPs), which is what lets a predictor adapt to a new device from a few shots.
+        """
+        return np.zeros((len(encodings), 0))
 
 
 class NB201(SearchSpace):
@@ -57,6 +72,26 @@ class NB201(SearchSpace):
             out.append("|" + "|".join(edges) + "|")
         return "+".join(out)
 
+    def ops(self, encoding: str) -> list[str]:
+        """The 6 edge ops of a (valid) encoding, in encoding order."""
+        return [e.split("~")[0] for node in encoding.split("+") for e in node.strip("|").split("|")]
+
+    def feature_names(self) -> list[str]:
+        return [f"n_{op}" for op in self.OPS[1:]]
+
+    def features(self, encodings: Sequence[str]) -> np.ndarray:
+        """How many of the 6 edges carry each op (``none`` left out: it is the remainder).
+
+        Every cell of a network is the same, so the per-op count is the whole network's work
+        up to per-stage constants.
+        """
+        index = {op: i for i, op in enumerate(self.OPS)}
+        out = np.zeros((len(encodings), len(self.OPS)))
+        for row, encoding in enumerate(encodings):
+            for op in self.ops(encoding):
+                out[row, index[op]] += 1
+        return out[:, 1:]
+
 
 class FBNet(SearchSpace):
     """FBNet: 22 searchable layers, each one of 9 block choices."""
@@ -85,6 +120,66 @@ class FBNet(SearchSpace):
             if b not in self.BLOCKS:
                 raise InvalidEncoding(f"fbnet layer {i}: unknown block {b!r}")
         return "-".join(blocks)
+
+    # Macro-architecture (HW-NAS-Bench's FBNet for 32x32 inputs): a 16-channel stem, then
+    # stages of (out channels, layers, stride of the first layer). 1+4+4+4+4+4+1 = 22 layers.
+    STAGES: ClassVar[tuple[tuple[int, int, int], ...]] = (
+        (16, 1, 1),
+        (24, 4, 2),
+        (32, 4, 2),
+        (64, 4, 2),
+        (112, 4, 1),
+        (184, 4, 2),
+        (352, 1, 1),
+    )
+    STEM_CHANNELS = 16
+    INPUT_SIZE = 32
+
+    def layers(self) -> list[tuple[int, int, int, int, int]]:
+        """(stage, in channels, out channels, stride, output size) of each searchable layer."""
+        out, cin, size = [], self.STEM_CHANNELS, self.INPUT_SIZE
+        for stage, (cout, n, stride) in enumerate(self.STAGES):
+            for i in range(n):
+                s = stride if i == 0 else 1
+                size //= s
+                out.append((stage, cin, cout, s, size))
+                cin = cout
+        return out
+
+    @staticmethod
+    def block_cost(block: str, cin: int, cout: int, stride: int, size: int) -> tuple[float, float]:
+        """Multiply-accumulates and weights of one block (inverted residual or skip)."""
+        if block == "skip":
+            if cin == cout and stride == 1:
+                return 0.0, 0.0
+            return float(cin * cout * size * size), float(cin * cout)
+        kernel, expand = int(block[1]), int(block.split("_")[1][1:])
+        groups = 2 if block.endswith("_g2") else 1
+        mid = cin * expand
+        in_size = size * stride
+        macs = cin * mid / groups * in_size**2 + mid * kernel**2 * size**2
+        macs += mid * cout / groups * size**2
+        params = cin * mid / groups + mid * kernel**2 + mid * cout / groups
+        return float(macs), float(params)
+
+    def feature_names(self) -> list[str]:
+        return [f"mmacs_stage{i}" for i in range(len(self.STAGES))] + ["mparams", "n_blocks"]
+
+    def features(self, encodings: Sequence[str]) -> np.ndarray:
+        """Per-stage MACs (millions), total weights (millions) and non-skip block count."""
+        layers = self.layers()
+        out = np.zeros((len(encodings), len(self.STAGES) + 2))
+        cache: dict[tuple[int, str], tuple[float, float]] = {}
+        for row, encoding in enumerate(encodings):
+            for li, block in enumerate(encoding.split("-")):
+                key = (li, block)
+                if key not in cache:
+                    cache[key] = self.block_cost(block, *layers[li][1:])
+                macs, params = cache[key]
+                out[row, layers[li][0]] += macs / 1e6
+                out[row, -2] += params / 1e6
+                out[row, -1] += block != "skip"
+        return out
 
 
 class OFAMobileNetV3(SearchSpace):

@@ -1,0 +1,233 @@
+"""Few-shot latency transfer: predict a new device from a handful of its measurements.
+
+A new device's latency over a space is explained by two things we already have for every
+design: its cost features (operator counts, per-stage MACs; latency on accelerators and large
+batches is nearly linear in them) and the latencies of the registered *basis* devices (which
+carry the runtime effects no cost count sees). Three small models are fitted on the shots and
+averaged in log space:
+
+- ``cost``: latency (ms) linear in cost features and basis latencies, relative-error weighted;
+- ``log``: log-latency linear in log cost features and standardised basis log-latencies;
+- ``devices``: log-latency linear in basis log-latencies (the ridge baseline's form).
+
+Which designs to measure matters as much as the model: :meth:`TransferModel.choose_shots`
+picks a D-optimal set over the cost features and the basis' main latency directions, so the
+few shots span what varies. Intervals come from leave-one-out residuals on the shots, scaled
+by a factor calibrated on the basis devices themselves (each one held out in turn).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+LEVEL = 0.9
+MIN_SHOTS = 3
+_FLOOR = 1e-3  # relative floor for a linear prediction before taking logs
+
+
+def _ridge(x: np.ndarray, y: np.ndarray, penalty: np.ndarray, weight: np.ndarray | None = None):
+    """Weighted ridge solve; ``penalty`` per column (0 leaves a column free)."""
+    w = np.ones(len(y)) if weight is None else weight
+    xw = x * w[:, None]
+    return np.linalg.solve(xw.T @ x + np.diag(penalty) + 1e-9 * np.eye(x.shape[1]), xw.T @ y)
+
+
+def _standardise(x: np.ndarray) -> np.ndarray:
+    return (x - x.mean(0)) / np.where(x.std(0) > 0, x.std(0), 1.0)
+
+
+def _impute_log(latency_ms: np.ndarray, rank: int = 3, rounds: int = 15) -> np.ndarray:
+    """Log-latency with holes (NaN) filled by a low-rank reconstruction of the other devices."""
+    logs = np.log(latency_ms)
+    holes = ~np.isfinite(logs)
+    if not holes.any():
+        return logs
+    if holes.all(axis=0).any():
+        raise ValueError("a basis device has no measurement at all")
+    filled = np.where(holes, np.nanmean(np.where(holes, np.nan, logs), axis=0), logs)
+    rank = min(rank, filled.shape[1])
+    for _ in range(rounds):
+        mean = filled.mean(0)
+        u, s, vt = np.linalg.svd(filled - mean, full_matrices=False)
+        low = (u[:, :rank] * s[:rank]) @ vt[:rank] + mean
+        filled = np.where(holes, low, logs)
+    return filled
+
+
+@dataclass
+class TransferBasis:
+    """Per-design inputs shared by every target device: cost features and basis latencies."""
+
+    cost: np.ndarray  # designs x cost features (may have 0 columns)
+    latency_ms: np.ndarray  # designs x basis devices, NaN where not measured
+    names: list[str]
+    log_latency: np.ndarray = field(init=False)
+    z_latency: np.ndarray = field(init=False)
+    directions: np.ndarray = field(init=False)
+
+    def __post_init__(self) -> None:
+        if self.latency_ms.ndim != 2 or self.latency_ms.shape[1] == 0:
+            raise ValueError("transfer needs at least one basis device")
+        if len(self.cost) != len(self.latency_ms):
+            raise ValueError("cost features and basis latencies must cover the same designs")
+        if (self.latency_ms[np.isfinite(self.latency_ms)] <= 0).any():
+            raise ValueError("basis latencies must be positive")
+        self.log_latency = _impute_log(self.latency_ms)
+        self.z_latency = _standardise(self.log_latency)
+        u, s, _ = np.linalg.svd(self.z_latency, full_matrices=False)
+        self.directions = u[:, :4] * s[:4] / np.sqrt(len(u))
+        scale = self.cost.mean(0) if self.cost.size else np.ones(0)
+        self._cost = self.cost / np.where(scale > 0, scale, 1.0)
+        self._basis_ms = np.exp(self.log_latency - np.median(self.log_latency, axis=0))
+
+    @property
+    def n_designs(self) -> int:
+        return len(self.latency_ms)
+
+    def without(self, column: int) -> TransferBasis:
+        """The same basis with one device held out (to calibrate on the basis itself)."""
+        keep = [j for j in range(self.latency_ms.shape[1]) if j != column]
+        return TransferBasis(self.cost, self.latency_ms[:, keep], [self.names[j] for j in keep])
+
+    # The three component models: each maps (shots, measured ms) to a predictor of log-latency.
+    def _cost_model(self, idx: np.ndarray, y: np.ndarray):
+        x = np.c_[np.ones(self.n_designs), self._cost, self._basis_ms]
+        scale = float(np.median(y))
+        n_cost = self._cost.shape[1]
+        penalty = np.r_[0.0, np.full(n_cost, 1e-2), np.full(self._basis_ms.shape[1], 0.5)]
+        coef = _ridge(x[idx], y / scale, penalty, (scale / y) ** 2)
+        floor = _FLOOR * float(y.min())
+
+        def predict(rows: np.ndarray) -> np.ndarray:
+            return np.log(np.maximum(scale * (x[rows] @ coef), floor))
+
+        return predict
+
+    def _log_model(self, idx: np.ndarray, y: np.ndarray):
+        x = np.c_[np.ones(self.n_designs), np.log1p(self._cost), self.z_latency]
+        n_cost = self._cost.shape[1]
+        penalty = np.r_[0.0, np.full(n_cost, 1e-2), np.ones(self.z_latency.shape[1])]
+        coef = _ridge(x[idx], np.log(y), penalty)
+        return lambda rows: x[rows] @ coef
+
+    def _device_model(self, idx: np.ndarray, y: np.ndarray):
+        x = np.c_[np.ones(self.n_designs), self.log_latency]
+        coef = _ridge(x[idx], np.log(y), np.r_[0.0, np.ones(self.log_latency.shape[1])])
+        return lambda rows: x[rows] @ coef
+
+
+COMPONENTS = ("cost", "log", "devices")
+
+
+@dataclass
+class Adapted:
+    """A target device's predictor: the ensemble fitted on its shots, with an interval."""
+
+    basis: TransferBasis
+    shots: np.ndarray
+    measured_ms: np.ndarray
+    sigma: float  # log-space spread of the ensemble's leave-one-out errors on the shots
+    scale: float  # calibrated multiplier turning sigma into a LEVEL interval
+    _models: list = field(repr=False)
+
+    def predict(self, rows: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Median prediction (ms) and LEVEL interval for ``rows`` (all designs by default)."""
+        rows = np.arange(self.basis.n_designs) if rows is None else np.asarray(rows)
+        logs = np.stack([m(rows) for m in self._models])
+        centre = logs.mean(0)
+        spread = np.sqrt(self.sigma**2 + logs.var(0))
+        half = self.scale * spread
+        return np.exp(centre), np.exp(centre - half), np.exp(centre + half)
+
+
+class TransferModel:
+    """Few-shot adaptation over one basis; the interval scale is calibrated once per basis."""
+
+    def __init__(self, basis: TransferBasis, interval_scale: float | None = None) -> None:
+        self.basis = basis
+        self.interval_scale = interval_scale
+
+    def choose_shots(
+        self, k: int, rng: np.random.Generator, available: np.ndarray | None = None
+    ) -> np.ndarray:
+        """Greedy D-optimal designs over cost features and the basis' two main directions."""
+        pool = np.arange(self.basis.n_designs) if available is None else np.asarray(available)
+        if k > len(pool):
+            raise ValueError(f"asked for {k} shots but only {len(pool)} designs are available")
+        cand = rng.choice(pool, size=min(3000, len(pool)), replace=False)
+        feats = np.c_[
+            np.ones(self.basis.n_designs),
+            _standardise(self.basis.cost) if self.basis.cost.size else np.zeros((len(pool), 0)),
+            self.basis.directions[:, :2],
+        ][cand]
+        info = 1e-3 * np.eye(feats.shape[1])
+        chosen: list[int] = []
+        for _ in range(k):
+            gain = np.einsum("ij,jk,ik->i", feats, np.linalg.inv(info), feats)
+            gain[chosen] = -np.inf
+            best = int(np.argmax(gain))
+            chosen.append(best)
+            info += np.outer(feats[best], feats[best])
+        return cand[chosen]
+
+    def _fit(self, idx: np.ndarray, y: np.ndarray) -> list:
+        b = self.basis
+        return [b._cost_model(idx, y), b._log_model(idx, y), b._device_model(idx, y)]
+
+    def adapt(self, shots: np.ndarray, measured_ms: np.ndarray) -> Adapted:
+        """Fit the ensemble on a target's shots (indices into the basis' designs)."""
+        shots = np.asarray(shots, dtype=int)
+        y = np.asarray(measured_ms, dtype=float)
+        if len(shots) < MIN_SHOTS:
+            raise ValueError(f"few-shot transfer needs at least {MIN_SHOTS} measured designs")
+        if len(set(shots.tolist())) != len(shots):
+            raise ValueError("the same design is measured twice among the shots")
+        if len(y) != len(shots) or not np.isfinite(y).all() or (y <= 0).any():
+            raise ValueError("shot latencies must be positive numbers, one per shot")
+        residuals = []
+        for k in range(len(shots)):
+            keep = np.delete(np.arange(len(shots)), k)
+            models = self._fit(shots[keep], y[keep])
+            guess = np.mean([m(shots[k : k + 1]) for m in models])
+            residuals.append(guess - np.log(y[k]))
+        sigma = float(np.sqrt(np.mean(np.square(residuals))))
+        scale = self.interval_scale if self.interval_scale is not None else 1.645
+        return Adapted(self.basis, shots, y, sigma, scale, self._fit(shots, y))
+
+    def calibrate(self, shots: int, seed: int = 0) -> float:
+        """Interval multiplier from holding out each basis device in turn.
+
+        The multiplier is the LEVEL quantile of |error| / spread over every held-out design,
+        so intervals are as wide as the basis devices show they must be, not assumed normal.
+        """
+        rng = np.random.default_rng(seed)
+        ratios = []
+        n_dev = self.basis.latency_ms.shape[1]
+        if n_dev < 2:
+            self.interval_scale = 1.645
+            return self.interval_scale
+        for j in range(n_dev):
+            column = self.basis.latency_ms[:, j]
+            available = np.flatnonzero(np.isfinite(column))
+            inner = TransferModel(self.basis.without(j), interval_scale=1.0)
+            idx = inner.choose_shots(shots, rng, available)
+            adapted = inner.adapt(idx, column[idx])
+            rest = np.setdiff1d(available, idx)
+            rest = rng.choice(rest, size=min(2000, len(rest)), replace=False)
+            centre, low, _ = adapted.predict(rest)
+            spread = np.log(centre) - np.log(low)
+            ratios.append(np.abs(np.log(column[rest]) - np.log(centre)) / spread)
+        self.interval_scale = float(np.quantile(np.concatenate(ratios), LEVEL))
+        return self.interval_scale
+
+
+def ridge_baseline(
+    basis: TransferBasis, shots: np.ndarray, measured_ms: np.ndarray, alpha: float = 1.0
+) -> np.ndarray:
+    """The plain floor: ridge of the target's log-latency on the basis log-latencies."""
+    x = np.c_[np.ones(basis.n_designs), basis.log_latency]
+    penalty = np.r_[0.0, np.full(basis.log_latency.shape[1], alpha)]
+    coef = _ridge(x[shots], np.log(measured_ms), penalty)
+    return np.exp(x @ coef)
