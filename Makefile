@@ -3,7 +3,7 @@ PYTHON ?= python3.11
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: install run test lint bench-import
+.PHONY: install run test lint bench-import bench-transfer
 
 install: $(VENV)/.installed
 
@@ -27,3 +27,6 @@ test: lint
 
 bench-import: install
 	$(BIN)/python benchmarks/import_reference.py --json benchmarks/results/import_reference_sqlite.json
+
+bench-transfer: install
+	$(BIN)/python benchmarks/transfer.py

@@ -2,22 +2,17 @@
 
 from __future__ import annotations
 
-import sys
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
-from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from sqlalchemy import func, select
-from sqlalchemy.exc import OperationalError
 
 import app.reference_import  # noqa: F401  (registers the import-reference job kind)
+from app.cli_common import clear_errors, console, fail, progress_bar
+from app.cli_eval import eval_cli
 from app.db import (
-    SchemaBehindError,
     check_schema,
     current_revision,
     head_revision,
@@ -43,32 +38,7 @@ jobs_cli = typer.Typer(help="Long-running jobs.", no_args_is_help=True)
 cli.add_typer(db_cli, name="db")
 cli.add_typer(devices_cli, name="devices")
 cli.add_typer(jobs_cli, name="jobs")
-# Piped output is not cut to 80 columns, so it can be read by scripts and grep.
-console = Console(width=None if sys.stdout.isatty() else 200)
-err = Console(stderr=True, width=None if sys.stderr.isatty() else 200)
-
-
-def fail(message: str) -> typer.Exit:
-    err.print(f"[bold red]error:[/] {message}")
-    return typer.Exit(1)
-
-
-@contextmanager
-def clear_errors() -> Iterator[None]:
-    """Turn the errors a user can cause into a message and exit code 1, not a traceback."""
-    try:
-        yield
-    except ApiError as exc:
-        raise fail(exc.message) from exc
-    except SchemaBehindError as exc:
-        raise fail(str(exc)) from exc
-    except OperationalError as exc:
-        raise fail(
-            f"cannot use the database ({get_settings().database_url}): "
-            f"{str(exc.orig).strip().splitlines()[0]}"
-        ) from exc
-    except ValueError as exc:
-        raise fail(str(exc)) from exc
+cli.add_typer(eval_cli, name="eval")
 
 
 def _ready_factory():  # type: ignore[no-untyped-def]
@@ -78,24 +48,13 @@ def _ready_factory():  # type: ignore[no-untyped-def]
     return session_factory(settings.database_url)
 
 
-def _progress_bar() -> Progress:
-    return Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        TaskProgressColumn(),
-        TimeElapsedColumn(),
-        TextColumn("{task.fields[note]}"),
-        console=err,
-    )
-
-
 def _run_job(kind: str, params: dict[str, Any]) -> Job:
     """Run a job in this process, recorded in the database, with a progress bar."""
     factory = _ready_factory()
     settings = get_settings()
     runner = JobRunner(factory, 1, settings.job_heartbeat_s)
     try:
-        with _progress_bar() as bar:
+        with progress_bar() as bar:
             task = bar.add_task(kind, total=1.0, note="")
 
             def show(fraction: float, message: str | None) -> None:
@@ -301,7 +260,7 @@ def jobs_watch(job_id: int, interval: float = 0.5) -> None:
     """Follow a job's progress until it ends; exit code 1 unless it succeeded."""
     with clear_errors():
         job = _load_job(job_id)
-        with _progress_bar() as bar:
+        with progress_bar() as bar:
             task = bar.add_task(f"job {job.id} {job.kind}", total=1.0, note="")
             while True:
                 bar.update(task, completed=job.progress, note=job.message or job.status)

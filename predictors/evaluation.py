@@ -58,7 +58,9 @@ def evaluate_transfer(
             covered.append(coverage(low, high, measured[rest]))
             rand = rng.choice(available, size=shots, replace=False)
             rest_b = np.setdiff1d(available, rand)
-            base.append(quality(ridge_baseline(basis, rand, measured[rand])[rest_b], measured[rest_b]))
+            base.append(
+                quality(ridge_baseline(basis, rand, measured[rand])[rest_b], measured[rest_b])
+            )
             done += 1
             if progress:
                 progress(done, total)

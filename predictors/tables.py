@@ -67,7 +67,9 @@ def read_tables(latency_path: Path, archs_path: Path, space: SearchSpace) -> Lat
         rows: dict[int, list[float]] = {}
         for line, row in enumerate(reader, start=2):
             if len(row) != len(header):
-                raise TableError(f"{latency_path} row {line}: {len(row)} cells, expected {len(header)}")
+                raise TableError(
+                    f"{latency_path} row {line}: {len(row)} cells, expected {len(header)}"
+                )
             arch = _arch_id(row[0], f"{latency_path} row {line}")
             rows[arch] = [
                 _number(v, f"{latency_path} row {line} column {devices[j]!r}")

@@ -1,0 +1,77 @@
+"""``edgeopt eval``: reproducible quality figures on any wide latency table."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from app.cli_common import clear_errors, console, progress_bar
+from predictors.evaluation import evaluate_transfer
+from predictors.metrics import QUALITY_KEYS
+from predictors.tables import read_tables
+from search.spaces import get_space
+
+eval_cli = typer.Typer(
+    help="Benchmark predictors and search on measured tables.", no_args_is_help=True
+)
+
+
+def _names(text: str) -> list[str]:
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    if len(set(names)) != len(names):
+        raise ValueError(f"a device is listed twice in {text!r}")
+    return names
+
+
+@eval_cli.command("transfer")
+def eval_transfer(
+    latency: Annotated[Path, typer.Option(help="wide CSV: arch_id, one column per device (ms)")],
+    archs: Annotated[Path, typer.Option(help="CSV with arch_id and arch (the encoding)")],
+    space: Annotated[str, typer.Option(help="nb201 or fbnet")],
+    train: Annotated[str, typer.Option(help="comma-separated training (basis) devices")],
+    test: Annotated[str, typer.Option(help="comma-separated unseen test devices")],
+    shots: Annotated[int, typer.Option(help="measured designs per test device")] = 10,
+    seeds: Annotated[int, typer.Option(help="repetitions with different shot choices")] = 5,
+    json_out: Annotated[Path | None, typer.Option("--json", help="write the figures here")] = None,
+) -> None:
+    """Few-shot latency transfer to unseen devices, beside the ridge baseline."""
+    with clear_errors():
+        search_space = get_space(space)
+        table = read_tables(latency, archs, search_space)
+        train_names, test_names = _names(train), _names(test)
+        for name in train_names + test_names:
+            table.column(name)
+        cost = search_space.features(table.encodings)
+        with progress_bar() as bar:
+            task = bar.add_task("transfer", total=1.0, note="")
+            result = evaluate_transfer(
+                table,
+                cost,
+                train_names,
+                test_names,
+                shots,
+                seeds,
+                progress=lambda done, total: bar.update(task, completed=done / total),
+            )
+    out = Table("device", *QUALITY_KEYS, "baseline spearman", "coverage@90")
+    rows = [*result["devices"].items(), ("mean", result["mean"])]
+    for name, q in rows:
+        base = result["baseline"]["devices"].get(name, result["baseline"]["mean"])
+        cover = result["intervals"]["coverage"]
+        cov = cover.get(name, sum(cover.values()) / len(cover))
+        out.add_row(
+            name,
+            *(f"{q[k]:.4f}" if k != "mape" else f"{q[k]:.2f}%" for k in QUALITY_KEYS),
+            f"{base['spearman']:.4f}",
+            f"{cov:.3f}",
+        )
+    console.print(out)
+    if json_out:
+        baseline = {"devices": result["baseline"]["devices"], "mean": result["baseline"]["mean"]}
+        doc = {**result, "baseline": baseline}
+        json_out.write_text(json.dumps(doc, indent=2))
+        console.print(f"wrote {json_out}")
