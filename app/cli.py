@@ -9,6 +9,7 @@ import typer
 from rich.table import Table
 from sqlalchemy import func, select
 
+import app.predictor_service
 import app.reference_import  # noqa: F401  (registers the import-reference job kind)
 from app.cli_common import clear_errors, console, fail, progress_bar
 from app.cli_eval import eval_cli
@@ -22,7 +23,7 @@ from app.db import (
 )
 from app.errors import ApiError
 from app.jobs import ACTIVE, JobRunner, mark_stale_jobs
-from app.models import Device, Job, Measurement
+from app.models import Device, Job, Measurement, Predictor
 from app.queries import find_device, get_job, measurement_counts
 from app.settings import get_settings
 from devices.reference import REFERENCE_SPACES
@@ -39,6 +40,8 @@ cli.add_typer(db_cli, name="db")
 cli.add_typer(devices_cli, name="devices")
 cli.add_typer(jobs_cli, name="jobs")
 cli.add_typer(eval_cli, name="eval")
+predictors_cli = typer.Typer(help="Latency, energy and accuracy predictors.", no_args_is_help=True)
+cli.add_typer(predictors_cli, name="predictors")
 
 
 def _ready_factory():  # type: ignore[no-untyped-def]
@@ -52,7 +55,7 @@ def _run_job(kind: str, params: dict[str, Any]) -> Job:
     """Run a job in this process, recorded in the database, with a progress bar."""
     factory = _ready_factory()
     settings = get_settings()
-    runner = JobRunner(factory, 1, settings.job_heartbeat_s)
+    runner = JobRunner(factory, 1, settings.job_heartbeat_s, settings.artifacts_dir)
     try:
         with progress_bar() as bar:
             task = bar.add_task(kind, total=1.0, note="")
@@ -145,7 +148,60 @@ def up(
     """The main job: migrate the database, import the reference data, start the service."""
     db_upgrade("head")
     import_reference_cmd(None)
+    with clear_errors(), _ready_factory()() as s:
+        trained = s.scalar(select(func.count()).select_from(Predictor)) or 0
+    if not trained:
+        predictors_train(None, None, 200)
     serve(host, port)
+
+
+@predictors_cli.command("train")
+def predictors_train(
+    space: Annotated[list[str] | None, typer.Option(help="space (repeatable); default all")] = None,
+    target: Annotated[
+        list[str] | None, typer.Option(help="latency_ms, energy_mj or accuracy (repeatable)")
+    ] = None,
+    min_rows: Annotated[int, typer.Option(help="fewest designs to fit a model")] = 200,
+) -> None:
+    """Train a new version of every predictor the registry has enough data for."""
+    params: dict[str, Any] = {"min_rows": min_rows}
+    if space:
+        params["spaces"] = space
+    if target:
+        params["targets"] = target
+    with clear_errors():
+        job = _run_job("train-predictors", params)
+    if job.status != "succeeded":
+        raise fail(f"job {job.id} {job.status}: {job.error or ''}")
+    console.print(f"job {job.id} trained {(job.result or {}).get('count', 0)} predictors")
+
+
+@predictors_cli.command("list")
+def predictors_list(space: Annotated[str | None, typer.Option()] = None) -> None:
+    """Predictors with their held-out quality (newest first)."""
+    with clear_errors():
+        factory = _ready_factory()
+        with factory() as s:
+            query = select(Predictor, Device.name).outerjoin(Device).order_by(Predictor.id.desc())
+            if space:
+                query = query.where(Predictor.space == space)
+            rows = s.execute(query).all()
+    table = Table(
+        "id", "target", "space", "device / dataset", "policy", "v", "spearman", "coverage"
+    )
+    for p, device in rows:
+        q = p.quality
+        table.add_row(
+            str(p.id),
+            p.target,
+            p.space,
+            device or p.dataset or "",
+            p.policy,
+            str(p.version),
+            f"{q.get('spearman', float('nan')):.4f}",
+            f"{q.get('coverage', float('nan')):.3f}",
+        )
+    console.print(table)
 
 
 @devices_cli.command("list")

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel
@@ -76,9 +77,11 @@ class JobContext:
         job_id: int,
         on_progress: Callable[[float, str | None], None] | None = None,
         min_interval_s: float = 0.25,
+        artifacts_dir: Path | None = None,
     ) -> None:
         self.factory = factory
         self.job_id = job_id
+        self.artifacts_dir = artifacts_dir or Path(".edgeopt/artifacts")
         self._on_progress = on_progress
         self._min_interval = min_interval_s
         self._last_write = 0.0
@@ -123,6 +126,7 @@ def execute_job(
     factory: sessionmaker[Session],
     job_id: int,
     on_progress: Callable[[float, str | None], None] | None = None,
+    artifacts_dir: Path | None = None,
 ) -> str:
     """Run a stored job to its end in this thread; returns its final status."""
     with unit_of_work(factory) as s:
@@ -135,7 +139,7 @@ def execute_job(
             return "cancelled"
         job.status, job.started_at, job.heartbeat_at = "running", _now(), _now()
         kind, params = job.kind, dict(job.params)
-    ctx = JobContext(factory, job_id, on_progress)
+    ctx = JobContext(factory, job_id, on_progress, artifacts_dir=artifacts_dir)
     ctx.log(f"started {kind} with {params}")
     status, result, error = "succeeded", None, None
     try:
@@ -190,9 +194,14 @@ class JobRunner:
     """Runs jobs in a thread pool and keeps their heartbeat while this process lives."""
 
     def __init__(
-        self, factory: sessionmaker[Session], workers: int = 1, heartbeat_s: float = 2.0
+        self,
+        factory: sessionmaker[Session],
+        workers: int = 1,
+        heartbeat_s: float = 2.0,
+        artifacts_dir: Path | None = None,
     ) -> None:
         self.factory = factory
+        self.artifacts_dir = artifacts_dir
         self.owner = f"{uuid.uuid4().hex[:12]}"
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="edgeopt-job")
         self._heartbeat_s = heartbeat_s
@@ -207,7 +216,7 @@ class JobRunner:
 
     def _execute(self, job_id: int) -> None:
         try:
-            execute_job(self.factory, job_id)
+            execute_job(self.factory, job_id, artifacts_dir=self.artifacts_dir)
         except Exception:  # the job stays active and shows as interrupted once stale
             log.exception("could not record the end of job %s", job_id)
 
@@ -219,7 +228,7 @@ class JobRunner:
     ) -> int:
         """Run a job in the calling thread (the CLI), still recorded and heartbeated."""
         job_id = create_job(self.factory, kind, params, self.owner)
-        execute_job(self.factory, job_id, on_progress)
+        execute_job(self.factory, job_id, on_progress, self.artifacts_dir)
         return job_id
 
     def _beat_loop(self) -> None:

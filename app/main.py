@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from sqlalchemy import func, select
 
+import app.predictor_service
 import app.reference_import  # noqa: F401  (registers the import-reference job kind)
 from app.db import check_schema, current_revision, session_factory
 from app.deps import ReadAccess, SessionDep, SettingsDep
@@ -15,7 +16,7 @@ from app.errors import ERROR_RESPONSES, install_error_handlers
 from app.jobs import JobRunner, mark_stale_jobs
 from app.limits import BodySizeLimit
 from app.models import Device
-from app.routers import devices, jobs, measurements
+from app.routers import devices, jobs, measurements, predictors
 from app.schemas import Health
 from app.settings import Settings, get_settings
 
@@ -32,7 +33,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         mark_stale_jobs(factory, settings.job_stale_after_s)
         app.state.settings = settings
         app.state.session_factory = factory
-        app.state.runner = JobRunner(factory, settings.job_workers, settings.job_heartbeat_s)
+        app.state.runner = JobRunner(
+            factory, settings.job_workers, settings.job_heartbeat_s, settings.artifacts_dir
+        )
         try:
             yield
         finally:
@@ -46,7 +49,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     install_error_handlers(app)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes)
-    for module in (devices, measurements, jobs):
+    for module in (devices, measurements, jobs, predictors):
         app.include_router(module.router)
 
     @app.get(

@@ -164,3 +164,43 @@ class JobLog(Base):
     line: Mapped[str] = mapped_column(Text)
 
     job: Mapped[Job] = relationship(back_populates="logs")
+
+
+PREDICTOR_TARGETS = ("latency_ms", "energy_mj", "accuracy")
+
+
+class Predictor(Base):
+    """A trained predictor: its artifact on disk, quality on held-out data, and provenance.
+
+    ``device_id`` is set for per-device latency/energy models and empty for accuracy models,
+    which belong to a (space, dataset, policy). Retraining the same scope adds a version.
+    """
+
+    __tablename__ = "predictors"
+    __table_args__ = (
+        CheckConstraint(f"target IN {PREDICTOR_TARGETS}", name="target"),
+        UniqueConstraint(
+            "target",
+            "space",
+            "device_id",
+            "dataset",
+            "policy",
+            "version",
+            name="uq_predictors_scope",
+        ),
+        Index("ix_predictors_space_target", "space", "target"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    target: Mapped[str] = mapped_column(String(16))
+    space: Mapped[str] = mapped_column(String(32))
+    device_id: Mapped[int | None] = mapped_column(ForeignKey("devices.id", ondelete="CASCADE"))
+    dataset: Mapped[str | None] = mapped_column(String(64))
+    policy: Mapped[str] = mapped_column(String(400), default="fp32")
+    version: Mapped[int] = mapped_column(Integer, default=1)
+    model: Mapped[str] = mapped_column(String(64))
+    artifact: Mapped[str] = mapped_column(String(400))
+    quality: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    provenance: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    job_id: Mapped[int | None] = mapped_column(ForeignKey("jobs.id", ondelete="SET NULL"))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -197,3 +197,69 @@ class Health(BaseModel):
     status: str
     schema_revision: str | None
     devices: int
+
+
+class PredictorRead(BaseModel):
+    """A trained predictor: scope, version, held-out quality figures and provenance."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    target: str
+    space: str
+    device_id: int | None
+    dataset: str | None
+    policy: str
+    version: int
+    model: str
+    quality: dict[str, Any]
+    provenance: dict[str, Any]
+    job_id: int | None
+    created_at: datetime
+
+
+class PredictorTrain(BaseModel):
+    """What to (re)train; every scope with ``min_rows`` designs or more gets a new version."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    spaces: list[Literal["nb201", "fbnet", "ofa_mbv3"]] | None = None
+    targets: list[Literal["latency_ms", "energy_mj", "accuracy"]] | None = None
+    devices: list[str] | None = Field(None, max_length=1000)
+    min_rows: int = Field(200, ge=50, le=1_000_000)
+
+
+class PredictRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    device: str = Field(description="registered device name or id", max_length=120)
+    space: Literal["nb201", "fbnet", "ofa_mbv3"]
+    policy: str = Field("fp32", max_length=400)
+    designs: list[str] = Field(min_length=1, max_length=20_000)
+
+
+class Estimate(BaseModel):
+    value: float
+    low: float
+    high: float
+
+
+class DesignPrediction(BaseModel):
+    design: str
+    accuracy: dict[str, Estimate]
+    latency_ms: Estimate | None
+    energy_mj: Estimate | None
+
+
+class PredictResponse(BaseModel):
+    """Predictions with LEVEL intervals; ``answered_by`` says which model answered each metric
+    (and for a device without its own model, the proxy chosen and why); ``notes`` says what
+    could not be predicted instead of inventing a number."""
+
+    device: str
+    space: str
+    policy: str
+    level: float
+    designs: list[DesignPrediction]
+    answered_by: dict[str, Any]
+    notes: list[str]

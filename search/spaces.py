@@ -25,6 +25,10 @@ class SearchSpace(ABC):
     def canonical(self, encoding: str) -> str:
         """Return the canonical encoding, or raise InvalidEncoding saying what is wrong."""
 
+    @abstractmethod
+    def encode(self, encodings: Sequence[str]) -> np.ndarray:
+        """Each (canonical) design as a fixed-length numeric vector for learned predictors."""
+
     def feature_names(self) -> list[str]:
         """Names of :meth:`features` columns; empty where the space has no cost features yet."""
         return []
@@ -75,6 +79,15 @@ class NB201(SearchSpace):
     def ops(self, encoding: str) -> list[str]:
         """The 6 edge ops of a (valid) encoding, in encoding order."""
         return [e.split("~")[0] for node in encoding.split("+") for e in node.strip("|").split("|")]
+
+    def encode(self, encodings: Sequence[str]) -> np.ndarray:
+        """One-hot op per edge (6 x 5), then the op counts."""
+        index = {op: i for i, op in enumerate(self.OPS)}
+        onehot = np.zeros((len(encodings), 6 * len(self.OPS)))
+        for row, encoding in enumerate(encodings):
+            for edge, op in enumerate(self.ops(encoding)):
+                onehot[row, edge * len(self.OPS) + index[op]] = 1
+        return np.c_[onehot, self.features(encodings)]
 
     def feature_names(self) -> list[str]:
         return [f"n_{op}" for op in self.OPS[1:]]
@@ -162,6 +175,15 @@ class FBNet(SearchSpace):
         params = cin * mid / groups + mid * kernel**2 + mid * cout / groups
         return float(macs), float(params)
 
+    def encode(self, encodings: Sequence[str]) -> np.ndarray:
+        """One-hot block per layer (22 x 9), then the cost features."""
+        index = {b: i for i, b in enumerate(self.BLOCKS)}
+        onehot = np.zeros((len(encodings), self.LAYERS * len(self.BLOCKS)))
+        for row, encoding in enumerate(encodings):
+            for layer, block in enumerate(encoding.split("-")):
+                onehot[row, layer * len(self.BLOCKS) + index[block]] = 1
+        return np.c_[onehot, self.features(encodings)]
+
     def feature_names(self) -> list[str]:
         return [f"mmacs_stage{i}" for i in range(len(self.STAGES))] + ["mparams", "n_blocks"]
 
@@ -206,6 +228,14 @@ class OFAMobileNetV3(SearchSpace):
             raise InvalidEncoding("ofa_mbv3 'r' must be an integer resolution in 128..224")
         ordered = {k: spec[k] for k in ("ks", "e", "d", "r")}
         return json.dumps(ordered, separators=(",", ":"))
+
+    def encode(self, encodings: Sequence[str]) -> np.ndarray:
+        """Kernel sizes, expansions, depths and resolution as numbers (46 columns)."""
+        rows = []
+        for encoding in encodings:
+            spec = json.loads(encoding)
+            rows.append([*spec["ks"], *spec["e"], *spec["d"], spec["r"]])
+        return np.array(rows, dtype=float).reshape(len(encodings), 46)
 
 
 SPACES: dict[str, SearchSpace] = {s.name: s for s in (NB201(), FBNet(), OFAMobileNetV3())}

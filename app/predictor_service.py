@@ -1,0 +1,397 @@
+"""Predictors in the service: train them from the registry (a job), answer predictions.
+
+The models themselves live in ``predictors/``; this module reads measurements and accuracy
+records from the database, stores artifacts under the artifacts folder with a row per
+predictor, and decides which model answers a prediction:
+
+1. the device's own model, when it has one for that metric and policy;
+2. otherwise, from the device's own measurements in the space (at least 3): a registered
+   proxy device whose ranking agrees with them (Spearman >= 0.9), calibrated monotonically;
+   when none agrees that well, few-shot transfer over all registered devices' models;
+3. otherwise no number, and a note saying why.
+"""
+
+from __future__ import annotations
+
+import shutil
+import uuid
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Literal, get_args
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from app.db import unit_of_work
+from app.errors import ApiError
+from app.jobs import JobContext, job_kind
+from app.models import AccuracyRecord, Architecture, Device, Measurement, Predictor
+from predictors.design_model import DesignModel, fit_design_model, library_versions
+from predictors.proxy import AGREEMENT, MonotoneCalibration, rank_proxies
+from predictors.transfer import MIN_SHOTS, TransferBasis, TransferModel
+from search.spaces import InvalidEncoding, get_space
+
+SpaceName = Literal["nb201", "fbnet", "ofa_mbv3"]
+Target = Literal["latency_ms", "energy_mj", "accuracy"]
+LEVEL = 0.9
+
+
+class TrainParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    spaces: list[SpaceName] = Field(default_factory=lambda: list(get_args(SpaceName)), min_length=1)
+    targets: list[Target] = Field(default_factory=lambda: list(get_args(Target)), min_length=1)
+    devices: list[str] | None = Field(None, description="device names; default: all with data")
+    min_rows: int = Field(200, ge=50, le=1_000_000, description="fewest designs to fit a model")
+
+
+def _scopes(session: Session, params: TrainParams) -> list[dict[str, Any]]:
+    """Every (target, space, device, dataset, policy) with enough data to fit a model."""
+    scopes: list[dict[str, Any]] = []
+    metrics = [t for t in params.targets if t != "accuracy"]
+    wanted: set[int] | None = None
+    if params.devices is not None:
+        found = dict(
+            session.execute(
+                select(Device.name, Device.id).where(Device.name.in_(params.devices))
+            ).all()
+        )
+        missing = sorted(set(params.devices) - set(found))
+        if missing:
+            raise ValueError(f"unknown devices: {missing}")
+        wanted = set(found.values())
+    for space in params.spaces:
+        if metrics:
+            q = (
+                select(Measurement.device_id, Measurement.metric, Measurement.policy, func.count())
+                .join(Architecture)
+                .where(Architecture.space == space, Measurement.metric.in_(metrics))
+                .group_by(Measurement.device_id, Measurement.metric, Measurement.policy)
+                .having(func.count() >= params.min_rows)
+                .order_by(Measurement.device_id, Measurement.metric, Measurement.policy)
+            )
+            for device_id, metric, policy, n in session.execute(q):
+                if wanted is None or device_id in wanted:
+                    scopes.append(
+                        dict(
+                            target=metric,
+                            space=space,
+                            device_id=device_id,
+                            dataset=None,
+                            policy=policy,
+                            rows=n,
+                        )
+                    )
+        if "accuracy" in params.targets:
+            acc_q = (
+                select(AccuracyRecord.dataset, AccuracyRecord.policy, func.count())
+                .join(Architecture)
+                .where(Architecture.space == space)
+                .group_by(AccuracyRecord.dataset, AccuracyRecord.policy)
+                .having(func.count() >= params.min_rows)
+                .order_by(AccuracyRecord.dataset, AccuracyRecord.policy)
+            )
+            for dataset, policy, n in session.execute(acc_q):
+                scopes.append(
+                    dict(
+                        target="accuracy",
+                        space=space,
+                        device_id=None,
+                        dataset=dataset,
+                        policy=policy,
+                        rows=n,
+                    )
+                )
+    return scopes
+
+
+def _training_data(session: Session, scope: dict[str, Any]) -> tuple[list[str], np.ndarray]:
+    if scope["target"] == "accuracy":
+        q = (
+            select(Architecture.encoding, AccuracyRecord.top1)
+            .join(Architecture)
+            .where(
+                Architecture.space == scope["space"],
+                AccuracyRecord.dataset == scope["dataset"],
+                AccuracyRecord.policy == scope["policy"],
+            )
+            .order_by(Architecture.id)
+        )
+    else:
+        q = (
+            select(Architecture.encoding, Measurement.value)
+            .join(Architecture)
+            .where(
+                Architecture.space == scope["space"],
+                Measurement.device_id == scope["device_id"],
+                Measurement.metric == scope["target"],
+                Measurement.policy == scope["policy"],
+            )
+            .order_by(Architecture.id)
+        )
+    rows = session.execute(q).all()
+    return [r[0] for r in rows], np.array([r[1] for r in rows], dtype=float)
+
+
+def _scope_filter(target: str, space: str, device_id: int | None, dataset: str | None, policy: str):
+    return (
+        Predictor.target == target,
+        Predictor.space == space,
+        Predictor.device_id.is_(None) if device_id is None else Predictor.device_id == device_id,
+        Predictor.dataset.is_(None) if dataset is None else Predictor.dataset == dataset,
+        Predictor.policy == policy,
+    )
+
+
+def train_predictors(
+    factory: sessionmaker[Session], artifacts_dir: Path, params: TrainParams, ctx: JobContext | None
+) -> dict[str, Any]:
+    """Fit and store one predictor per scope; each is written in its own transaction."""
+    with factory() as s:
+        scopes = _scopes(s, params)
+    if not scopes:
+        raise ValueError(f"no scope has {params.min_rows} or more designs to learn from")
+    trained: list[int] = []
+    for i, scope in enumerate(scopes):
+        with factory() as s:
+            encodings, values = _training_data(s, scope)
+        space = get_space(scope["space"])
+        model = fit_design_model(
+            space.encode(encodings), values, log_target=scope["target"] != "accuracy"
+        )
+        rel = Path("predictors") / uuid.uuid4().hex
+        model.save(artifacts_dir / rel)
+        try:
+            with unit_of_work(factory) as s:
+                filters = _scope_filter(
+                    scope["target"],
+                    scope["space"],
+                    scope["device_id"],
+                    scope["dataset"],
+                    scope["policy"],
+                )
+                latest = s.scalar(select(func.max(Predictor.version)).where(*filters)) or 0
+                row = Predictor(
+                    target=scope["target"],
+                    space=scope["space"],
+                    device_id=scope["device_id"],
+                    dataset=scope["dataset"],
+                    policy=scope["policy"],
+                    version=latest + 1,
+                    model="lightgbm",
+                    artifact=str(rel),
+                    quality=model.quality,
+                    provenance={
+                        "rows": len(values),
+                        "features": f"{scope['space']} design encoding",
+                        "held_out": "random 20%, seed 0",
+                        "libraries": library_versions(),
+                        "level": LEVEL,
+                    },
+                    job_id=ctx.job_id if ctx else None,
+                )
+                s.add(row)
+                s.flush()
+                trained.append(row.id)
+        except Exception:
+            shutil.rmtree(artifacts_dir / rel, ignore_errors=True)
+            raise
+        if ctx is not None:
+            what = scope["dataset"] or f"device {scope['device_id']}"
+            ctx.progress((i + 1) / len(scopes), f"{scope['space']} {scope['target']} {what}")
+    return {"predictors": trained, "count": len(trained)}
+
+
+@job_kind("train-predictors", TrainParams)
+def _train_job(ctx: JobContext, params: dict[str, Any]) -> dict[str, Any]:
+    return train_predictors(ctx.factory, ctx.artifacts_dir, TrainParams.model_validate(params), ctx)
+
+
+@lru_cache(maxsize=256)
+def _load(path: str) -> DesignModel:
+    return DesignModel.load(Path(path))
+
+
+def load_model(artifacts_dir: Path, predictor: Predictor) -> DesignModel:
+    """The predictor's artifact (cached per file: artifacts are never rewritten)."""
+    return _load(str(artifacts_dir / predictor.artifact))
+
+
+def latest_predictors(
+    session: Session,
+    target: str,
+    space: str,
+    policy: str,
+    device_id: int | None = None,
+    any_device: bool = False,
+) -> list[Predictor]:
+    """Newest version per scope, optionally across all devices."""
+    newest = (
+        select(Predictor.device_id, Predictor.dataset, func.max(Predictor.version).label("version"))
+        .where(Predictor.target == target, Predictor.space == space, Predictor.policy == policy)
+        .group_by(Predictor.device_id, Predictor.dataset)
+        .subquery()
+    )
+    q = (
+        select(Predictor)
+        .join(
+            newest,
+            (Predictor.version == newest.c.version)
+            & (Predictor.device_id.is_not_distinct_from(newest.c.device_id))
+            & (Predictor.dataset.is_not_distinct_from(newest.c.dataset)),
+        )
+        .where(Predictor.target == target, Predictor.space == space, Predictor.policy == policy)
+    )
+    if not any_device:
+        q = q.where(
+            Predictor.device_id.is_(None) if device_id is None else Predictor.device_id == device_id
+        )
+    return list(session.scalars(q.order_by(Predictor.device_id, Predictor.dataset)))
+
+
+def _estimates(centre: np.ndarray, low: np.ndarray, high: np.ndarray) -> list[dict[str, float]]:
+    return [
+        {"value": float(c), "low": float(lo), "high": float(hi)}
+        for c, lo, hi in zip(centre, low, high, strict=True)
+    ]
+
+
+def _device_metric(
+    session: Session,
+    artifacts_dir: Path,
+    device: Device,
+    space: str,
+    metric: str,
+    policy: str,
+    encodings: list[str],
+) -> tuple[list[dict[str, float]] | None, dict[str, Any]]:
+    """One metric for one device: own model, proxy, transfer, or an explanation."""
+    codec = get_space(space)
+    own = latest_predictors(session, metric, space, policy, device.id)
+    if own:
+        model = load_model(artifacts_dir, own[0])
+        return _estimates(*model.predict(codec.encode(encodings))), {
+            "method": "device-model",
+            "predictor_id": own[0].id,
+        }
+    shots = session.execute(
+        select(Architecture.encoding, Measurement.value)
+        .join(Architecture)
+        .where(
+            Measurement.device_id == device.id,
+            Measurement.metric == metric,
+            Measurement.policy == policy,
+            Architecture.space == space,
+        )
+        .order_by(Architecture.id)
+    ).all()
+    others = [
+        p
+        for p in latest_predictors(session, metric, space, policy, any_device=True)
+        if p.device_id != device.id
+    ]
+    if len(shots) < MIN_SHOTS or not others:
+        why = (
+            f"no {metric} model for device {device.name!r} in {space} at policy {policy!r}: "
+            f"it has {len(shots)} measured designs there (needs {MIN_SHOTS} to adapt) and "
+            f"{len(others)} other devices have a model to adapt from"
+        )
+        return None, {"method": None, "reason": why}
+    shot_enc = [r[0] for r in shots]
+    measured = np.array([r[1] for r in shots], dtype=float)
+    union = list(dict.fromkeys(shot_enc + encodings))
+    x = codec.encode(union)
+    basis_ms = np.stack([load_model(artifacts_dir, p).predict(x)[0] for p in others], axis=1)
+    pos = {e: i for i, e in enumerate(union)}
+    shot_idx = np.array([pos[e] for e in shot_enc])
+    want_idx = np.array([pos[e] for e in encodings])
+    names = {
+        d.id: d.name
+        for d in session.scalars(select(Device).where(Device.id.in_([p.device_id for p in others])))
+    }
+    choice = rank_proxies(basis_ms[shot_idx], measured)
+    proxy = others[choice.index]
+    info: dict[str, Any] = {
+        "shots": len(shots),
+        "proxy": names.get(proxy.device_id or 0),
+        "proxy_spearman": choice.spearman,
+        "proxy_predictor_id": proxy.id,
+    }
+    if choice.spearman >= AGREEMENT:
+        cal = MonotoneCalibration.fit(basis_ms[shot_idx, choice.index], measured)
+        centre, low, high = cal.apply(basis_ms[want_idx, choice.index])
+        info["method"] = "proxy"
+        info["decision"] = (
+            f"reused {info['proxy']}: rank agreement {choice.spearman:.3f} >= {AGREEMENT}"
+        )
+        return _estimates(centre, low, high), info
+    basis = TransferBasis(
+        codec.features(union), basis_ms, [names.get(p.device_id or 0, "?") for p in others]
+    )
+    transfer = TransferModel(basis)
+    transfer.calibrate(len(shots))
+    adapted = transfer.adapt(shot_idx, measured)
+    info["method"] = "transfer"
+    info["decision"] = (
+        f"adapted: best proxy {info['proxy']} agrees only {choice.spearman:.3f} < {AGREEMENT}; "
+        f"few-shot transfer over {len(others)} devices"
+    )
+    return _estimates(*adapted.predict(want_idx)), info
+
+
+def predict_designs(
+    session: Session,
+    artifacts_dir: Path,
+    device: Device,
+    space: str,
+    policy: str,
+    encodings: list[str],
+) -> dict[str, Any]:
+    """Accuracy (per dataset), latency and energy for designs on a device, with intervals."""
+    codec = get_space(space)
+    canonical = []
+    for i, e in enumerate(encodings):
+        try:
+            canonical.append(codec.canonical(e))
+        except InvalidEncoding as exc:
+            raise ApiError(422, f"designs[{i}]: {exc}") from None
+    notes: list[str] = []
+    answered: dict[str, Any] = {}
+    accuracy: dict[str, list[dict[str, float]]] = {}
+    acc_models = latest_predictors(session, "accuracy", space, policy)
+    if not acc_models:
+        notes.append(f"no accuracy model for {space} at policy {policy!r}")
+    x = codec.encode(canonical)
+    for p in acc_models:
+        accuracy[p.dataset or "?"] = _estimates(*load_model(artifacts_dir, p).predict(x))
+        answered[f"accuracy.{p.dataset}"] = {"method": "space-model", "predictor_id": p.id}
+    metrics: dict[str, list[dict[str, float]] | None] = {}
+    for metric in ("latency_ms", "energy_mj"):
+        values, info = _device_metric(
+            session, artifacts_dir, device, space, metric, policy, canonical
+        )
+        metrics[metric] = values
+        answered[metric] = info
+        if values is None:
+            notes.append(info["reason"])
+    designs = []
+    for i, e in enumerate(canonical):
+        designs.append(
+            {
+                "design": e,
+                "accuracy": {k: v[i] for k, v in accuracy.items()},
+                "latency_ms": metrics["latency_ms"][i] if metrics["latency_ms"] else None,
+                "energy_mj": metrics["energy_mj"][i] if metrics["energy_mj"] else None,
+            }
+        )
+    return {
+        "device": device.name,
+        "space": space,
+        "policy": policy,
+        "level": LEVEL,
+        "designs": designs,
+        "answered_by": answered,
+        "notes": notes,
+    }

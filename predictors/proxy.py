@@ -1,0 +1,69 @@
+"""Proxy-device reuse (the OneProxy idea): borrow a registered device's predictor.
+
+Rank the candidate devices by how well their predictions order the target's measured designs
+(Spearman); when the best one agrees well enough, map its predictions through a monotone
+calibration fitted on the shots (a power law, log y = a + b log p with b > 0, which keeps
+the proxy's ranking intact). When agreement is weak, the caller adapts instead (few-shot
+transfer, :mod:`predictors.transfer`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.stats import spearmanr
+
+AGREEMENT = 0.9  # Spearman on the shots above which a proxy is reused as is
+
+
+@dataclass(frozen=True)
+class ProxyChoice:
+    index: int  # column of the candidate matrix
+    spearman: float
+    ranking: list[tuple[int, float]]  # (column, Spearman), best first
+
+
+def rank_proxies(candidates_on_shots: np.ndarray, measured: np.ndarray) -> ProxyChoice:
+    """Order candidate devices (columns) by rank agreement with the measured shots."""
+    if candidates_on_shots.shape[0] != len(measured) or len(measured) < 3:
+        raise ValueError("rank agreement needs at least 3 measured designs")
+    scores = []
+    for j in range(candidates_on_shots.shape[1]):
+        rho = spearmanr(candidates_on_shots[:, j], measured)[0]
+        scores.append((j, float(rho) if np.isfinite(rho) else -1.0))
+    scores.sort(key=lambda t: -t[1])
+    return ProxyChoice(scores[0][0], scores[0][1], scores)
+
+
+@dataclass(frozen=True)
+class MonotoneCalibration:
+    """log y = a + b log p (b > 0), with a log-space interval half-width from LOO residuals."""
+
+    a: float
+    b: float
+    half_width: float
+
+    @classmethod
+    def fit(cls, proxy_ms: np.ndarray, measured_ms: np.ndarray, z: float = 1.645):
+        x, y = np.log(proxy_ms), np.log(measured_ms)
+        a, b = cls._line(x, y)
+        loo = []
+        for k in range(len(x)):
+            keep = np.arange(len(x)) != k
+            ak, bk = cls._line(x[keep], y[keep])
+            loo.append(ak + bk * x[k] - y[k])
+        return cls(a, b, z * float(np.sqrt(np.mean(np.square(loo)))))
+
+    @staticmethod
+    def _line(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+        if np.ptp(x) == 0:
+            return float(np.mean(y - x)), 1.0
+        b, a = np.polyfit(x, y, 1)
+        if b <= 0:  # not monotone increasing: fall back to a pure scale factor
+            return float(np.mean(y - x)), 1.0
+        return float(a), float(b)
+
+    def apply(self, proxy_ms: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        centre = self.a + self.b * np.log(proxy_ms)
+        return np.exp(centre), np.exp(centre - self.half_width), np.exp(centre + self.half_width)
