@@ -32,7 +32,7 @@ PARAMS: dict[str, Any] = {
     "deterministic": True,
     "seed": 0,
 }
-ROUNDS = 300
+ROUNDS = 200
 
 
 @dataclass

@@ -38,8 +38,13 @@ def _standardise(x: np.ndarray) -> np.ndarray:
     return (x - x.mean(0)) / np.where(x.std(0) > 0, x.std(0), 1.0)
 
 
-def _impute_log(latency_ms: np.ndarray, rank: int = 3, rounds: int = 15) -> np.ndarray:
-    """Log-latency with holes (NaN) filled by a low-rank reconstruction of the other devices."""
+def _impute_log(latency_ms: np.ndarray, rounds: int = 5) -> np.ndarray:
+    """Log-latency with holes (NaN) filled by regressing each device on the others.
+
+    Devices agree strongly with some of their peers, so a linear fit on the rows a device
+    did measure predicts its holes far better than a column mean; a few rounds let holes in
+    several devices settle together.
+    """
     logs = np.log(latency_ms)
     holes = ~np.isfinite(logs)
     if not holes.any():
@@ -47,12 +52,16 @@ def _impute_log(latency_ms: np.ndarray, rank: int = 3, rounds: int = 15) -> np.n
     if holes.all(axis=0).any():
         raise ValueError("a basis device has no measurement at all")
     filled = np.where(holes, np.nanmean(np.where(holes, np.nan, logs), axis=0), logs)
-    rank = min(rank, filled.shape[1])
+    if filled.shape[1] == 1:
+        return filled
     for _ in range(rounds):
-        mean = filled.mean(0)
-        u, s, vt = np.linalg.svd(filled - mean, full_matrices=False)
-        low = (u[:, :rank] * s[:rank]) @ vt[:rank] + mean
-        filled = np.where(holes, low, logs)
+        for j in np.flatnonzero(holes.any(axis=0)):
+            others = np.c_[np.ones(len(filled)), np.delete(filled, j, axis=1)]
+            seen = ~holes[:, j]
+            coef = _ridge(
+                others[seen], logs[seen, j], np.r_[0.0, np.full(others.shape[1] - 1, 1e-3)]
+            )
+            filled[holes[:, j], j] = others[holes[:, j]] @ coef
     return filled
 
 

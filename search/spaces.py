@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
+from functools import lru_cache
 from typing import ClassVar
 
 import numpy as np
@@ -82,12 +83,7 @@ class NB201(SearchSpace):
 
     def encode(self, encodings: Sequence[str]) -> np.ndarray:
         """One-hot op per edge (6 x 5), then the op counts."""
-        index = {op: i for i, op in enumerate(self.OPS)}
-        onehot = np.zeros((len(encodings), 6 * len(self.OPS)))
-        for row, encoding in enumerate(encodings):
-            for edge, op in enumerate(self.ops(encoding)):
-                onehot[row, edge * len(self.OPS) + index[op]] = 1
-        return np.c_[onehot, self.features(encodings)]
+        return np.array([_nb201_row(e) for e in encodings], dtype=float).reshape(-1, 34)
 
     def feature_names(self) -> list[str]:
         return [f"n_{op}" for op in self.OPS[1:]]
@@ -236,6 +232,19 @@ class OFAMobileNetV3(SearchSpace):
             spec = json.loads(encoding)
             rows.append([*spec["ks"], *spec["e"], *spec["d"], spec["r"]])
         return np.array(rows, dtype=float).reshape(len(encodings), 46)
+
+
+@lru_cache(maxsize=65536)
+def _nb201_row(encoding: str) -> tuple[float, ...]:
+    """One design's NB201 encoding row; cached because the whole space is asked for often."""
+    ops = NB201.OPS
+    row = [0.0] * (6 * len(ops) + len(ops) - 1)
+    for edge, op in enumerate(NB201().ops(encoding)):
+        k = ops.index(op)
+        row[edge * len(ops) + k] = 1.0
+        if k:
+            row[6 * len(ops) + k - 1] += 1.0
+    return tuple(row)
 
 
 SPACES: dict[str, SearchSpace] = {s.name: s for s in (NB201(), FBNet(), OFAMobileNetV3())}

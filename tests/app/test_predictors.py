@@ -1,0 +1,150 @@
+"""Predictors over REST: train from the registry, inspect quality, predict with intervals."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+from scipy.stats import spearmanr
+
+from app.db import session_factory, unit_of_work
+from app.models import AccuracyRecord, Architecture, Device, Measurement
+from app.settings import Settings
+from devices.reference import load_reference
+from tests.app.test_jobs import wait
+
+DEVICES = ["gold_6226", "pixel3", "raspi4", "eyeriss"]
+N = 400
+
+
+@pytest.fixture(scope="module")
+def nb201():
+    return load_reference("nb201")
+
+
+@pytest.fixture
+def seeded(settings: Settings, nb201) -> dict[str, np.ndarray]:
+    """A registry slice: 4 reference devices x 400 NB201 designs, CIFAR-10 accuracy."""
+    columns = [d.column for d in nb201.devices]
+    truth = {}
+    with unit_of_work(session_factory(settings.database_url)) as s:
+        archs = [Architecture(space="nb201", encoding=e) for e in nb201.encodings[:N]]
+        s.add_all(archs)
+        s.flush()
+        for name in DEVICES:
+            device = Device(name=name, kind="cpu")
+            s.add(device)
+            s.flush()
+            values = nb201.latency_ms[:N, columns.index(name)]
+            truth[name] = values
+            s.add_all(
+                Measurement(device_id=device.id, architecture_id=a.id, metric="latency_ms", value=v)
+                for a, v in zip(archs, values, strict=True)
+            )
+        s.add_all(
+            AccuracyRecord(architecture_id=a.id, dataset="cifar10", top1=v, source="NAS-Bench-201")
+            for a, v in zip(archs, nb201.accuracies["cifar10"][:N], strict=True)
+        )
+    return truth
+
+
+def train(writer: TestClient, **body) -> dict:
+    started = writer.post("/predictors/train", json={"spaces": ["nb201"], "min_rows": 100, **body})
+    assert started.status_code == 202, started.text
+    return wait(writer, started.json()["id"])
+
+
+def test_train_list_and_inspect(writer: TestClient, seeded) -> None:
+    job = train(writer)
+    assert job["status"] == "succeeded", job
+    assert job["result"]["count"] == 5  # 4 latency models + 1 accuracy model
+    listed = writer.get("/predictors", params={"target": "latency_ms"}).json()
+    assert listed["total"] == 4
+    one = writer.get(f"/predictors/{listed['items'][0]['id']}").json()
+    assert one["quality"]["held_out"] == N // 5
+    assert {"spearman", "kendall", "rmse_ms", "mape", "within_10pct", "coverage"} <= set(
+        one["quality"]
+    )
+    assert "lightgbm" in one["provenance"]["libraries"]
+    # retraining adds a version; the old one stays listed (quality history)
+    train(writer, targets=["accuracy"])
+    acc = writer.get("/predictors", params={"target": "accuracy"}).json()["items"]
+    assert sorted(p["version"] for p in acc) == [1, 2]
+
+
+def test_predict_with_the_devices_own_model(writer: TestClient, seeded, nb201) -> None:
+    train(writer)
+    designs = nb201.encodings[N : N + 300]
+    r = writer.post("/predict", json={"device": "gold_6226", "space": "nb201", "designs": designs})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["answered_by"]["latency_ms"]["method"] == "device-model"
+    latency = [d["latency_ms"] for d in body["designs"]]
+    assert all(e["low"] <= e["value"] <= e["high"] for e in latency)
+    truth = nb201.latency_ms[N : N + 300, [d.column for d in nb201.devices].index("gold_6226")]
+    assert spearmanr([e["value"] for e in latency], truth)[0] > 0.8
+    assert set(body["designs"][0]["accuracy"]) == {"cifar10"}
+    # no energy was ever measured: the service says so instead of a number
+    assert body["designs"][0]["energy_mj"] is None
+    assert any("no energy_mj model" in n for n in body["notes"])
+
+
+def test_a_new_device_is_answered_by_a_proxy_or_transfer(writer: TestClient, seeded, nb201) -> None:
+    train(writer)
+    device = writer.post("/devices", json={"name": "new-pi", "kind": "cpu"}).json()
+    raspi = seeded["raspi4"]
+    rows = [
+        {"space": "nb201", "arch": nb201.encodings[i], "metric": "latency_ms", "value": raspi[i]}
+        for i in range(0, N, 40)
+    ]
+    upload = writer.post(f"/devices/{device['id']}/measurements", json={"measurements": rows})
+    assert upload.status_code == 201, upload.text
+    designs = nb201.encodings[:N]
+    body = writer.post(
+        "/predict", json={"device": "new-pi", "space": "nb201", "designs": designs}
+    ).json()
+    info = body["answered_by"]["latency_ms"]
+    assert info["method"] in ("proxy", "transfer") and info["shots"] == 10
+    assert info["proxy"] in DEVICES and "decision" in info
+    predicted = [d["latency_ms"]["value"] for d in body["designs"]]
+    assert spearmanr(predicted, raspi)[0] > 0.9
+
+
+def test_what_cannot_be_predicted_is_said(writer: TestClient, seeded, nb201) -> None:
+    design = [nb201.encodings[0]]
+    before = writer.post("/predict", json={"device": "pixel3", "space": "nb201", "designs": design})
+    assert before.status_code == 200
+    assert before.json()["designs"][0]["latency_ms"] is None  # nothing trained yet
+    assert before.json()["designs"][0]["accuracy"] == {}
+    train(writer)
+    writer.post("/devices", json={"name": "two-shots", "kind": "cpu"})
+    two = writer.post(
+        "/predict", json={"device": "two-shots", "space": "nb201", "designs": design}
+    ).json()
+    assert "0 measured designs" in two["answered_by"]["latency_ms"]["reason"]
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "needle"),
+    [
+        ({"device": "nowhere", "space": "nb201", "designs": ["x"]}, 404, "nowhere"),
+        ({"device": "pixel3", "space": "nb201", "designs": ["|bogus~0|"]}, 422, "designs[0]"),
+        ({"device": "pixel3", "space": "nope", "designs": ["x"]}, 422, "space"),
+        ({"device": "pixel3", "space": "nb201", "designs": []}, 422, "designs"),
+        ({"device": "pixel3", "space": "nb201", "policy": "int3", "designs": ["x"]}, 422, "int3"),
+    ],
+)
+def test_bad_predict_requests(writer: TestClient, seeded, body, status, needle) -> None:
+    r = writer.post("/predict", json=body)
+    assert r.status_code == status, r.text
+    assert needle in r.text
+
+
+def test_training_refusals(writer: TestClient, seeded) -> None:
+    assert writer.post("/predictors/train", json={"min_rows": 5}).status_code == 422
+    unknown = train(writer, devices=["nowhere"])
+    assert unknown["status"] == "failed" and "nowhere" in unknown["error"]
+    too_much = train(writer, min_rows=100_000)
+    assert too_much["status"] == "failed" and "no scope" in too_much["error"]
+    assert writer.get("/predictors").json()["total"] == 0
+    assert writer.get("/predictors/999").status_code == 404

@@ -1,0 +1,41 @@
+"""Per-device and accuracy models: held-out quality, measured coverage, artifact round trip."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from devices.reference import ReferenceTable
+from predictors.design_model import DesignModel, fit_design_model
+from search.spaces import get_space
+from tests.predictors.conftest import columns
+
+
+def test_latency_model_round_trips_through_its_artifact(
+    nb201: ReferenceTable, tmp_path: Path
+) -> None:
+    x = get_space("nb201").encode(nb201.encodings[:2000])
+    y = columns(nb201, ["gold_6226"])[:2000, 0]
+    model = fit_design_model(x, y)
+    assert model.quality["spearman"] > 0.9
+    assert 0.8 < model.quality["coverage"] <= 1.0
+    model.save(tmp_path / "m")
+    assert sorted(p.name for p in (tmp_path / "m").iterdir()) == ["model.json", "model.txt"]
+    again = DesignModel.load(tmp_path / "m")
+    np.testing.assert_allclose(again.predict(x)[0], model.predict(x)[0])
+    np.testing.assert_allclose(again.predict(x)[2], model.predict(x)[2])
+
+
+def test_accuracy_model_reports_points_not_percent_error(nb201: ReferenceTable) -> None:
+    x = get_space("nb201").encode(nb201.encodings[:1500])
+    model = fit_design_model(x, nb201.accuracies["cifar10"][:1500], log_target=False)
+    assert {"spearman", "kendall", "rmse", "mae", "coverage"} <= set(model.quality)
+    assert "mape" not in model.quality
+
+
+def test_too_little_data_and_foreign_artifacts_are_refused(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="at least 50"):
+        fit_design_model(np.zeros((10, 3)), np.ones(10))
+    (tmp_path / "model.json").write_text('{"format": "something else"}')
+    with pytest.raises(ValueError, match="not an EdgeOpt design model"):
+        DesignModel.load(tmp_path)

@@ -1,0 +1,69 @@
+"""Few-shot transfer on real reference devices: a held-out device from 10 measured designs."""
+
+import numpy as np
+import pytest
+from scipy.stats import spearmanr
+
+from devices.reference import ReferenceTable
+from predictors.transfer import TransferBasis, TransferModel, ridge_baseline
+from search.spaces import get_space
+from tests.predictors.conftest import columns
+
+BASIS = ["1080ti_1", "1080ti_256", "silver_4114", "samsung_a50", "pixel3"]
+
+
+@pytest.fixture(scope="module")
+def model(nb201: ReferenceTable) -> TransferModel:
+    cost = get_space("nb201").features(nb201.encodings)
+    return TransferModel(TransferBasis(cost, columns(nb201, BASIS), BASIS))
+
+
+def test_ten_chosen_shots_rank_an_unseen_accelerator(
+    nb201: ReferenceTable, model: TransferModel
+) -> None:
+    target = columns(nb201, ["eyeriss"])[:, 0]
+    rng = np.random.default_rng(0)
+    shots = model.choose_shots(10, rng)
+    adapted = model.adapt(shots, target[shots])
+    centre, low, high = adapted.predict()
+    ours = spearmanr(centre, target)[0]
+    random_shots = np.random.default_rng(0).choice(len(target), 10, replace=False)
+    baseline = spearmanr(ridge_baseline(model.basis, random_shots, target[random_shots]), target)[0]
+    assert ours > 0.97
+    assert ours > baseline + 0.05  # eyeriss is unlike every basis device: cost features matter
+    assert (low <= centre).all() and (centre <= high).all()
+
+
+def test_calibrated_intervals_cover_about_their_level(
+    nb201: ReferenceTable, model: TransferModel
+) -> None:
+    scale = model.calibrate(10)
+    target = columns(nb201, ["gold_6226"])[:, 0]
+    shots = model.choose_shots(10, np.random.default_rng(1))
+    _, low, high = model.adapt(shots, target[shots]).predict()
+    covered = np.mean((target >= low) & (target <= high))
+    assert scale > 0
+    assert 0.75 < covered <= 1.0
+
+
+def test_holes_in_the_basis_are_filled(nb201: ReferenceTable) -> None:
+    latency = columns(nb201, BASIS)[:3000].copy()
+    latency[::7, 0] = np.nan
+    basis = TransferBasis(np.zeros((3000, 0)), latency, BASIS)
+    assert np.isfinite(basis.log_latency).all()
+    full = np.log(columns(nb201, BASIS)[:3000])
+    truth = full[::7, 0]
+    best_peer = max(np.corrcoef(full[:, 0], full[:, j])[0, 1] for j in range(1, len(BASIS)))
+    # better than any one peer device (and than a column mean, which has no correlation)
+    assert np.corrcoef(basis.log_latency[::7, 0], truth)[0, 1] > best_peer
+
+
+def test_bad_shots_are_refused(model: TransferModel) -> None:
+    with pytest.raises(ValueError, match="at least 3"):
+        model.adapt(np.array([1, 2]), np.array([1.0, 2.0]))
+    with pytest.raises(ValueError, match="twice"):
+        model.adapt(np.array([1, 1, 2]), np.array([1.0, 1.0, 2.0]))
+    with pytest.raises(ValueError, match="positive"):
+        model.adapt(np.array([1, 2, 3]), np.array([1.0, -2.0, 2.0]))
+    with pytest.raises(ValueError, match="only 2 designs"):
+        model.choose_shots(5, np.random.default_rng(0), np.array([1, 2]))
