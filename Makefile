@@ -3,7 +3,7 @@ PYTHON ?= python3.11
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: install run test lint bench-import bench-transfer
+.PHONY: install run test lint bench-import bench-transfer bench-predictors
 
 install: $(VENV)/.installed
 
@@ -30,3 +30,6 @@ bench-import: install
 
 bench-transfer: install
 	$(BIN)/python benchmarks/transfer.py
+
+bench-predictors: install
+	$(BIN)/python benchmarks/predictor_speed.py --json benchmarks/results/predictor_speed.json

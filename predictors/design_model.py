@@ -13,12 +13,14 @@ import json
 from dataclasses import dataclass
 from importlib.metadata import version
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import lightgbm as lgb
 import numpy as np
 
 from predictors.metrics import coverage, quality
+
+if TYPE_CHECKING:  # LightGBM pulls in scikit-learn: a second at import, so import it on use
+    import lightgbm as lgb
 
 LEVEL = 0.9
 MIN_ROWS = 50
@@ -66,6 +68,8 @@ class DesignModel:
 
     @classmethod
     def load(cls, folder: Path) -> DesignModel:
+        import lightgbm as lgb
+
         meta = json.loads((folder / "model.json").read_text())
         if meta.get("format") != "edgeopt.design_model/1":
             raise ValueError(f"{folder}: not an EdgeOpt design model")
@@ -77,6 +81,8 @@ def fit_design_model(
     x: np.ndarray, y: np.ndarray, log_target: bool = True, seed: int = 0
 ) -> DesignModel:
     """Fit on 80%, measure on the held-out 20%, then refit on all rows."""
+    import lightgbm as lgb
+
     if len(y) < MIN_ROWS:
         raise ValueError(f"a design model needs at least {MIN_ROWS} measured designs, got {len(y)}")
     if log_target and (y <= 0).any():

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import numpy as np
-from scipy.stats import kendalltau, spearmanr
 
 QUALITY_KEYS = ("spearman", "kendall", "rmse_ms", "mape", "within_10pct")
 
@@ -14,6 +13,8 @@ def quality(predicted: np.ndarray, measured: np.ndarray) -> dict[str, float]:
     ``mape`` is in percent; ``within_10pct`` is the fraction of designs whose prediction is
     within +-10% of the measurement (nn-Meter's headline figure).
     """
+    from scipy.stats import kendalltau, spearmanr  # scipy.stats costs ~1 s at import
+
     predicted = np.asarray(predicted, dtype=float)
     measured = np.asarray(measured, dtype=float)
     if predicted.shape != measured.shape or predicted.size < 2:

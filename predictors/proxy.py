@@ -12,7 +12,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.stats import spearmanr
 
 AGREEMENT = 0.9  # Spearman on the shots above which a proxy is reused as is
 
@@ -26,6 +25,8 @@ class ProxyChoice:
 
 def rank_proxies(candidates_on_shots: np.ndarray, measured: np.ndarray) -> ProxyChoice:
     """Order candidate devices (columns) by rank agreement with the measured shots."""
+    from scipy.stats import spearmanr  # scipy.stats costs ~1 s at import
+
     if candidates_on_shots.shape[0] != len(measured) or len(measured) < 3:
         raise ValueError("rank agreement needs at least 3 measured designs")
     scores = []
