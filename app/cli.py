@@ -9,6 +9,7 @@ import typer
 from rich.table import Table
 from sqlalchemy import func, select
 
+import app.measure_service
 import app.predictor_service
 import app.reference_import  # noqa: F401  (registers the import-reference job kind)
 from app.cli_common import clear_errors, console, fail, progress_bar
@@ -153,6 +154,41 @@ def up(
     if not trained:
         predictors_train(None, None, 200)
     serve(host, port)
+
+
+@cli.command("measure")
+def measure_cmd(
+    space: Annotated[str, typer.Option(help="nb201 or fbnet")] = "nb201",
+    count: Annotated[int, typer.Option(help="designs to sample")] = 10,
+    design: Annotated[list[str] | None, typer.Option(help="a design encoding (repeatable)")] = None,
+    policy: Annotated[
+        list[str] | None, typer.Option(help="fp32, int8 or one per unit (repeatable)")
+    ] = None,
+    threads: Annotated[list[int] | None, typer.Option(help="ORT threads (repeatable)")] = None,
+    seed: Annotated[int, typer.Option()] = 0,
+    replace: Annotated[bool, typer.Option(help="measure again what is stored")] = False,
+) -> None:
+    """Export and measure designs on this host with ONNX Runtime (a job, progress bar)."""
+    params: dict[str, Any] = {
+        "space": space,
+        "count": count,
+        "seed": seed,
+        "replace": replace,
+        "policies": policy or ["fp32"],
+        "threads": threads or [1],
+    }
+    if design:
+        params["designs"] = design
+    with clear_errors():
+        job = _run_job("measure-host", params)
+    if job.status != "succeeded":
+        raise fail(f"job {job.id} {job.status}: {job.error or ''}")
+    r = job.result or {}
+    console.print(
+        f"job {job.id}: {r.get('measurements')} measurements on {', '.join(r.get('devices', {}))}"
+        f" ({r.get('skipped')} already stored, {r.get('unstable')} unstable,"
+        f" {r.get('designs_per_minute')} designs/min)"
+    )
 
 
 @predictors_cli.command("train")

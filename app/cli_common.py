@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import typer
+from pydantic import ValidationError
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
 from sqlalchemy.exc import OperationalError
@@ -39,6 +40,12 @@ def clear_errors() -> Iterator[None]:
             f"cannot use the database ({get_settings().database_url}): "
             f"{str(exc.orig).strip().splitlines()[0]}"
         ) from exc
+    except ValidationError as exc:
+        parts = [
+            f"{'.'.join(str(p) for p in e['loc']) or 'parameters'}: {e['msg']}"
+            for e in exc.errors()
+        ]
+        raise fail("; ".join(parts)) from exc
     except ValueError as exc:
         raise fail(str(exc)) from exc
 

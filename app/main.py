@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from sqlalchemy import func, select
 
+import app.measure_service
 import app.predictor_service
 import app.reference_import  # noqa: F401  (registers the import-reference job kind)
 from app.db import check_schema, current_revision, session_factory

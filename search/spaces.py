@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from functools import lru_cache
 from typing import ClassVar
 
@@ -25,6 +25,10 @@ class SearchSpace(ABC):
     @abstractmethod
     def canonical(self, encoding: str) -> str:
         """Return the canonical encoding, or raise InvalidEncoding saying what is wrong."""
+
+    def sample(self, rng: np.random.Generator, n: int) -> list[str]:
+        """``n`` designs drawn uniformly from the space (repeats possible in small spaces)."""
+        raise NotImplementedError(f"{self.name} cannot sample designs yet")
 
     @abstractmethod
     def encode(self, encodings: Sequence[str]) -> np.ndarray:
@@ -76,6 +80,24 @@ class NB201(SearchSpace):
                     raise InvalidEncoding(f"nb201 node {j} edge {i} must read from node {i}")
             out.append("|" + "|".join(edges) + "|")
         return "+".join(out)
+
+    def from_ops(self, ops: Iterable[str]) -> str:
+        """The encoding of 6 edge ops given in encoding order."""
+        o = list(ops)
+        return f"|{o[0]}~0|+|{o[1]}~0|{o[2]}~1|+|{o[3]}~0|{o[4]}~1|{o[5]}~2|"
+
+    def enumerate(self) -> list[str]:
+        """All 15,625 cells, first edge varying fastest (the official NAS-Bench-201 index of
+        each is the reference tables' ``arch_id``; it follows no simple order)."""
+        out = []
+        for index in range(len(self.OPS) ** 6):
+            digits = [(index // len(self.OPS) ** k) % len(self.OPS) for k in range(6)]
+            out.append(self.from_ops(self.OPS[d] for d in digits))
+        return out
+
+    def sample(self, rng: np.random.Generator, n: int) -> list[str]:
+        picks = rng.integers(0, len(self.OPS), size=(n, 6))
+        return [self.from_ops(self.OPS[i] for i in row) for row in picks]
 
     def ops(self, encoding: str) -> list[str]:
         """The 6 edge ops of a (valid) encoding, in encoding order."""
@@ -143,6 +165,10 @@ class FBNet(SearchSpace):
     )
     STEM_CHANNELS = 16
     INPUT_SIZE = 32
+
+    def sample(self, rng: np.random.Generator, n: int) -> list[str]:
+        picks = rng.integers(0, len(self.BLOCKS), size=(n, self.LAYERS))
+        return ["-".join(self.BLOCKS[i] for i in row) for row in picks]
 
     def layers(self) -> list[tuple[int, int, int, int, int]]:
         """(stage, in channels, out channels, stride, output size) of each searchable layer."""

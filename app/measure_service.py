@@ -1,0 +1,189 @@
+"""Measuring real designs on this host: export, measure per thread setting, store (a job).
+
+This host registers as one device per thread count (``host-ort-cpu-1t``, ...), with specs
+read from the machine. Each design x policy is exported once, measured on every thread
+setting under the same protocol, and stored in its own transaction with the protocol, so an
+interrupted run keeps what it measured and a rerun skips it.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from app.db import unit_of_work
+from app.jobs import JobContext, job_kind
+from app.models import Architecture, Device, Measurement
+from devices.profile import canonical_policy
+from search.policy import parse_policy
+from search.spaces import get_space
+
+HOST_SOURCE = "host"
+
+
+class MeasureParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    space: Literal["nb201", "fbnet"] = "nb201"
+    designs: list[str] | None = Field(None, max_length=20_000, description="default: sample")
+    count: int = Field(10, ge=1, le=20_000, description="designs to sample when none given")
+    seed: int = 0
+    policies: list[str] = Field(default_factory=lambda: ["fp32"], min_length=1, max_length=50)
+    threads: list[int] = Field(default_factory=lambda: [1], min_length=1, max_length=8)
+    replace: bool = False
+    warmup: int = Field(10, ge=0, le=1000)
+    round_size: int = Field(20, ge=1, le=10_000)
+    budget_s: float = Field(20.0, gt=0, le=600)
+
+    @model_validator(mode="after")
+    def _runnable(self) -> MeasureParams:
+        """Refuse, at submission, a policy the runtime cannot execute or the space cannot hold."""
+        for policy in self.policies:
+            parse_policy(self.space, policy)
+        return self
+
+
+def register_host(session: Session, threads: int) -> Device:
+    """Create or refresh this host's device row for a thread count (specs from the machine)."""
+    from devices.measure import host_device_name, host_specs
+
+    name = host_device_name(threads)
+    specs = host_specs()
+    device = session.scalar(select(Device).where(Device.name == name))
+    if device is None:
+        device = Device(name=name, kind="cpu")
+        session.add(device)
+    device.hardware = str(specs.get("cpu", "this host"))
+    device.specs = {**specs, "threads": threads}
+    device.runtime, device.runtime_version = "onnxruntime", str(specs["onnxruntime"])
+    device.threads, device.batch_size = threads, 1
+    device.source = "measured on this host by edgeopt measure"
+    session.flush()
+    return device
+
+
+def architecture_id(session: Session, space: str, encoding: str) -> int:
+    arch_id = session.scalar(
+        select(Architecture.id).where(
+            Architecture.space == space, Architecture.encoding == encoding
+        )
+    )
+    if arch_id is None:
+        arch = Architecture(space=space, encoding=encoding)
+        session.add(arch)
+        session.flush()
+        arch_id = arch.id
+    return arch_id
+
+
+def store_measurement(
+    session: Session, device_id: int, arch_id: int, policy: str, result: Any, source: str
+) -> None:
+    """Insert or replace one latency measurement with its protocol."""
+    row = session.scalar(
+        select(Measurement).where(
+            Measurement.device_id == device_id,
+            Measurement.architecture_id == arch_id,
+            Measurement.policy == policy,
+            Measurement.metric == "latency_ms",
+        )
+    )
+    if row is None:
+        row = Measurement(
+            device_id=device_id, architecture_id=arch_id, policy=policy, metric="latency_ms"
+        )
+        session.add(row)
+    row.value, row.repeats, row.dispersion = result.median_ms, result.repeats, result.dispersion
+    row.protocol = {**result.protocol, "stable": result.stable}
+    row.source = source
+
+
+def _policy_key(space: str, policy: str) -> str:
+    parse_policy(space, policy)  # refuses what the runtime cannot run, before any work
+    return canonical_policy(policy)
+
+
+def measure_on_host(
+    factory: sessionmaker[Session], params: MeasureParams, ctx: JobContext | None = None
+) -> dict[str, Any]:
+    """Export, measure and store every design x policy on every thread setting."""
+    # torch and ONNX Runtime load here, not when the CLI or service starts
+    from devices.measure import Protocol, host_device_name, measure
+    from search.export import export_fp32, quantize
+
+    space = get_space(params.space)
+    policies = [_policy_key(params.space, p) for p in params.policies]
+    designs = (
+        [space.canonical(d) for d in params.designs]
+        if params.designs
+        else list(dict.fromkeys(space.sample(np.random.default_rng(params.seed), params.count)))
+    )
+    with unit_of_work(factory) as s:
+        devices = {t: register_host(s, t).id for t in params.threads}
+    work = [(d, p) for d in designs for p in policies]
+    measured = skipped = unstable = 0
+    started = time.monotonic()
+    fp32: dict[str, Any] = {}  # one fp32 export per design, quantized per policy
+    with tempfile.TemporaryDirectory() as tmp:
+        for i, (design, policy) in enumerate(work):
+            with factory() as s:
+                arch = s.scalar(
+                    select(Architecture.id).where(
+                        Architecture.space == params.space, Architecture.encoding == design
+                    )
+                )
+                have = set()
+                if arch is not None:
+                    have = set(
+                        s.scalars(
+                            select(Measurement.device_id).where(
+                                Measurement.architecture_id == arch,
+                                Measurement.policy == policy,
+                                Measurement.metric == "latency_ms",
+                            )
+                        )
+                    )
+            todo = [t for t, dev in devices.items() if params.replace or dev not in have]
+            if todo:
+                if design not in fp32:
+                    fp32 = {design: export_fp32(params.space, design, Path(tmp) / "fp32.onnx")}
+                path = quantize(fp32[design], params.space, policy, Path(tmp) / "m.onnx").path
+                results = {}
+                for t in todo:
+                    protocol = Protocol(
+                        threads=t,
+                        warmup=params.warmup,
+                        round_size=params.round_size,
+                        budget_s=params.budget_s,
+                    )
+                    results[t] = measure(str(path), protocol)
+                    unstable += not results[t].stable
+                with unit_of_work(factory) as s:
+                    arch_id = architecture_id(s, params.space, design)
+                    for t, result in results.items():
+                        store_measurement(s, devices[t], arch_id, policy, result, HOST_SOURCE)
+                measured += len(todo)
+            skipped += len(devices) - len(todo)
+            if ctx is not None:
+                ctx.progress((i + 1) / len(work), f"{i + 1}/{len(work)} designs")
+    minutes = (time.monotonic() - started) / 60
+    return {
+        "devices": {host_device_name(t): dev for t, dev in devices.items()},
+        "designs": len(work),
+        "measurements": measured,
+        "skipped": skipped,
+        "unstable": unstable,
+        "designs_per_minute": round(len(work) / minutes, 1) if minutes else None,
+    }
+
+
+@job_kind("measure-host", MeasureParams)
+def _measure_job(ctx: JobContext, params: dict[str, Any]) -> dict[str, Any]:
+    return measure_on_host(ctx.factory, MeasureParams.model_validate(params), ctx)

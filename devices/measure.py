@@ -1,0 +1,129 @@
+"""Latency of an ONNX model with ONNX Runtime: the protocol every EdgeOpt measurement follows.
+
+Threads are pinned in the session (intra-op = the device's threads, inter-op = 1,
+sequential execution), the model runs a warm-up, then rounds of timed runs until the medians
+of the last three rounds agree within ``target_cv`` (stable) or the time budget runs out
+(flagged unstable). The median of all timed runs is the value; the dispersion is the
+coefficient of variation of the round medians. The protocol is returned with the figure so
+it is stored beside every measurement.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import time
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+
+
+@dataclass(frozen=True)
+class Protocol:
+    threads: int = 1
+    warmup: int = 10
+    round_size: int = 20
+    min_rounds: int = 3
+    max_rounds: int = 15
+    target_cv: float = 0.03
+    budget_s: float = 20.0
+    batch: int = 1
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            **asdict(self),
+            "runtime": "onnxruntime",
+            "runtime_version": ort.__version__,
+            "provider": "CPUExecutionProvider",
+            "graph_optimization": "ORT_ENABLE_ALL",
+            "statistic": "median of all timed runs; dispersion = CV of round medians",
+        }
+
+
+@dataclass(frozen=True)
+class Result:
+    median_ms: float
+    dispersion: float
+    repeats: int
+    stable: bool
+    protocol: dict[str, Any]
+
+
+def session(model: bytes | str, threads: int) -> ort.InferenceSession:
+    """A CPU session pinned to ``threads`` intra-op threads, sequential execution."""
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.log_severity_level = 3
+    options.add_session_config_entry("session.intra_op.allow_spinning", "1")
+    return ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+
+
+def measure(model: bytes | str, protocol: Protocol = Protocol()) -> Result:
+    """Measure one model's latency (ms per batch) under ``protocol``."""
+    sess = session(model, protocol.threads)
+    inp = sess.get_inputs()[0]
+    shape = [protocol.batch if not isinstance(d, int) else d for d in inp.shape]
+    x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
+    feed = {inp.name: x}
+    for _ in range(protocol.warmup):
+        sess.run(None, feed)
+    times: list[float] = []
+    medians: list[float] = []
+    start = time.monotonic()
+    stable = False
+    while len(medians) < protocol.max_rounds:
+        round_times = []
+        for _ in range(protocol.round_size):
+            t0 = time.perf_counter()
+            sess.run(None, feed)
+            round_times.append(time.perf_counter() - t0)
+        times += round_times
+        medians.append(float(np.median(round_times)))
+        if len(medians) >= protocol.min_rounds:
+            last = np.array(medians[-3:])
+            if last.std() / last.mean() <= protocol.target_cv:
+                stable = True
+                break
+        if time.monotonic() - start > protocol.budget_s:
+            break
+    last = np.array(medians[-3:])
+    return Result(
+        median_ms=1000 * float(np.median(times)),
+        dispersion=float(last.std() / last.mean()),
+        repeats=len(times),
+        stable=stable,
+        protocol=protocol.as_dict(),
+    )
+
+
+def host_specs() -> dict[str, Any]:
+    """What this machine is, read from the machine (used to register it as devices)."""
+    specs: dict[str, Any] = {
+        "cores": os.cpu_count(),
+        "machine": platform.machine(),
+        "system": platform.system(),
+        "python": platform.python_version(),
+        "onnxruntime": ort.__version__,
+    }
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    specs["cpu"] = line.split(":", 1)[1].strip()
+                    break
+        with open("/proc/meminfo") as f:
+            kb = int(f.readline().split()[1])
+            specs["memory_gb"] = round(kb / 1024**2, 1)
+    except OSError:
+        specs.setdefault("cpu", platform.processor() or "unknown")
+    return specs
+
+
+def host_device_name(threads: int) -> str:
+    """Registry name of this host as a measurement setting, e.g. ``host-ort-cpu-2t``."""
+    return f"host-ort-cpu-{threads}t"
