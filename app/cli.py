@@ -191,6 +191,33 @@ def measure_cmd(
     )
 
 
+@cli.command("measure-accuracy")
+def measure_accuracy_cmd(
+    space: Annotated[str, typer.Option(help="nb201 or fbnet")] = "nb201",
+    count: Annotated[int, typer.Option(help="designs to sample")] = 5,
+    design: Annotated[list[str] | None, typer.Option(help="a design encoding (repeatable)")] = None,
+    policy: Annotated[list[str] | None, typer.Option(help="precision(s) (repeatable)")] = None,
+    epochs: Annotated[int, typer.Option()] = 4,
+    seed: Annotated[int, typer.Option()] = 0,
+) -> None:
+    """Train designs on scikit-learn's digits; store fp32 and quantized ONNX accuracy."""
+    params: dict[str, Any] = {
+        "space": space,
+        "count": count,
+        "seed": seed,
+        "epochs": epochs,
+        "policies": policy or ["fp32", "int8"],
+    }
+    if design:
+        params["designs"] = design
+    with clear_errors():
+        job = _run_job("measure-accuracy", params)
+    if job.status != "succeeded":
+        raise fail(f"job {job.id} {job.status}: {job.error or ''}")
+    r = job.result or {}
+    console.print(f"job {job.id}: {r.get('records')} accuracy records ({r.get('skipped')} kept)")
+
+
 @predictors_cli.command("train")
 def predictors_train(
     space: Annotated[list[str] | None, typer.Option(help="space (repeatable); default all")] = None,

@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from app.db import unit_of_work
 from app.jobs import JobContext, job_kind
-from app.models import Architecture, Device, Measurement
+from app.models import AccuracyRecord, Architecture, Device, Measurement
 from devices.profile import canonical_policy
 from search.policy import parse_policy
 from search.spaces import get_space
@@ -187,3 +187,80 @@ def measure_on_host(
 @job_kind("measure-host", MeasureParams)
 def _measure_job(ctx: JobContext, params: dict[str, Any]) -> dict[str, Any]:
     return measure_on_host(ctx.factory, MeasureParams.model_validate(params), ctx)
+
+
+class AccuracyParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    space: Literal["nb201", "fbnet"] = "nb201"
+    designs: list[str] | None = Field(None, max_length=2_000, description="default: sample")
+    count: int = Field(5, ge=1, le=2_000)
+    seed: int = 0
+    policies: list[str] = Field(default_factory=lambda: ["fp32", "int8"], min_length=1)
+    epochs: int = Field(4, ge=1, le=100)
+    replace: bool = False
+
+    @model_validator(mode="after")
+    def _runnable(self) -> AccuracyParams:
+        for policy in self.policies:
+            parse_policy(self.space, policy)
+        return self
+
+
+def measure_accuracy_job(
+    factory: sessionmaker[Session], params: AccuracyParams, ctx: JobContext | None = None
+) -> dict[str, Any]:
+    """Train each design on digits, evaluate every policy's ONNX model, store the records."""
+    from search.digits import DATASET, measure_accuracy, provenance
+
+    space = get_space(params.space)
+    policies = [_policy_key(params.space, p) for p in params.policies]
+    designs = (
+        [space.canonical(d) for d in params.designs]
+        if params.designs
+        else list(dict.fromkeys(space.sample(np.random.default_rng(params.seed), params.count)))
+    )
+    source = provenance(params.space, params.epochs)
+    stored = skipped = 0
+    for i, design in enumerate(designs):
+        with factory() as s:
+            have = set(
+                s.scalars(
+                    select(AccuracyRecord.policy)
+                    .join(Architecture)
+                    .where(
+                        Architecture.space == params.space,
+                        Architecture.encoding == design,
+                        AccuracyRecord.dataset == DATASET,
+                    )
+                )
+            )
+        todo = [p for p in policies if params.replace or p not in have]
+        if todo:
+            top1 = measure_accuracy(params.space, design, todo, params.epochs)
+            with unit_of_work(factory) as s:
+                arch_id = architecture_id(s, params.space, design)
+                for policy, value in top1.items():
+                    row = s.scalar(
+                        select(AccuracyRecord).where(
+                            AccuracyRecord.architecture_id == arch_id,
+                            AccuracyRecord.policy == policy,
+                            AccuracyRecord.dataset == DATASET,
+                        )
+                    )
+                    if row is None:
+                        row = AccuracyRecord(
+                            architecture_id=arch_id, policy=policy, dataset=DATASET
+                        )
+                        s.add(row)
+                    row.top1, row.source = value, source
+            stored += len(todo)
+        skipped += len(policies) - len(todo)
+        if ctx is not None:
+            ctx.progress((i + 1) / len(designs), f"{i + 1}/{len(designs)} designs trained")
+    return {"records": stored, "skipped": skipped, "dataset": DATASET, "source": source}
+
+
+@job_kind("measure-accuracy", AccuracyParams)
+def _accuracy_job(ctx: JobContext, params: dict[str, Any]) -> dict[str, Any]:
+    return measure_accuracy_job(ctx.factory, AccuracyParams.model_validate(params), ctx)
