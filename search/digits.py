@@ -48,9 +48,9 @@ def digits() -> Digits:
     images = torch.nn.functional.interpolate(
         images, size=SIZE, mode="bilinear", align_corners=False
     )
-    images = ((images - 0.3) / 0.35).repeat(1, 3, 1, 1).numpy()
+    array = ((images - 0.3) / 0.35).repeat(1, 3, 1, 1).numpy()
     xa, xb, ya, yb = train_test_split(
-        images, data.target, test_size=0.3, stratify=data.target, random_state=0
+        array, data.target, test_size=0.3, stratify=data.target, random_state=0
     )
     return Digits(xa, ya, xb, yb)
 
