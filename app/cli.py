@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -189,6 +190,37 @@ def measure_cmd(
         f" ({r.get('skipped')} already stored, {r.get('unstable')} unstable,"
         f" {r.get('designs_per_minute')} designs/min)"
     )
+
+
+@cli.command("agent")
+def agent_cmd(
+    server: Annotated[str, typer.Option(help="EdgeOpt server URL")],
+    device: Annotated[str, typer.Option(help="this device's registry name")],
+    api_key: Annotated[str, typer.Option(envvar="EDGEOPT_API_KEY", help="a write key")],
+    threads: Annotated[int, typer.Option(help="ONNX Runtime threads")] = 1,
+    journal: Annotated[Path | None, typer.Option(help="where unacknowledged results wait")] = None,
+    until_empty: Annotated[bool, typer.Option(help="exit when the queue is empty")] = False,
+    poll_s: Annotated[float, typer.Option(help="seconds between polls when idle")] = 2.0,
+    round_size: Annotated[int, typer.Option(help="timed runs per round")] = 20,
+    budget_s: Annotated[float, typer.Option(help="most seconds per design")] = 20.0,
+) -> None:
+    """Measure this machine for a server: lease tasks, measure with ONNX Runtime, post results."""
+    from devices.agent import Agent, AgentError
+    from devices.measure import Protocol
+
+    path = journal or Path.home() / ".edgeopt" / f"agent-{device}.journal.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    protocol = Protocol(threads=threads, round_size=round_size, budget_s=budget_s)
+    worker = Agent(
+        server, device, api_key, path, protocol, poll_s=poll_s, on_event=lambda m: console.print(m)
+    )
+    try:
+        done = worker.run(until_empty=until_empty)
+    except AgentError as exc:
+        raise fail(str(exc)) from exc
+    except KeyboardInterrupt:
+        raise typer.Exit(130) from None
+    console.print(f"measured {done} designs")
 
 
 @cli.command("measure-accuracy")

@@ -204,3 +204,39 @@ class Predictor(Base):
     provenance: Mapped[dict[str, Any]] = mapped_column(default=dict)
     job_id: Mapped[int | None] = mapped_column(ForeignKey("jobs.id", ondelete="SET NULL"))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+TASK_STATUSES = ("queued", "leased", "done", "failed")
+
+
+class MeasurementTask(Base):
+    """One design to measure on one device, handed to that device's agent under a lease.
+
+    A lease that expires (the agent vanished) makes the task available again; a result for a
+    task already done is acknowledged without storing it twice.
+    """
+
+    __tablename__ = "measurement_tasks"
+    __table_args__ = (
+        CheckConstraint(f"status IN {TASK_STATUSES}", name="status"),
+        UniqueConstraint(
+            "device_id", "architecture_id", "policy", name="uq_measurement_tasks_design"
+        ),
+        Index("ix_measurement_tasks_device_status", "device_id", "status"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    device_id: Mapped[int] = mapped_column(ForeignKey("devices.id", ondelete="CASCADE"))
+    architecture_id: Mapped[int] = mapped_column(ForeignKey("architectures.id"))
+    policy: Mapped[str] = mapped_column(String(400), default="fp32")
+    priority: Mapped[int] = mapped_column(Integer, default=1)
+    status: Mapped[str] = mapped_column(String(16), default="queued")
+    lease_owner: Mapped[str | None] = mapped_column(String(64))
+    lease_expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    measurement_id: Mapped[int | None] = mapped_column(
+        ForeignKey("measurements.id", ondelete="SET NULL")
+    )
+    error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

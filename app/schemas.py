@@ -263,3 +263,69 @@ class PredictResponse(BaseModel):
     designs: list[DesignPrediction]
     answered_by: dict[str, Any]
     notes: list[str]
+
+
+class TaskQueue(BaseModel):
+    """Designs to measure on a device, each in every policy given."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    space: Literal["nb201", "fbnet"]
+    designs: list[str] = Field(min_length=1, max_length=20_000)
+    policies: list[str] = Field(default_factory=lambda: ["fp32"], min_length=1, max_length=50)
+
+
+class TaskRead(BaseModel):
+    id: int
+    device_id: int
+    space: str
+    design: str
+    policy: str
+    status: str
+    priority: int
+    attempts: int
+    lease_owner: str | None
+    lease_expires_at: datetime | None
+    measurement_id: int | None
+    model_url: str
+
+
+class AgentProfile(BaseModel):
+    """What an agent reports about its machine when it starts."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: DeviceKind = DeviceKind.CPU
+    hardware: str | None = Field(None, max_length=200)
+    specs: dict[str, Any] = Field(default_factory=dict)
+    runtime: str | None = Field(None, max_length=64)
+    runtime_version: str | None = Field(None, max_length=64)
+    threads: int | None = Field(None, ge=1, le=4096)
+    batch_size: int | None = Field(None, ge=1, le=65_536)
+
+
+class LeaseRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    agent: str = Field(min_length=1, max_length=64)
+    max_tasks: int = Field(1, ge=1, le=100)
+    lease_s: float = Field(120.0, ge=1, le=3600)
+
+
+class TaskResult(BaseModel):
+    """An agent's measurement of one task, with the protocol it followed."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    agent: str = Field(min_length=1, max_length=64)
+    median_ms: float = Field(gt=0, allow_inf_nan=False)
+    dispersion: float | None = Field(None, ge=0, allow_inf_nan=False)
+    repeats: int | None = Field(None, ge=1)
+    stable: bool = True
+    protocol: dict[str, Any] = Field(default_factory=dict)
+
+
+class TaskAck(BaseModel):
+    task_id: int
+    measurement_id: int | None
+    duplicate: bool

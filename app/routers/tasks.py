@@ -1,0 +1,122 @@
+"""Agents over REST: register a device, lease measurement tasks, fetch models, post results."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Path, Query
+from fastapi.responses import FileResponse
+from sqlalchemy import func, select
+
+from app.db import commit
+from app.deps import Limit, Offset, ReadAccess, ResourceId, SessionDep, SettingsDep, WriteAccess
+from app.errors import ERROR_RESPONSES
+from app.models import Architecture, Device, MeasurementTask
+from app.queries import get_device
+from app.schemas import (
+    NAME_PATTERN,
+    AgentProfile,
+    DeviceRead,
+    LeaseRequest,
+    Page,
+    TaskAck,
+    TaskQueue,
+    TaskRead,
+    TaskResult,
+)
+from app.task_service import (
+    FINGERPRINT_PRIORITY,
+    accept_result,
+    get_task,
+    lease_tasks,
+    model_file,
+    queue_tasks,
+    task_view,
+)
+from devices.fingerprint import fingerprint
+
+router = APIRouter(tags=["agents"], responses=ERROR_RESPONSES)
+DeviceName = Annotated[str, Path(pattern=NAME_PATTERN, max_length=120)]
+
+
+@router.put("/agents/{name}", response_model=DeviceRead, dependencies=[WriteAccess])
+def register_agent_device(name: DeviceName, body: AgentProfile, session: SessionDep) -> Device:
+    """Create or update the agent's device with its detected specs.
+
+    A new device gets the NB201 fingerprint queued first (highest priority), so its first
+    measurements are the ones that say the most about it.
+    """
+    device = session.scalar(select(Device).where(Device.name == name))
+    created = device is None
+    if device is None:
+        device = Device(name=name, kind=body.kind.value)
+        session.add(device)
+    for field, value in body.model_dump(exclude={"kind"}, exclude_none=True).items():
+        setattr(device, field, value)
+    device.kind = body.kind.value
+    device.source = "edgeopt agent"
+    session.flush()
+    if created:
+        queue_tasks(session, device, "nb201", fingerprint("nb201"), ["fp32"], FINGERPRINT_PRIORITY)
+    commit(session)
+    return device
+
+
+@router.post("/devices/{device_id}/tasks", status_code=201, dependencies=[WriteAccess])
+def queue(device_id: ResourceId, body: TaskQueue, session: SessionDep) -> dict[str, int]:
+    """Queue designs for the device's agent; designs already queued or done are kept."""
+    device = get_device(session, device_id)
+    counts = queue_tasks(session, device, body.space, body.designs, body.policies)
+    commit(session)
+    return counts
+
+
+@router.get("/devices/{device_id}/tasks", response_model=Page[TaskRead], dependencies=[ReadAccess])
+def list_tasks(
+    device_id: ResourceId,
+    session: SessionDep,
+    status: Annotated[str | None, Query(max_length=16)] = None,
+    limit: Limit = 100,
+    offset: Offset = 0,
+) -> Page[TaskRead]:
+    get_device(session, device_id)
+    query = select(MeasurementTask).where(MeasurementTask.device_id == device_id)
+    if status:
+        query = query.where(MeasurementTask.status == status)
+    total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
+    rows = session.scalars(query.order_by(MeasurementTask.id).limit(limit).offset(offset)).all()
+    items = [TaskRead.model_validate(task_view(session, t)) for t in rows]
+    return Page(items=items, total=total, limit=limit, offset=offset)
+
+
+@router.post(
+    "/devices/{device_id}/tasks/lease", response_model=list[TaskRead], dependencies=[WriteAccess]
+)
+def lease(device_id: ResourceId, body: LeaseRequest, session: SessionDep) -> list[dict[str, Any]]:
+    """Lease the next tasks (fingerprint first); an empty list means nothing to do now."""
+    device = get_device(session, device_id)
+    tasks = lease_tasks(session, device, body.agent, body.max_tasks, body.lease_s)
+    views = [task_view(session, t) for t in tasks]
+    commit(session)
+    return views
+
+
+@router.get("/tasks/{task_id}/model.onnx", dependencies=[ReadAccess])
+def task_model(task_id: ResourceId, session: SessionDep, settings: SettingsDep) -> FileResponse:
+    """The task's design as an ONNX model in its policy (exported once, then cached)."""
+    task = get_task(session, task_id)
+    arch = session.get(Architecture, task.architecture_id)
+    assert arch is not None
+    path = model_file(settings.artifacts_dir, arch.space, arch.encoding, task.policy)
+    return FileResponse(
+        path, media_type="application/octet-stream", filename=f"task-{task_id}.onnx"
+    )
+
+
+@router.post("/tasks/{task_id}/result", response_model=TaskAck, dependencies=[WriteAccess])
+def post_result(task_id: ResourceId, body: TaskResult, session: SessionDep) -> dict[str, Any]:
+    """Store the measurement; posting the same task again is acknowledged, never stored twice."""
+    task = get_task(session, task_id)
+    ack = accept_result(session, task, body.agent, body)
+    commit(session)
+    return ack

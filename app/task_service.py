@@ -1,0 +1,186 @@
+"""Measurement tasks for agents: queue, lease, serve the model, accept results exactly once.
+
+A task moves ``queued -> leased -> done``. A lease lasts ``lease_s``; when its agent
+disappears the lease expires and the next lease call hands the task out again. A result
+is accepted from the leaseholder, or from anyone once the lease has expired (the original
+agent may come back after a network outage with a valid measurement); a result for a task
+already done is acknowledged without storing anything, so an agent that re-posts after a
+crash never duplicates a measurement.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import or_, select
+from sqlalchemy.orm import Session
+
+from app.errors import ApiError
+from app.measure_service import architecture_id, store_measurement
+from app.models import Architecture, Device, Measurement, MeasurementTask
+from devices.profile import canonical_policy
+from search.policy import UnsupportedPolicy, parse_policy
+from search.spaces import InvalidEncoding, get_space
+
+FINGERPRINT_PRIORITY, DEFAULT_PRIORITY = 0, 1
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _aware(moment: datetime | None) -> datetime | None:
+    """SQLite returns naive datetimes; everything stored here is UTC."""
+    if moment is not None and moment.tzinfo is None:
+        return moment.replace(tzinfo=UTC)
+    return moment
+
+
+def queue_tasks(
+    session: Session,
+    device: Device,
+    space: str,
+    designs: list[str],
+    policies: list[str],
+    priority: int = DEFAULT_PRIORITY,
+) -> dict[str, int]:
+    """Queue each design x policy once per device (a failed task is queued again)."""
+    codec = get_space(space)
+    keys = []
+    for i, design in enumerate(designs):
+        try:
+            encoding = codec.canonical(design)
+        except InvalidEncoding as exc:
+            raise ApiError(422, f"designs[{i}]: {exc}") from None
+        for policy in policies:
+            try:
+                parse_policy(space, policy)
+                keys.append((encoding, canonical_policy(policy)))
+            except (UnsupportedPolicy, ValueError) as exc:
+                raise ApiError(422, f"policy {policy!r}: {exc}") from None
+    created = existing = 0
+    for encoding, policy in dict.fromkeys(keys):
+        arch_id = architecture_id(session, space, encoding)
+        task = session.scalar(
+            select(MeasurementTask).where(
+                MeasurementTask.device_id == device.id,
+                MeasurementTask.architecture_id == arch_id,
+                MeasurementTask.policy == policy,
+            )
+        )
+        if task is None:
+            session.add(
+                MeasurementTask(
+                    device_id=device.id,
+                    architecture_id=arch_id,
+                    policy=policy,
+                    priority=priority,
+                    status="queued",
+                    attempts=0,
+                )
+            )
+            created += 1
+        elif task.status == "failed":
+            task.status, task.error, task.lease_owner = "queued", None, None
+            created += 1
+        else:
+            existing += 1
+    session.flush()
+    return {"created": created, "existing": existing}
+
+
+def lease_tasks(
+    session: Session, device: Device, agent: str, limit: int, lease_s: float
+) -> list[MeasurementTask]:
+    """Hand out up to ``limit`` tasks: queued ones, or leased ones whose lease expired."""
+    now = _now()
+    candidates = session.scalars(
+        select(MeasurementTask)
+        .where(
+            MeasurementTask.device_id == device.id,
+            or_(
+                MeasurementTask.status == "queued",
+                (MeasurementTask.status == "leased") & (MeasurementTask.lease_expires_at < now),
+                (MeasurementTask.status == "leased") & (MeasurementTask.lease_owner == agent),
+            ),
+        )
+        .order_by(MeasurementTask.priority, MeasurementTask.id)
+        .limit(limit)
+    ).all()
+    for task in candidates:
+        task.status, task.lease_owner = "leased", agent
+        task.lease_expires_at = now + timedelta(seconds=lease_s)
+        task.attempts += 1
+    session.flush()
+    return list(candidates)
+
+
+def task_view(session: Session, task: MeasurementTask) -> dict[str, Any]:
+    arch = session.get(Architecture, task.architecture_id)
+    assert arch is not None
+    return {
+        "id": task.id,
+        "device_id": task.device_id,
+        "space": arch.space,
+        "design": arch.encoding,
+        "policy": task.policy,
+        "status": task.status,
+        "priority": task.priority,
+        "attempts": task.attempts,
+        "lease_owner": task.lease_owner,
+        "lease_expires_at": _aware(task.lease_expires_at),
+        "measurement_id": task.measurement_id,
+        "model_url": f"/tasks/{task.id}/model.onnx",
+    }
+
+
+def get_task(session: Session, task_id: int) -> MeasurementTask:
+    task = session.get(MeasurementTask, task_id)
+    if task is None:
+        raise ApiError(404, f"no measurement task with id {task_id}")
+    return task
+
+
+def accept_result(
+    session: Session, task: MeasurementTask, agent: str, result: Any
+) -> dict[str, Any]:
+    """Store an agent's measurement once; a repeat is acknowledged, not stored."""
+    if task.status == "done":
+        return {"task_id": task.id, "measurement_id": task.measurement_id, "duplicate": True}
+    expires = _aware(task.lease_expires_at)
+    if task.status == "leased" and task.lease_owner != agent and expires and expires > _now():
+        raise ApiError(409, f"task {task.id} is leased to another agent until {expires}")
+    if task.status == "queued" and task.attempts == 0:
+        raise ApiError(409, f"task {task.id} was never leased; lease it first")
+    store_measurement(session, task.device_id, task.architecture_id, task.policy, result, "agent")
+    session.flush()
+    task.measurement_id = session.scalar(
+        select(Measurement.id).where(
+            Measurement.device_id == task.device_id,
+            Measurement.architecture_id == task.architecture_id,
+            Measurement.policy == task.policy,
+            Measurement.metric == "latency_ms",
+        )
+    )
+    task.status, task.finished_at, task.lease_owner = "done", _now(), agent
+    return {"task_id": task.id, "measurement_id": task.measurement_id, "duplicate": False}
+
+
+def model_file(artifacts_dir: Path, space: str, design: str, policy: str) -> Path:
+    """The design's ONNX file in the policy, exported once and cached under the artifacts."""
+    key = hashlib.sha256(f"{space}\n{design}\n{policy}".encode()).hexdigest()[:24]
+    path = artifacts_dir / "models" / space / f"{key}.onnx"
+    if path.is_file():
+        return path
+    from search.export import export_design  # torch loads on first export, not at startup
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=path.parent) as tmp:
+        exported = export_design(space, design, policy, Path(tmp) / "m.onnx")
+        os.replace(exported.path, path)  # atomic: a concurrent reader sees all or nothing
+    return path
