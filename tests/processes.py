@@ -35,8 +35,10 @@ def edgeopt(
 class Server:
     """``edgeopt serve`` in a child process; ``url`` once it answers /health."""
 
-    def __init__(self, env: Mapping[str, str], cwd: str | None = None) -> None:
-        self.port = free_port()
+    def __init__(
+        self, env: Mapping[str, str], cwd: str | None = None, port: int | None = None
+    ) -> None:
+        self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "app", "serve", "--port", str(self.port)],
