@@ -3,7 +3,7 @@ PYTHON ?= python3.11
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: install run test lint bench-import bench-transfer bench-predictors
+.PHONY: install run test lint bench-import bench-transfer bench-predictors bench-optimize
 
 install: $(VENV)/.installed
 
@@ -33,3 +33,6 @@ bench-transfer: install
 
 bench-predictors: install
 	$(BIN)/python benchmarks/predictor_speed.py --json benchmarks/results/predictor_speed.json
+
+bench-optimize: install
+	$(BIN)/python benchmarks/optimize.py

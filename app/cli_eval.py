@@ -75,3 +75,66 @@ def eval_transfer(
         doc = {**result, "baseline": baseline}
         json_out.write_text(json.dumps(doc, indent=2))
         console.print(f"wrote {json_out}")
+
+
+@eval_cli.command("optimize")
+def eval_optimize(
+    latency: Annotated[Path, typer.Option(help="wide CSV: arch_id, one column per device (ms)")],
+    archs: Annotated[Path, typer.Option(help="CSV with arch_id, arch and the accuracy column")],
+    space: Annotated[str, typer.Option(help="nb201 or fbnet")],
+    train: Annotated[str, typer.Option(help="comma-separated registered (basis) devices")],
+    test: Annotated[str, typer.Option(help="comma-separated new devices")],
+    accuracy_column: Annotated[
+        str, typer.Option(help="accuracy column of --archs")
+    ] = "acc_cifar10",
+    budgets: Annotated[str, typer.Option(help="latency budgets as percentiles")] = "10,25,50,75",
+    max_measurements: Annotated[int, typer.Option(help="designs measured per device")] = 20,
+    seeds: Annotated[int, typer.Option()] = 5,
+    method: Annotated[str, typer.Option(help="proxy, search or auto")] = "auto",
+    json_out: Annotated[Path | None, typer.Option("--json", help="write the figures here")] = None,
+) -> None:
+    """Regret and budget violations of /optimize's methods on unseen devices."""
+    from search.evaluation import KEYS, evaluate_optimize
+
+    with clear_errors():
+        search_space = get_space(space)
+        table = read_tables(latency, archs, search_space)
+        if accuracy_column not in table.columns:
+            raise ValueError(f"{archs} has no accuracy column {accuracy_column!r}")
+        try:
+            percentiles = [float(b) for b in budgets.split(",")]
+        except ValueError:
+            raise ValueError(f"--budgets must be numbers, got {budgets!r}") from None
+        train_names, test_names = _names(train), _names(test)
+        for name in train_names + test_names:
+            table.column(name)
+        with progress_bar() as bar:
+            task = bar.add_task(f"optimize ({method})", total=1.0, note="")
+            result = evaluate_optimize(
+                table,
+                table.columns[accuracy_column],
+                search_space.features(table.encodings),
+                train_names,
+                test_names,
+                percentiles,
+                max_measurements,
+                seeds,
+                method,
+                progress=lambda done, total: bar.update(task, completed=done / total),
+            )
+    out = Table("device", *KEYS, "baseline regret", "baseline violations")
+    base = result["baseline"]
+    for name, q in [*result["devices"].items(), ("mean", result["mean"])]:
+        b = base["devices"].get(name, base["mean"])
+        out.add_row(
+            name,
+            f"{q['regret']:.3f}",
+            f"{q['violation_rate']:.1%}",
+            f"{q['seconds_per_query']:.3f}",
+            f"{b['regret']:.3f}",
+            f"{b['violation_rate']:.1%}",
+        )
+    console.print(out)
+    if json_out:
+        json_out.write_text(json.dumps(result, indent=2))
+        console.print(f"wrote {json_out}")
