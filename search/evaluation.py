@@ -107,7 +107,7 @@ def evaluate_optimize(
                     acc,
                     budget,
                     predict,
-                    lambda i: float(truth[i]),
+                    lambda i, truth=truth: float(truth[i]),
                     shots,
                     values,
                     max_measurements - shots_n,
