@@ -240,3 +240,24 @@ class MeasurementTask(Base):
     error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class Optimization(Base):
+    """One /optimize answer: the request, the chosen design with its predictions, the Pareto
+    front, and (once measured) the verification of the prediction on the device."""
+
+    __tablename__ = "optimizations"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    device_id: Mapped[int | None] = mapped_column(ForeignKey("devices.id", ondelete="SET NULL"))
+    device_name: Mapped[str] = mapped_column(String(120))
+    space: Mapped[str] = mapped_column(String(32))
+    method: Mapped[str] = mapped_column(String(16))
+    feasible: Mapped[bool] = mapped_column(Boolean)
+    design: Mapped[str] = mapped_column(Text)
+    policy: Mapped[str] = mapped_column(String(400))
+    request: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    result: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    verification: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    elapsed_s: Mapped[float] = mapped_column(Float)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

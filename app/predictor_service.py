@@ -31,7 +31,7 @@ from app.models import AccuracyRecord, Architecture, Device, Measurement, Predic
 from predictors.design_model import DesignModel, fit_design_model, library_versions
 from predictors.proxy import AGREEMENT, MonotoneCalibration, rank_proxies
 from predictors.transfer import MIN_SHOTS, TransferBasis, TransferModel
-from search.spaces import InvalidEncoding, get_space
+from search.spaces import NB201, InvalidEncoding, get_space
 
 SpaceName = Literal["nb201", "fbnet", "ofa_mbv3"]
 Target = Literal["latency_ms", "energy_mj", "accuracy"]
@@ -209,6 +209,11 @@ def _train_job(ctx: JobContext, params: dict[str, Any]) -> dict[str, Any]:
     return train_predictors(ctx.factory, ctx.artifacts_dir, TrainParams.model_validate(params), ctx)
 
 
+Arrays = tuple[np.ndarray, np.ndarray, np.ndarray]
+CALIBRATION_ROWS = 3000
+_SCALES: dict[tuple[Any, ...], float] = {}  # interval scale per basis and shot count
+
+
 @lru_cache(maxsize=256)
 def _load(path: str) -> DesignModel:
     return DesignModel.load(Path(path))
@@ -217,6 +222,26 @@ def _load(path: str) -> DesignModel:
 def load_model(artifacts_dir: Path, predictor: Predictor) -> DesignModel:
     """The predictor's artifact (cached per file: artifacts are never rewritten)."""
     return _load(str(artifacts_dir / predictor.artifact))
+
+
+@lru_cache(maxsize=256)
+def _whole_space(path: str, space: str) -> tuple[dict[str, int], Arrays]:
+    codec = get_space(space)
+    designs = codec.enumerate() if isinstance(codec, NB201) else []
+    arrays = _load(path).predict(codec.encode(designs)) if designs else (np.zeros(0),) * 3
+    return {d: i for i, d in enumerate(designs)}, arrays
+
+
+def predict_model(
+    artifacts_dir: Path, predictor: Predictor, space: str, encodings: list[str]
+) -> Arrays:
+    """A design model's predictions; whole-space NB201 predictions are computed once per model."""
+    path = str(artifacts_dir / predictor.artifact)
+    position, arrays = _whole_space(path, space)
+    if position and all(e in position for e in encodings):
+        rows = np.fromiter((position[e] for e in encodings), dtype=int, count=len(encodings))
+        return arrays[0][rows], arrays[1][rows], arrays[2][rows]
+    return _load(path).predict(get_space(space).encode(encodings))
 
 
 def latest_predictors(
@@ -258,52 +283,61 @@ def _estimates(centre: np.ndarray, low: np.ndarray, high: np.ndarray) -> list[di
     ]
 
 
-def _device_metric(
+def device_metric(
     session: Session,
     artifacts_dir: Path,
-    device: Device,
+    device: Device | None,
     space: str,
     metric: str,
     policy: str,
     encodings: list[str],
-) -> tuple[list[dict[str, float]] | None, dict[str, Any]]:
-    """One metric for one device: own model, proxy, transfer, or an explanation."""
+    shots: list[tuple[str, float]] | None = None,
+    allow_proxy: bool = True,
+) -> tuple[Arrays | None, dict[str, Any]]:
+    """One metric over designs: own model, proxy, transfer, or an explanation.
+
+    ``device`` may be None for an inline profile, whose ``shots`` (design, value) are then
+    the only measurements. ``allow_proxy=False`` goes straight to few-shot transfer.
+    """
     codec = get_space(space)
-    own = latest_predictors(session, metric, space, policy, device.id)
+    label = repr(device.name) if device is not None else "(inline profile)"
+    own = latest_predictors(session, metric, space, policy, device.id) if device else []
     if own:
-        model = load_model(artifacts_dir, own[0])
-        return _estimates(*model.predict(codec.encode(encodings))), {
+        return predict_model(artifacts_dir, own[0], space, encodings), {
             "method": "device-model",
             "predictor_id": own[0].id,
         }
-    shots = session.execute(
-        select(Architecture.encoding, Measurement.value)
-        .join(Architecture)
-        .where(
-            Measurement.device_id == device.id,
-            Measurement.metric == metric,
-            Measurement.policy == policy,
-            Architecture.space == space,
-        )
-        .order_by(Architecture.id)
-    ).all()
+    if shots is None and device is not None:
+        rows = session.execute(
+            select(Architecture.encoding, Measurement.value)
+            .join(Architecture)
+            .where(
+                Measurement.device_id == device.id,
+                Measurement.metric == metric,
+                Measurement.policy == policy,
+                Architecture.space == space,
+            )
+            .order_by(Architecture.id)
+        ).all()
+        shots = [(r[0], float(r[1])) for r in rows]
+    shots = shots or []
+    mine = device.id if device is not None else None
     others = [
         p
         for p in latest_predictors(session, metric, space, policy, any_device=True)
-        if p.device_id != device.id
+        if p.device_id != mine
     ]
     if len(shots) < MIN_SHOTS or not others:
         why = (
-            f"no {metric} model for device {device.name!r} in {space} at policy {policy!r}: "
+            f"no {metric} model for device {label} in {space} at policy {policy!r}: "
             f"it has {len(shots)} measured designs there (needs {MIN_SHOTS} to adapt) and "
             f"{len(others)} other devices have a model to adapt from"
         )
         return None, {"method": None, "reason": why}
-    shot_enc = [r[0] for r in shots]
-    measured = np.array([r[1] for r in shots], dtype=float)
+    shot_enc = [e for e, _ in shots]
+    measured = np.array([v for _, v in shots], dtype=float)
     union = list(dict.fromkeys(shot_enc + encodings))
-    x = codec.encode(union)
-    basis_ms = np.stack([load_model(artifacts_dir, p).predict(x)[0] for p in others], axis=1)
+    basis_ms = np.stack([predict_model(artifacts_dir, p, space, union)[0] for p in others], axis=1)
     pos = {e: i for i, e in enumerate(union)}
     shot_idx = np.array([pos[e] for e in shot_enc])
     want_idx = np.array([pos[e] for e in encodings])
@@ -319,26 +353,32 @@ def _device_metric(
         "proxy_spearman": choice.spearman,
         "proxy_predictor_id": proxy.id,
     }
-    if choice.spearman >= AGREEMENT:
+    if allow_proxy and choice.spearman >= AGREEMENT:
         cal = MonotoneCalibration.fit(basis_ms[shot_idx, choice.index], measured)
         centre, low, high = cal.apply(basis_ms[want_idx, choice.index])
         info["method"] = "proxy"
         info["decision"] = (
             f"reused {info['proxy']}: rank agreement {choice.spearman:.3f} >= {AGREEMENT}"
         )
-        return _estimates(centre, low, high), info
+        return (centre, low, high), info
     basis = TransferBasis(
         codec.features(union), basis_ms, [names.get(p.device_id or 0, "?") for p in others]
     )
-    transfer = TransferModel(basis)
-    transfer.calibrate(len(shots))
-    adapted = transfer.adapt(shot_idx, measured)
+    key = (space, policy, metric, tuple(p.id for p in others), len(shots))
+    if key not in _SCALES:  # a property of the basis devices: calibrate once, on sampled rows
+        sample = np.random.default_rng(0).permutation(len(union))[:CALIBRATION_ROWS]
+        _SCALES[key] = TransferModel(
+            TransferBasis(basis.cost[sample], basis.latency_ms[sample], basis.names)
+        ).calibrate(len(shots))
+    scale = _SCALES[key]
+    adapted = TransferModel(basis, interval_scale=scale).adapt(shot_idx, measured)
     info["method"] = "transfer"
     info["decision"] = (
-        f"adapted: best proxy {info['proxy']} agrees only {choice.spearman:.3f} < {AGREEMENT}; "
-        f"few-shot transfer over {len(others)} devices"
+        f"adapted: best proxy {info['proxy']} agrees {choice.spearman:.3f}"
+        + (f" < {AGREEMENT}" if allow_proxy else " (proxy reuse not requested)")
+        + f"; few-shot transfer over {len(others)} devices"
     )
-    return _estimates(*adapted.predict(want_idx)), info
+    return adapted.predict(want_idx), info
 
 
 def predict_designs(
@@ -369,12 +409,12 @@ def predict_designs(
         answered[f"accuracy.{p.dataset}"] = {"method": "space-model", "predictor_id": p.id}
     metrics: dict[str, list[dict[str, float]] | None] = {}
     for metric in ("latency_ms", "energy_mj"):
-        values, info = _device_metric(
+        arrays, info = device_metric(
             session, artifacts_dir, device, space, metric, policy, canonical
         )
-        metrics[metric] = values
+        metrics[metric] = _estimates(*arrays) if arrays is not None else None
         answered[metric] = info
-        if values is None:
+        if arrays is None:
             notes.append(info["reason"])
     designs = []
     for i, e in enumerate(canonical):

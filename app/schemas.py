@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Generic, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from devices.profile import DeviceKind, Metric, Precision, canonical_policy
 
@@ -329,3 +329,56 @@ class TaskAck(BaseModel):
     task_id: int
     measurement_id: int | None
     duplicate: bool
+
+
+class Goals(BaseModel):
+    """Constraints and what to optimise. ``weighted`` maximises w_acc * accuracy (points)
+    - w_lat * latency (ms) - w_energy * energy (mJ)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_latency_ms: float | None = Field(None, gt=0, allow_inf_nan=False)
+    max_energy_mj: float | None = Field(None, gt=0, allow_inf_nan=False)
+    min_accuracy: float | None = Field(None, ge=0, le=100)
+    objective: Literal["accuracy", "latency", "energy", "weighted"] = "accuracy"
+    weights: dict[Literal["accuracy", "latency", "energy"], float] | None = None
+
+
+class ShotIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    arch: str = Field(max_length=2000)
+    latency_ms: float = Field(gt=0, allow_inf_nan=False)
+
+
+class InlineProfile(BaseModel):
+    """A device described in the request instead of registered: its measured designs
+    (ideally the space's fingerprint, ``GET /spaces/{space}/fingerprint``) are the shots."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field("inline", max_length=120)
+    kind: DeviceKind = DeviceKind.CPU
+    specs: dict[str, Any] = Field(default_factory=dict)
+    policy: str = Field("fp32", max_length=400)
+    measurements: list[ShotIn] = Field(default_factory=list, max_length=1000)
+
+
+class OptimizeRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    device: str | None = Field(None, max_length=120, description="registered name or id")
+    profile: InlineProfile | None = None
+    space: Literal["nb201", "fbnet"] = "nb201"
+    dataset: str = Field("cifar10", max_length=64)
+    goals: Goals = Field(default_factory=lambda: Goals.model_validate({}))
+    method: Literal["proxy", "search", "neural", "auto"] = "auto"
+    policies: list[str] = Field(default_factory=lambda: ["fp32", "int8"], min_length=1)
+    alternatives: int = Field(3, ge=0, le=50)
+    confidence: float = Field(0.9, gt=0, lt=1)
+
+    @model_validator(mode="after")
+    def _one_device(self) -> OptimizeRequest:
+        if (self.profile is None) == (self.device is None):
+            raise ValueError("give exactly one of device (registered) or profile (inline)")
+        return self

@@ -107,7 +107,7 @@ def evaluate_optimize(
                     acc,
                     budget,
                     predict,
-                    lambda i, truth=truth: float(truth[i]),
+                    truth.item,
                     shots,
                     values,
                     max_measurements - shots_n,
