@@ -11,6 +11,7 @@ from rich.table import Table
 from sqlalchemy import func, select
 
 import app.measure_service
+import app.optimize_service
 import app.predictor_service
 import app.reference_import  # noqa: F401  (registers the import-reference job kind)
 from app.cli_common import clear_errors, console, fail, progress_bar
@@ -190,6 +191,84 @@ def measure_cmd(
         f" ({r.get('skipped')} already stored, {r.get('unstable')} unstable,"
         f" {r.get('designs_per_minute')} designs/min)"
     )
+
+
+@cli.command("optimize")
+def optimize_cmd(
+    device: Annotated[str, typer.Option(help="registered device name or id")],
+    space: Annotated[str, typer.Option(help="nb201 or fbnet")] = "nb201",
+    max_latency_ms: Annotated[float | None, typer.Option(help="latency budget (ms)")] = None,
+    max_energy_mj: Annotated[float | None, typer.Option(help="energy budget (mJ)")] = None,
+    min_accuracy: Annotated[float | None, typer.Option(help="accuracy floor (%)")] = None,
+    objective: Annotated[
+        str, typer.Option(help="accuracy, latency, energy, weighted")
+    ] = "accuracy",
+    method: Annotated[str, typer.Option(help="proxy, search or auto")] = "auto",
+    dataset: Annotated[str, typer.Option()] = "cifar10",
+    policy: Annotated[list[str] | None, typer.Option(help="policies to consider")] = None,
+    out: Annotated[Path | None, typer.Option(help="write the design's ONNX model here")] = None,
+    verify: Annotated[bool, typer.Option(help="measure it on this host (host devices)")] = False,
+) -> None:
+    """The best design for a device within its goals; prints it and writes the ONNX model."""
+    from app.optimize_service import is_host_device, optimization_view, optimize
+    from app.schemas import OptimizeRequest
+    from app.task_service import model_file
+
+    with clear_errors():
+        request = OptimizeRequest.model_validate(
+            {
+                "device": device,
+                "space": space,
+                "dataset": dataset,
+                "method": method,
+                "policies": policy or ["fp32", "int8"],
+                "goals": {
+                    "max_latency_ms": max_latency_ms,
+                    "max_energy_mj": max_energy_mj,
+                    "min_accuracy": min_accuracy,
+                    "objective": objective,
+                },
+            }
+        )
+        settings = get_settings()
+        factory = _ready_factory()
+        with unit_of_work(factory) as s:
+            record = optimize(s, settings.artifacts_dir, request)
+            view = optimization_view(record)
+            owner = s.get(Device, record.device_id) if record.device_id else None
+            host = owner is not None and is_host_device(owner)
+    d = view["design"]
+    console.print(f"optimization {view['id']}: {view['message']}")
+    console.print(f"design: {d['arch']}  policy: {d['policy']}")
+    for key in ("accuracy", "latency_ms", "energy_mj"):
+        e = d[key]
+        if e is not None:
+            console.print(
+                f"  {key}: {e['value']:.3f} (90% interval {e['low']:.3f} .. {e['high']:.3f})"
+            )
+    console.print(f"  P(goals met) = {d['probabilities']['all']:.3f}; {view['elapsed_s']:.2f} s")
+    for note in view["notes"]:
+        console.print(f"  note: {note}")
+    if out:
+        with clear_errors():
+            out.write_bytes(
+                model_file(settings.artifacts_dir, space, d["arch"], d["policy"]).read_bytes()
+            )
+        console.print(f"wrote {out}")
+    if verify:
+        if not host:
+            raise fail("--verify measures on this host; this device is not a host device")
+        job = _run_job("verify-optimization", {"optimization_id": view["id"]})
+        if job.status != "succeeded":
+            raise fail(f"job {job.id} {job.status}: {job.error or ''}")
+        v = job.result or {}
+        console.print(
+            f"verified: measured {v['measured_latency_ms']:.3f} ms vs predicted "
+            f"{v['predicted_latency_ms']:.3f} ms ({v['error_pct']:+.1f}%), "
+            f"within interval: {v['within_interval']}, meets budget: {v['meets_budget']}"
+        )
+    if not view["feasible"]:
+        raise typer.Exit(2)
 
 
 @cli.command("agent")
