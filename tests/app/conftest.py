@@ -1,0 +1,60 @@
+"""Fixtures for the service tests: a small registry slice with trained predictors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+
+from app.db import session_factory, unit_of_work
+from app.models import AccuracyRecord, Architecture, Device, Measurement
+from app.settings import Settings
+from devices.reference import ReferenceTable, load_reference
+from tests.app.test_jobs import wait
+
+DEVICES = ["gold_6226", "pixel3", "raspi4", "eyeriss"]
+N = 400
+
+
+@pytest.fixture(scope="session")
+def nb201() -> ReferenceTable:
+    return load_reference("nb201")
+
+
+@pytest.fixture
+def seeded(settings: Settings, nb201: ReferenceTable) -> dict[str, np.ndarray]:
+    """A registry slice: 4 reference devices x 400 NB201 designs, CIFAR-10 accuracy."""
+    columns = [d.column for d in nb201.devices]
+    truth = {}
+    with unit_of_work(session_factory(settings.database_url)) as s:
+        archs = [Architecture(space="nb201", encoding=e) for e in nb201.encodings[:N]]
+        s.add_all(archs)
+        s.flush()
+        for name in DEVICES:
+            device = Device(name=name, kind="cpu")
+            s.add(device)
+            s.flush()
+            values = nb201.latency_ms[:N, columns.index(name)]
+            truth[name] = values
+            s.add_all(
+                Measurement(device_id=device.id, architecture_id=a.id, metric="latency_ms", value=v)
+                for a, v in zip(archs, values, strict=True)
+            )
+        s.add_all(
+            AccuracyRecord(architecture_id=a.id, dataset="cifar10", top1=v, source="NAS-Bench-201")
+            for a, v in zip(archs, nb201.accuracies["cifar10"][:N], strict=True)
+        )
+    return truth
+
+
+def train(writer: TestClient, **body: object) -> dict:
+    started = writer.post("/predictors/train", json={"spaces": ["nb201"], "min_rows": 100, **body})
+    assert started.status_code == 202, started.text
+    return wait(writer, started.json()["id"])
+
+
+@pytest.fixture
+def trained(writer: TestClient, seeded: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The slice with its predictors trained (4 latency models, 1 accuracy model)."""
+    assert train(writer)["status"] == "succeeded"
+    return seeded

@@ -1,0 +1,100 @@
+"""POST /optimize on a small registry: answers, infeasible goals, inline profiles, models."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+from fastapi.testclient import TestClient
+
+from tests.app.conftest import N
+
+
+def test_best_design_within_budget_and_its_model(writer: TestClient, trained) -> None:
+    budget = float(np.median(trained["gold_6226"]))
+    r = writer.post(
+        "/optimize",
+        json={"device": "gold_6226", "goals": {"max_latency_ms": budget}, "alternatives": 2},
+    )
+    assert r.status_code == 201, r.text
+    body = r.json()
+    assert body["feasible"] and body["candidates"] == 15625
+    design = body["design"]
+    assert design["probabilities"]["latency"] >= 0.9 and design["latency_ms"]["value"] < budget
+    assert len(body["alternatives"]) == 2
+    assert all(a["accuracy"]["value"] <= design["accuracy"]["value"] for a in body["alternatives"])
+    assert body["answered_by"]["latency_ms.fp32"]["method"] == "device-model"
+    assert any("int8 left out" in n for n in body["notes"])  # no int8 accuracy anywhere
+    front = body["pareto"]
+    assert front and all(a["latency_ms"] < b["latency_ms"] for a, b in itertools.pairwise(front))
+    assert writer.get(f"/optimizations/{body['id']}").json()["design"] == design
+    model = writer.get(body["model_url"])
+    assert model.status_code == 200
+    sess = ort.InferenceSession(model.content, providers=["CPUExecutionProvider"])
+    out = sess.run(None, {"input": np.zeros((1, 3, 32, 32), np.float32)})[0]
+    assert out.shape == (1, 10)
+
+
+def test_infeasible_goals_get_the_closest_designs(writer: TestClient, trained) -> None:
+    r = writer.post("/optimize", json={"device": "gold_6226", "goals": {"max_latency_ms": 1e-4}})
+    assert r.status_code == 201
+    body = r.json()
+    assert body["feasible"] is False and "no design meets the goals" in body["message"]
+    assert len(body["closest"]) >= 3
+
+
+def test_inline_profile_uses_its_measurements(writer: TestClient, trained, nb201) -> None:
+    shots = [
+        {"arch": nb201.encodings[i], "latency_ms": float(trained["raspi4"][i])}
+        for i in range(0, N, 40)
+    ]
+    r = writer.post(
+        "/optimize",
+        json={
+            "profile": {"name": "my-board", "measurements": shots},
+            "goals": {"max_latency_ms": float(np.percentile(trained["raspi4"], 30))},
+            "method": "search",
+        },
+    )
+    assert r.status_code == 201, r.text
+    info = r.json()["answered_by"]["latency_ms.fp32"]
+    assert info["method"] == "transfer" and info["shots"] == 10
+    verify = writer.post(f"/optimizations/{r.json()['id']}/verify")
+    assert verify.status_code == 409  # nowhere to measure an inline profile
+
+
+def test_agent_devices_are_verified_through_a_task(writer: TestClient, trained) -> None:
+    writer.put("/agents/field-unit", json={"kind": "cpu"})
+    device = writer.get("/devices", params={"q": "field-unit"}).json()["items"][0]
+    # its fingerprint (queued at registration) is measured: give it three results
+    for task in writer.post(
+        f"/devices/{device['id']}/tasks/lease", json={"agent": "a", "max_tasks": 3}
+    ).json():
+        writer.post(
+            f"/tasks/{task['id']}/result", json={"agent": "a", "median_ms": 5.0 + task["id"]}
+        )
+    body = writer.post("/optimize", json={"device": "field-unit", "goals": {"max_latency_ms": 9}})
+    assert body.status_code == 201, body.text
+    verification = writer.post(f"/optimizations/{body.json()['id']}/verify").json()
+    assert verification["status"] == "queued" and verification["where"] == "agent"
+
+
+@pytest.mark.parametrize(
+    ("request_body", "status", "needle"),
+    [
+        ({"device": "gold_6226", "method": "neural"}, 422, "learned optimizer"),
+        ({"device": "gold_6226", "profile": {"measurements": []}}, 422, "exactly one"),
+        ({}, 422, "exactly one"),
+        ({"device": "nowhere"}, 404, "nowhere"),
+        ({"device": "gold_6226", "policies": ["fp16"]}, 422, "fp16"),
+        ({"device": "gold_6226", "goals": {"objective": "energy"}}, 422, "energy_mj"),
+        ({"device": "gold_6226", "goals": {"max_latency_ms": -1}}, 422, "max_latency_ms"),
+    ],
+)
+def test_bad_optimize_requests(writer: TestClient, trained, request_body, status, needle) -> None:
+    r = writer.post("/optimize", json=request_body)
+    assert r.status_code == status, r.text
+    assert needle in r.text
+    assert writer.get("/optimizations/999").status_code == 404
