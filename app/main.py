@@ -18,7 +18,7 @@ from app.errors import ERROR_RESPONSES, install_error_handlers
 from app.jobs import JobRunner, mark_stale_jobs
 from app.limits import BodySizeLimit
 from app.models import Device
-from app.routers import devices, jobs, measurements, optimize, predictors, tasks
+from app.routers import dashboard, devices, jobs, measurements, optimize, predictors, tasks
 from app.schemas import Health
 from app.settings import Settings, get_settings
 
@@ -51,7 +51,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     install_error_handlers(app)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes)
-    for module in (devices, measurements, jobs, predictors, tasks, optimize):
+    for module in (devices, measurements, jobs, predictors, tasks, optimize, dashboard):
         app.include_router(module.router)
 
     @app.get(

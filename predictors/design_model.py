@@ -35,6 +35,7 @@ PARAMS: dict[str, Any] = {
     "seed": 0,
 }
 ROUNDS = 200
+HELD_OUT_POINTS = 2000
 
 
 @dataclass
@@ -45,6 +46,7 @@ class DesignModel:
     half_width: float
     quality: dict[str, float]
     log_target: bool
+    held_out: dict[str, list[float]] | None = None  # measured / predicted / low / high, sampled
 
     def predict(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Prediction and LEVEL interval per row of encoded designs."""
@@ -65,6 +67,8 @@ class DesignModel:
             "quality": self.quality,
         }
         (folder / "model.json").write_text(json.dumps(meta, indent=2))
+        if self.held_out is not None:
+            (folder / "held_out.json").write_text(json.dumps(self.held_out))
 
     @classmethod
     def load(cls, folder: Path) -> DesignModel:
@@ -74,7 +78,11 @@ class DesignModel:
         if meta.get("format") != "edgeopt.design_model/1":
             raise ValueError(f"{folder}: not an EdgeOpt design model")
         booster = lgb.Booster(model_file=str(folder / "model.txt"))
-        return cls(booster, float(meta["half_width"]), meta["quality"], bool(meta["log_target"]))
+        held = folder / "held_out.json"
+        pairs = json.loads(held.read_text()) if held.is_file() else None
+        return cls(
+            booster, float(meta["half_width"]), meta["quality"], bool(meta["log_target"]), pairs
+        )
 
 
 def fit_design_model(
@@ -110,7 +118,14 @@ def fit_design_model(
     figures["held_out"] = int(cut)
     figures["trained_on"] = len(y)
     full = lgb.train(params, lgb.Dataset(x, target), num_boost_round=ROUNDS)
-    return DesignModel(full, half, figures, log_target)
+    keep = rng.permutation(len(held))[:HELD_OUT_POINTS]  # enough for a scatter plot
+    pairs = {
+        "measured": y[held][keep].tolist(),
+        "predicted": centre[keep].tolist(),
+        "low": low[keep].tolist(),
+        "high": high[keep].tolist(),
+    }
+    return DesignModel(full, half, figures, log_target, pairs)
 
 
 def library_versions() -> dict[str, str]:

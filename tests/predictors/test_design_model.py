@@ -20,10 +20,12 @@ def test_latency_model_round_trips_through_its_artifact(
     assert model.quality["spearman"] > 0.9
     assert 0.8 < model.quality["coverage"] <= 1.0
     model.save(tmp_path / "m")
-    assert sorted(p.name for p in (tmp_path / "m").iterdir()) == ["model.json", "model.txt"]
+    files = sorted(p.name for p in (tmp_path / "m").iterdir())
+    assert files == ["held_out.json", "model.json", "model.txt"]
     again = DesignModel.load(tmp_path / "m")
     np.testing.assert_allclose(again.predict(x)[0], model.predict(x)[0])
     np.testing.assert_allclose(again.predict(x)[2], model.predict(x)[2])
+    assert again.held_out is not None and len(again.held_out["measured"]) == 400
 
 
 def test_accuracy_model_reports_points_not_percent_error(nb201: ReferenceTable) -> None:

@@ -1,0 +1,110 @@
+"""Dashboards: HTML pages (Jinja2) and the JSON endpoints their charts read.
+
+Plotly's JavaScript is served from the installed plotly package, so the pages work offline.
+"""
+
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import FileResponse, HTMLResponse
+from fastapi.templating import Jinja2Templates
+
+from app import dashboard_data as data
+from app.deps import ReadAccess, ResourceId, SessionDep, SettingsDep
+from app.errors import ERROR_RESPONSES, ApiError
+
+router = APIRouter(responses=ERROR_RESPONSES, dependencies=[ReadAccess])
+templates = Jinja2Templates(directory=str(Path(__file__).parent.parent / "templates"))
+STATIC = Path(__file__).parent.parent / "static"
+PLOTLY_JS = Path(str(resources.files("plotly") / "package_data" / "plotly.min.js"))
+SPACES = ("nb201", "fbnet", "ofa_mbv3")
+
+
+def _page(request: Request, name: str, **context: Any) -> HTMLResponse:
+    return templates.TemplateResponse(request, f"{name}.html", {"page": name, **context})
+
+
+@router.get("/static/plotly.min.js", include_in_schema=False)
+def plotly_js() -> FileResponse:
+    return FileResponse(PLOTLY_JS, media_type="text/javascript")
+
+
+@router.get("/static/{name}", include_in_schema=False)
+def static(name: str) -> FileResponse:
+    path = STATIC / name
+    if name not in {p.name for p in STATIC.iterdir()}:
+        raise ApiError(404, f"no static file {name!r}")
+    media = "text/css" if name.endswith(".css") else "text/javascript"
+    return FileResponse(path, media_type=media)
+
+
+# -- pages ---------------------------------------------------------------------------
+@router.get("/", response_class=HTMLResponse, tags=["dashboard"])
+def overview_page(request: Request) -> HTMLResponse:
+    return _page(request, "overview")
+
+
+@router.get("/ui/devices/{device_id}", response_class=HTMLResponse, tags=["dashboard"])
+def device_page(request: Request, device_id: ResourceId) -> HTMLResponse:
+    return _page(request, "device", device_id=device_id)
+
+
+@router.get("/ui/predictors", response_class=HTMLResponse, tags=["dashboard"])
+def predictors_page(request: Request, predictor: int | None = None) -> HTMLResponse:
+    return _page(request, "predictors", predictor_id=predictor)
+
+
+@router.get("/ui/agreement", response_class=HTMLResponse, tags=["dashboard"])
+def agreement_page(request: Request, space: str = "nb201") -> HTMLResponse:
+    if space not in SPACES:
+        raise ApiError(404, f"unknown space {space!r}")
+    return _page(request, "agreement", space=space, spaces=SPACES)
+
+
+@router.get("/ui/optimizations/{optimization_id}", response_class=HTMLResponse, tags=["dashboard"])
+def optimization_page(request: Request, optimization_id: ResourceId) -> HTMLResponse:
+    return _page(request, "optimization", optimization_id=optimization_id)
+
+
+@router.get("/ui/jobs", response_class=HTMLResponse, tags=["dashboard"])
+def jobs_page(request: Request) -> HTMLResponse:
+    return _page(request, "jobs")
+
+
+# -- chart data ----------------------------------------------------------------------
+@router.get("/api/charts/overview", tags=["dashboard"])
+def overview_data(session: SessionDep) -> dict[str, Any]:
+    return data.overview(session)
+
+
+@router.get("/api/charts/devices/{device_id}", tags=["dashboard"])
+def device_data(device_id: ResourceId, session: SessionDep) -> dict[str, Any]:
+    return data.device_detail(session, device_id)
+
+
+@router.get("/api/charts/predictors", tags=["dashboard"])
+def predictors_data(session: SessionDep) -> list[dict[str, Any]]:
+    return data.predictor_table(session)
+
+
+@router.get("/api/charts/predictors/{predictor_id}", tags=["dashboard"])
+def predictor_data(
+    predictor_id: ResourceId, session: SessionDep, settings: SettingsDep
+) -> dict[str, Any]:
+    return data.predictor_quality(session, settings.artifacts_dir, predictor_id)
+
+
+@router.get("/api/charts/agreement/{space}", tags=["dashboard"])
+def agreement_data(space: str, session: SessionDep, policy: str = "fp32") -> dict[str, Any]:
+    if space not in SPACES:
+        raise ApiError(404, f"unknown space {space!r}")
+    return data.rank_agreement(session, space, policy)
+
+
+@router.get("/api/charts/optimizations/{optimization_id}", tags=["dashboard"])
+def optimization_data(optimization_id: ResourceId, session: SessionDep) -> dict[str, Any]:
+    return data.optimization_detail(session, optimization_id)
