@@ -47,10 +47,13 @@ class DesignModel:
     quality: dict[str, float]
     log_target: bool
     held_out: dict[str, list[float]] | None = None  # measured / predicted / low / high, sampled
+    value_range: tuple[float, float] | None = None  # of the training targets
 
     def predict(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Prediction and LEVEL interval per row of encoded designs."""
         raw = np.asarray(self.booster.predict(x, num_threads=2), dtype=float)
+        if self.value_range is not None:  # boosted sums can leave the range ever observed
+            raw = np.clip(raw, *self.value_range)
         if self.log_target:
             return np.exp(raw), np.exp(raw - self.half_width), np.exp(raw + self.half_width)
         return raw, raw - self.half_width, raw + self.half_width
@@ -65,6 +68,7 @@ class DesignModel:
             "log_target": self.log_target,
             "level": LEVEL,
             "quality": self.quality,
+            "value_range": self.value_range,
         }
         (folder / "model.json").write_text(json.dumps(meta, indent=2))
         if self.held_out is not None:
@@ -80,8 +84,14 @@ class DesignModel:
         booster = lgb.Booster(model_file=str(folder / "model.txt"))
         held = folder / "held_out.json"
         pairs = json.loads(held.read_text()) if held.is_file() else None
+        bounds = meta.get("value_range")
         return cls(
-            booster, float(meta["half_width"]), meta["quality"], bool(meta["log_target"]), pairs
+            booster,
+            float(meta["half_width"]),
+            meta["quality"],
+            bool(meta["log_target"]),
+            pairs,
+            (float(bounds[0]), float(bounds[1])) if bounds else None,
         )
 
 
@@ -102,9 +112,10 @@ def fit_design_model(
     held, fit = order[:cut], order[cut:]
     params = {**PARAMS, "seed": seed}
     booster = lgb.train(params, lgb.Dataset(x[fit], target[fit]), num_boost_round=ROUNDS)
-    guess = np.asarray(booster.predict(x[held]), dtype=float)
+    bounds = (float(target[fit].min()), float(target[fit].max()))
+    guess = np.clip(np.asarray(booster.predict(x[held]), dtype=float), *bounds)
     half = float(np.quantile(np.abs(guess - target[held]), LEVEL))
-    model = DesignModel(booster, half, {}, log_target)
+    model = DesignModel(booster, half, {}, log_target, value_range=bounds)
     centre, low, high = model.predict(x[held])
     figures = quality(centre, y[held])
     if not log_target:  # accuracy: points, not milliseconds; percent error is meaningless
@@ -125,7 +136,8 @@ def fit_design_model(
         "low": low[keep].tolist(),
         "high": high[keep].tolist(),
     }
-    return DesignModel(full, half, figures, log_target, pairs)
+    full_bounds = (float(target.min()), float(target.max()))
+    return DesignModel(full, half, figures, log_target, pairs, full_bounds)
 
 
 def library_versions() -> dict[str, str]:

@@ -23,6 +23,7 @@ def test_best_design_within_budget_and_its_model(writer: TestClient, trained) ->
     assert body["feasible"] and body["candidates"] == 15625
     design = body["design"]
     assert design["probabilities"]["latency"] >= 0.9 and design["latency_ms"]["value"] < budget
+    assert design["accuracy"]["value"] <= 100
     assert len(body["alternatives"]) == 2
     assert all(a["accuracy"]["value"] <= design["accuracy"]["value"] for a in body["alternatives"])
     assert body["answered_by"]["latency_ms.fp32"]["method"] == "device-model"

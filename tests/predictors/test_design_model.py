@@ -33,6 +33,9 @@ def test_accuracy_model_reports_points_not_percent_error(nb201: ReferenceTable) 
     model = fit_design_model(x, nb201.accuracies["cifar10"][:1500], log_target=False)
     assert {"spearman", "kendall", "rmse", "mae", "coverage"} <= set(model.quality)
     assert "mape" not in model.quality
+    # never outside what was observed (boosted trees can add up past 100%)
+    everything = model.predict(get_space("nb201").encode(nb201.encodings))[0]
+    assert everything.max() <= nb201.accuracies["cifar10"][:1500].max()
 
 
 def test_too_little_data_and_foreign_artifacts_are_refused(tmp_path: Path) -> None:

@@ -1,0 +1,165 @@
+"""Every dashboard page in headless Chromium against a running server with real data.
+
+Screenshots go to ``test-artifacts/dashboard/`` (kept by CI as artifacts).
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+from selenium import webdriver
+from selenium.webdriver.chrome.options import Options
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.by import By
+from selenium.webdriver.support.ui import WebDriverWait
+
+from app.dashboard_data import device_detail, rank_agreement
+from app.db import session_factory, unit_of_work, upgrade
+from app.models import Architecture, Device, Measurement
+from devices.reference import load_reference
+from tests.conftest import API_KEY
+from tests.processes import Server, edgeopt
+
+SHOTS = Path("test-artifacts/dashboard")
+DEVICES = ["gold_6226", "pixel3", "raspi4", "eyeriss", "fpga", "titan_rtx_256"]
+
+
+def seed(url: str, n: int = 600) -> None:
+    """Six reference devices x 600 NB201 designs, CIFAR-10 accuracy, straight into the registry."""
+    from app.models import AccuracyRecord
+
+    table = load_reference("nb201")
+    columns = [d.column for d in table.devices]
+    with unit_of_work(session_factory(url)) as s:
+        archs = [Architecture(space="nb201", encoding=e) for e in table.encodings[:n]]
+        s.add_all(archs)
+        s.flush()
+        for name in DEVICES:
+            device = Device(name=name, kind="cpu", hardware=name, specs={"cores": 4})
+            s.add(device)
+            s.flush()
+            values = table.latency_ms[:n, columns.index(name)]
+            s.add_all(
+                Measurement(device_id=device.id, architecture_id=a.id, metric="latency_ms", value=v)
+                for a, v in zip(archs, values, strict=True)
+            )
+        s.add_all(
+            AccuracyRecord(architecture_id=a.id, dataset="cifar10", top1=v, source="NAS-Bench-201")
+            for a, v in zip(archs, table.accuracies["cifar10"][:n], strict=True)
+        )
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    tmp = tmp_path_factory.mktemp("dash")
+    url = f"sqlite:///{tmp / 'dash.db'}"
+    env = {
+        "EDGEOPT_DATABASE_URL": url,
+        "EDGEOPT_ARTIFACTS_DIR": str(tmp / "artifacts"),
+        "EDGEOPT_API_KEYS": API_KEY,
+    }
+    upgrade(url)
+    seed(url)
+    trained = edgeopt("predictors", "train", "--space", "nb201", "--min-rows", "100", env=env)
+    assert trained.returncode == 0, trained.stderr
+    srv = Server(env)
+    head = {"X-API-Key": API_KEY}
+    budget = float(np.median(load_reference("nb201").latency_ms[:600, 0]))
+    r = httpx.post(
+        f"{srv.url}/optimize",
+        json={"device": "gold_6226", "goals": {"max_latency_ms": budget}},
+        headers=head,
+        timeout=120,
+    )
+    assert r.status_code == 201, r.text
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[webdriver.Chrome]:
+    binary, driver = shutil.which("chromium"), shutil.which("chromedriver")
+    assert binary and driver, "install Debian's chromium and chromium-driver (see .ci/run)"
+    options = Options()
+    options.binary_location = binary
+    flags = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
+    for flag in [*flags, "--window-size=1400,1000"]:
+        options.add_argument(flag)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    chrome = webdriver.Chrome(service=Service(driver), options=options)
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    yield chrome
+    chrome.quit()
+
+
+PAGES = [
+    ("overview", "/", 1),
+    ("device", "/ui/devices/1", 1),
+    ("predictors", "/ui/predictors", 4),
+    ("agreement", "/ui/agreement?space=nb201", 1),
+    ("optimization", "/ui/optimizations/1", 1),
+    ("jobs", "/ui/jobs", 0),
+]
+
+
+@pytest.mark.parametrize(("name", "path", "charts"), PAGES)
+def test_page_renders_its_charts_without_console_errors(
+    server: Server, browser: webdriver.Chrome, name: str, path: str, charts: int
+) -> None:
+    browser.get_log("browser")  # drop what earlier pages logged
+    browser.get(server.url + path)
+    wait = WebDriverWait(browser, 60)
+    wait.until(lambda b: b.find_element(By.ID, "status").text != "")
+    status = browser.find_element(By.ID, "status").text
+    assert not status.startswith("error"), status
+    if charts:
+        wait.until(
+            lambda b: len(b.find_elements(By.CSS_SELECTOR, ".js-plotly-plot .main-svg")) >= charts
+        )
+    else:  # the jobs page: a live table of the training job, with its logs
+        wait.until(lambda b: "train-predictors" in b.find_element(By.ID, "jobs").text)
+        wait.until(lambda b: "succeeded" in b.find_element(By.ID, "logs").text)
+    browser.save_screenshot(str(SHOTS / f"{name}.png"))
+    errors = [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
+    assert errors == []
+
+
+def test_optimization_page_links_the_model(server: Server, browser: webdriver.Chrome) -> None:
+    browser.get(server.url + "/ui/optimizations/1")
+    link = WebDriverWait(browser, 30).until(lambda b: b.find_element(By.ID, "download"))
+    model = httpx.get(link.get_attribute("href"), timeout=120)
+    assert model.status_code == 200 and len(model.content) > 10_000
+
+
+def test_chart_data_stays_small_for_large_registries(settings) -> None:
+    """300 devices x 2,000 designs: the heatmap uses a bounded design sample and the latency
+    distribution is binned, so the browser gets kilobytes, not the raw measurements."""
+    rng = np.random.default_rng(0)
+    factory = session_factory(settings.database_url)
+    with unit_of_work(factory) as s:
+        archs = [Architecture(space="nb201", encoding=f"synthetic-{i}") for i in range(2000)]
+        s.add_all(archs)
+        s.flush()
+        base = rng.lognormal(size=2000)
+        for d in range(300):
+            device = Device(name=f"dev-{d:03d}", kind="cpu")
+            s.add(device)
+            s.flush()
+            values = base * rng.lognormal(sigma=0.3, size=2000)
+            s.add_all(
+                Measurement(
+                    device_id=device.id, architecture_id=a.id, metric="latency_ms", value=float(v)
+                )
+                for a, v in zip(archs, values, strict=True)
+            )
+    with factory() as s:
+        agreement = rank_agreement(s, "nb201")
+        detail = device_detail(s, 1)
+    assert len(agreement["devices"]) == 300 and agreement["designs_used"] <= 3000
+    assert all(p["proxy"] and p["spearman"] > 0 for p in agreement["proxies"])
+    assert len(detail["latency"]) == 1 and len(detail["latency"][0]["counts"]) == 40
