@@ -29,6 +29,7 @@ from app.jobs import ACTIVE, JobRunner, mark_stale_jobs
 from app.models import Device, Job, Measurement, Predictor
 from app.queries import find_device, get_job, measurement_counts
 from app.settings import get_settings
+from devices.profile import canonical_policy
 from devices.reference import REFERENCE_SPACES
 
 cli = typer.Typer(
@@ -233,7 +234,7 @@ def optimize_cmd(
         settings = get_settings()
         factory = _ready_factory()
         with unit_of_work(factory) as s:
-            record = optimize(s, settings.artifacts_dir, request)
+            record = optimize(s, settings.artifacts_dir, request, settings.optuna_storage)
             view = optimization_view(record)
             owner = s.get(Device, record.device_id) if record.device_id else None
             host = owner is not None and is_host_device(owner)
@@ -269,6 +270,33 @@ def optimize_cmd(
         )
     if not view["feasible"]:
         raise typer.Exit(2)
+
+
+@cli.command("worker")
+def worker_cmd(
+    study: Annotated[str, typer.Option(help="name of an Optuna study created by /optimize")],
+    trials: Annotated[int, typer.Option(help="trials this worker adds")] = 100,
+) -> None:
+    """Add trials to a shared Optuna study (EDGEOPT_OPTUNA_STORAGE), e.g. one per machine."""
+    import os
+
+    from app.optimize_service import study_evaluator
+    from app.schemas import OptimizeRequest
+    from search.optuna_search import open_study, run_trials, study_request
+
+    with clear_errors():
+        settings = get_settings()
+        factory = _ready_factory()
+        shared = open_study(settings.optuna_storage, study)
+        if "request" not in shared.user_attrs:
+            raise ValueError(f"study {study!r} was not created by /optimize (no request stored)")
+        request = OptimizeRequest.model_validate(study_request(shared))
+        with factory() as s:
+            score = study_evaluator(s, settings.artifacts_dir, request)
+            policies = [canonical_policy(p) for p in request.policies]
+            worker = f"worker-{os.getpid()}"
+            run_trials(shared, request.space, policies, score, trials, request.confidence, worker)
+    console.print(f"{worker} added {trials} trials to study {study}")
 
 
 @cli.command("agent")

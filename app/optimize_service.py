@@ -13,6 +13,8 @@ vectorised, so a whole NB201 search answers in well under a second once models a
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +44,7 @@ from search.policy import UnsupportedPolicy, parse_policy
 from search.spaces import NB201, InvalidEncoding, get_space
 
 FBNET_SAMPLE = 5000
+Arrays = tuple[np.ndarray, np.ndarray, np.ndarray]
 PARETO_POINTS = 200
 
 
@@ -112,41 +115,39 @@ def _estimate(arrays, i: int) -> dict[str, float] | None:
     return {"value": float(c[i]), "low": float(lo[i]), "high": float(hi[i])}
 
 
-def optimize(session: Session, artifacts_dir: Path, req: OptimizeRequest) -> Optimization:
-    """Answer an optimization request and store it (the caller commits)."""
-    started = time.perf_counter()
-    if req.method == "neural":
-        raise ApiError(
-            422,
-            "method 'neural' needs the learned optimizer, which is not built yet; "
-            "use proxy, search or auto",
-        )
-    codec = get_space(req.space)
-    device: Device | None = None
-    shots: list[tuple[str, float]] | None = None
-    shot_policy = "fp32"
-    if req.device is not None:
-        device = find_device(session, req.device)
-        name = device.name
-    else:
-        assert req.profile is not None
-        name = req.profile.name
-        try:
-            shot_policy = canonical_policy(req.profile.policy)
-            shots = [(codec.canonical(m.arch), m.latency_ms) for m in req.profile.measurements]
-        except (InvalidEncoding, ValueError) as exc:
-            raise ApiError(422, f"profile: {exc}") from None
-    policies = []
-    for policy in req.policies:
-        try:
-            parse_policy(req.space, policy)
-            policies.append(canonical_policy(policy))
-        except (UnsupportedPolicy, ValueError) as exc:
-            raise ApiError(422, f"policy {policy!r}: {exc}") from None
-    designs = candidate_designs(session, req.space)
+@dataclass
+class Evaluation:
+    """Every candidate (design x policy) with predictions, goal odds and objective score."""
+
+    designs: list[str]
+    blocks: list[tuple[str, Any, Any, Any]]
+    acc: Arrays | None
+    lat: Arrays
+    energy: Arrays | None
+    probabilities: dict[str, np.ndarray]
+    p_all: np.ndarray
+    score: np.ndarray
+    valid: np.ndarray
+    design_idx: np.ndarray
+    policy_of: np.ndarray
+    notes: list[str]
+    answered: dict[str, Any]
+
+
+def evaluate(
+    session: Session,
+    artifacts_dir: Path,
+    req: OptimizeRequest,
+    device: Device | None,
+    shots: list[tuple[str, float]] | None,
+    shot_policy: str,
+    policies: list[str],
+    designs: list[str],
+) -> Evaluation:
+    """Predict and score designs x policies for the request (vectorised)."""
+    name = device.name if device is not None else (req.profile.name if req.profile else "?")
     notes: list[str] = []
     answered: dict[str, Any] = {}
-    Arrays = tuple[np.ndarray, np.ndarray, np.ndarray]
     blocks: list[tuple[str, Arrays | None, Arrays, Arrays | None]] = []
     for policy in dict.fromkeys(policies):
         acc, acc_info = _accuracy(session, artifacts_dir, req.space, req.dataset, policy, designs)
@@ -218,6 +219,91 @@ def optimize(session: Session, artifacts_dir: Path, req: OptimizeRequest) -> Opt
         p_all = p_all * np.nan_to_num(p)
     score = _objective(req, acc, lat, energy)
     score = np.where(valid, score, -np.inf)
+    return Evaluation(
+        designs, blocks, acc, lat, energy, probabilities, p_all, score, valid,
+        design_idx, policy_of, notes, answered,
+    )  # fmt: skip
+
+
+def study_evaluator(
+    session: Session,
+    artifacts_dir: Path,
+    req: OptimizeRequest,
+) -> Callable[[str, str], tuple[float, float, float]]:
+    """Score one design x policy for an Optuna trial, with the request's device and goals."""
+    device, shots, shot_policy, _ = _resolve(session, req)
+
+    def score(design: str, policy: str) -> tuple[float, float, float]:
+        try:
+            ev = evaluate(
+                session, artifacts_dir, req, device, shots, shot_policy, [policy], [design]
+            )
+        except ApiError:
+            return -1e9, 1e9, 0.0
+        ok = bool(ev.valid[0])
+        return (
+            float(ev.score[0]) if ok else -1e9,
+            float(ev.lat[0][0]) if ok else 1e9,
+            float(ev.p_all[0]),
+        )
+
+    return score
+
+
+def _resolve(
+    session: Session, req: OptimizeRequest
+) -> tuple[Device | None, list[tuple[str, float]] | None, str, list[str]]:
+    """The device (or inline shots) and the canonical policies of a request."""
+    codec = get_space(req.space)
+    device: Device | None = None
+    shots: list[tuple[str, float]] | None = None
+    shot_policy = "fp32"
+    if req.device is not None:
+        device = find_device(session, req.device)
+    else:
+        assert req.profile is not None
+        try:
+            shot_policy = canonical_policy(req.profile.policy)
+            shots = [(codec.canonical(m.arch), m.latency_ms) for m in req.profile.measurements]
+        except (InvalidEncoding, ValueError) as exc:
+            raise ApiError(422, f"profile: {exc}") from None
+    policies = []
+    for policy in req.policies:
+        try:
+            parse_policy(req.space, policy)
+            policies.append(canonical_policy(policy))
+        except (UnsupportedPolicy, ValueError) as exc:
+            raise ApiError(422, f"policy {policy!r}: {exc}") from None
+    return device, shots, shot_policy, list(dict.fromkeys(policies))
+
+
+def optimize(
+    session: Session, artifacts_dir: Path, req: OptimizeRequest, storage: str | None = None
+) -> Optimization:
+    """Answer an optimization request and store it (the caller commits)."""
+    started = time.perf_counter()
+    if req.method == "neural":
+        raise ApiError(
+            422,
+            "method 'neural' needs the learned optimizer, which is not built yet; "
+            "use proxy, search or auto",
+        )
+    device, shots, shot_policy, policies = _resolve(session, req)
+    name = device.name if device is not None else (req.profile.name if req.profile else "?")
+    designs = candidate_designs(session, req.space)
+    study_note = None
+    if req.study is not None:
+        if storage is None:
+            raise ApiError(422, "no Optuna storage configured for studies")
+        found = run_study(session, artifacts_dir, req, storage)
+        designs = list(dict.fromkeys([*designs, *found]))
+        study_note = f"study {req.study.name!r}: {len(found)} designs from its trials joined"
+    ev = evaluate(session, artifacts_dir, req, device, shots, shot_policy, policies, designs)
+    blocks, acc, lat, energy = ev.blocks, ev.acc, ev.lat, ev.energy
+    probabilities, p_all, score, valid = ev.probabilities, ev.p_all, ev.score, ev.valid
+    design_idx, policy_of, notes, answered = ev.design_idx, ev.policy_of, ev.notes, ev.answered
+    if study_note:
+        notes.append(study_note)
     feasible = p_all >= req.confidence
     order = np.argsort(-np.where(feasible, score, -np.inf), kind="stable")
     n_feasible = int(feasible.sum())
@@ -432,3 +518,22 @@ def _verify_job(ctx: JobContext, params: dict[str, Any]) -> dict[str, Any]:
             record, float(measured), {"job_id": ctx.job_id, "where": "host"}
         )
         return dict(record.verification)
+
+
+def run_study(
+    session: Session, artifacts_dir: Path, req: OptimizeRequest, storage: str
+) -> list[str]:
+    """Open (or join) the request's Optuna study, run its trials here, return its designs."""
+    from search.optuna_search import open_study, results, run_trials
+
+    assert req.study is not None
+    study = open_study(storage, req.study.name, req.study.seed)
+    if "request" not in study.user_attrs:
+        study.set_user_attr("request", req.model_dump(mode="json", exclude={"study"}))
+    if req.study.trials:
+        evaluate_one = study_evaluator(session, artifacts_dir, req)
+        _, _, _, policies = _resolve(session, req)
+        run_trials(
+            study, req.space, policies, evaluate_one, req.study.trials, req.confidence, "api"
+        )
+    return [r.design for r in results(study)]

@@ -364,6 +364,17 @@ class InlineProfile(BaseModel):
     measurements: list[ShotIn] = Field(default_factory=list, max_length=1000)
 
 
+class StudySpec(BaseModel):
+    """An Optuna study (NSGA-II) in the shared storage; ``edgeopt worker --study NAME`` adds
+    trials from other processes, and every completed trial joins the candidates."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, max_length=100, pattern=NAME_PATTERN)
+    trials: int = Field(100, ge=0, le=100_000, description="trials this request runs itself")
+    seed: int | None = None
+
+
 class OptimizeRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -376,6 +387,7 @@ class OptimizeRequest(BaseModel):
     policies: list[str] = Field(default_factory=lambda: ["fp32", "int8"], min_length=1)
     alternatives: int = Field(3, ge=0, le=50)
     confidence: float = Field(0.9, gt=0, lt=1)
+    study: StudySpec | None = None
 
     @model_validator(mode="after")
     def _one_device(self) -> OptimizeRequest:

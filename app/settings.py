@@ -38,6 +38,11 @@ class Settings(BaseSettings):
     job_workers: int = 1
     job_heartbeat_s: float = 2.0
     job_stale_after_s: float = 15.0
+    optuna_storage: str = Field(
+        default=f"sqlite:///{DEFAULT_HOME / 'optuna.db'}",
+        description="Optuna RDB storage shared by search workers; its own database or schema "
+        "(Optuna keeps its own alembic_version table)",
+    )
 
     @field_validator("api_keys", mode="before")
     @classmethod
@@ -49,10 +54,11 @@ class Settings(BaseSettings):
     def ensure_dirs(self) -> None:
         """Create the local folders the defaults point at (SQLite file, artifacts)."""
         self.artifacts_dir.mkdir(parents=True, exist_ok=True)
-        if self.database_url.startswith("sqlite:///"):
-            db_path = Path(self.database_url.removeprefix("sqlite:///"))
-            if str(db_path) not in ("", ":memory:"):
-                db_path.parent.mkdir(parents=True, exist_ok=True)
+        for url in (self.database_url, self.optuna_storage):
+            if url.startswith("sqlite:///"):
+                db_path = Path(url.removeprefix("sqlite:///"))
+                if str(db_path) not in ("", ":memory:"):
+                    db_path.parent.mkdir(parents=True, exist_ok=True)
 
 
 @lru_cache

@@ -49,7 +49,7 @@ def optimize_design(
 
     Stored as an optimization record; ``model_url`` downloads the design as ONNX.
     """
-    record = optimize(session, settings.artifacts_dir, body)
+    record = optimize(session, settings.artifacts_dir, body, settings.optuna_storage)
     commit(session)
     return optimization_view(record)
 
