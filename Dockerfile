@@ -18,4 +18,4 @@ EXPOSE 8000
 HEALTHCHECK --interval=10s --timeout=3s --retries=5 \
   CMD python -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/health')"
 # Migrations on start; the import is idempotent, so restarts are cheap.
-CMD ["sh", "-c", "edgeopt db upgrade && edgeopt import-reference && edgeopt serve"]
+CMD ["edgeopt", "up"]
