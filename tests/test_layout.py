@@ -46,4 +46,6 @@ def test_compose_runs_the_api_on_postgres_with_health_checks() -> None:
     assert api["depends_on"]["postgres"]["condition"] == "service_healthy"
     assert api["environment"]["EDGEOPT_DATABASE_URL"].startswith("postgresql+psycopg://")
     assert "healthcheck" in services["postgres"] and "healthcheck" in api
-    assert "edgeopt db upgrade" in (ROOT / "Dockerfile").read_text()
+    assert (
+        'CMD ["edgeopt", "up"]' in (ROOT / "Dockerfile").read_text()
+    )  # upgrade, import, train, serve

@@ -43,34 +43,36 @@ def static(name: str) -> FileResponse:
 
 
 # -- pages ---------------------------------------------------------------------------
-@router.get("/", response_class=HTMLResponse, tags=["dashboard"])
+@router.get("/", response_class=HTMLResponse, include_in_schema=False)
 def overview_page(request: Request) -> HTMLResponse:
     return _page(request, "overview")
 
 
-@router.get("/ui/devices/{device_id}", response_class=HTMLResponse, tags=["dashboard"])
+@router.get("/ui/devices/{device_id}", response_class=HTMLResponse, include_in_schema=False)
 def device_page(request: Request, device_id: ResourceId) -> HTMLResponse:
     return _page(request, "device", device_id=device_id)
 
 
-@router.get("/ui/predictors", response_class=HTMLResponse, tags=["dashboard"])
+@router.get("/ui/predictors", response_class=HTMLResponse, include_in_schema=False)
 def predictors_page(request: Request, predictor: int | None = None) -> HTMLResponse:
     return _page(request, "predictors", predictor_id=predictor)
 
 
-@router.get("/ui/agreement", response_class=HTMLResponse, tags=["dashboard"])
+@router.get("/ui/agreement", response_class=HTMLResponse, include_in_schema=False)
 def agreement_page(request: Request, space: str = "nb201") -> HTMLResponse:
     if space not in SPACES:
         raise ApiError(404, f"unknown space {space!r}")
     return _page(request, "agreement", space=space, spaces=SPACES)
 
 
-@router.get("/ui/optimizations/{optimization_id}", response_class=HTMLResponse, tags=["dashboard"])
+@router.get(
+    "/ui/optimizations/{optimization_id}", response_class=HTMLResponse, include_in_schema=False
+)
 def optimization_page(request: Request, optimization_id: ResourceId) -> HTMLResponse:
     return _page(request, "optimization", optimization_id=optimization_id)
 
 
-@router.get("/ui/jobs", response_class=HTMLResponse, tags=["dashboard"])
+@router.get("/ui/jobs", response_class=HTMLResponse, include_in_schema=False)
 def jobs_page(request: Request) -> HTMLResponse:
     return _page(request, "jobs")
 
