@@ -308,7 +308,7 @@ def agent_cmd(
     journal: Annotated[Path | None, typer.Option(help="where unacknowledged results wait")] = None,
     until_empty: Annotated[bool, typer.Option(help="exit when the queue is empty")] = False,
     poll_s: Annotated[float, typer.Option(help="seconds between polls when idle")] = 2.0,
-    round_size: Annotated[int, typer.Option(help="timed runs per round")] = 20,
+    round_size: Annotated[int, typer.Option(help="timed runs per round and session")] = 10,
     budget_s: Annotated[float, typer.Option(help="most seconds per design")] = 20.0,
 ) -> None:
     """Measure this machine for a server: lease tasks, measure with ONNX Runtime, post results."""

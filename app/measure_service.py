@@ -39,7 +39,7 @@ class MeasureParams(BaseModel):
     threads: list[int] = Field(default_factory=lambda: [1], min_length=1, max_length=8)
     replace: bool = False
     warmup: int = Field(10, ge=0, le=1000)
-    round_size: int = Field(20, ge=1, le=10_000)
+    round_size: int = Field(10, ge=1, le=10_000)
     budget_s: float = Field(20.0, gt=0, le=600)
 
     @model_validator(mode="after")

@@ -35,12 +35,17 @@ POLICIES = ["fp32", "int8", "fp32,int8,int8,int8,fp32"]
 DEVICES = ["host-ort-cpu-1t", "host-ort-cpu-2t"]
 
 
-def repeatability(design: str, policy: str, runs: int = 10) -> dict[str, float]:
-    """CV of the medians of ``runs`` independent measurements (fresh session each)."""
+def repeatability(design: str, policy: str, runs: int = 10) -> dict[str, object]:
+    """CV of ``runs`` independent measurements of one design (fresh sessions each time)."""
     with tempfile.TemporaryDirectory() as tmp:
         path = export_design("nb201", design, policy, Path(tmp) / "m.onnx").path
         values = [measure(str(path), Protocol(threads=1)).median_ms for _ in range(runs)]
-    return {"median_ms": float(np.median(values)), "cv": float(np.std(values) / np.mean(values))}
+    return {
+        "design": design,
+        "protocol": Protocol(threads=1).as_dict()["version"],
+        "median_ms": float(np.median(values)),
+        "cv": float(np.std(values) / np.mean(values)),
+    }
 
 
 def main() -> None:
@@ -49,7 +54,20 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--database-url", default=None)
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
+    parser.add_argument(
+        "--repeatability-only",
+        action="store_true",
+        help="only re-measure the repeatability of one design (current protocol)",
+    )
     args = parser.parse_args()
+    if args.repeatability_only:
+        path = args.out / "host_measurement.json"
+        summary = json.loads(path.read_text())
+        design = next(csv.DictReader((args.out / "host_nb201_latency.csv").open()))["arch"]
+        summary["repeatability"] = repeatability(design, "fp32")
+        path.write_text(json.dumps(summary, indent=2) + "\n")
+        print(json.dumps(summary["repeatability"], indent=2))
+        return
     settings = get_settings()
     url = args.database_url or settings.database_url
     settings.ensure_dirs()
