@@ -182,20 +182,49 @@ class FBNet(SearchSpace):
         return out
 
     @staticmethod
-    def block_cost(block: str, cin: int, cout: int, stride: int, size: int) -> tuple[float, float]:
-        """Multiply-accumulates and weights of one block (inverted residual or skip)."""
+    def block_cost(
+        block: str, cin: int, cout: int, stride: int, size: int
+    ) -> tuple[float, float, float]:
+        """Multiply-accumulates, weights, and the depthwise share of the MACs of one block.
+
+        Depthwise and pointwise convolutions differ in arithmetic intensity by an order of
+        magnitude, so devices weigh them differently: the split is a feature of its own.
+        """
         if block == "skip":
             if cin == cout and stride == 1:
-                return 0.0, 0.0
-            return float(cin * cout * size * size), float(cin * cout)
+                return 0.0, 0.0, 0.0
+            return float(cin * cout * size * size), float(cin * cout), 0.0
         kernel, expand = int(block[1]), int(block.split("_")[1][1:])
         groups = 2 if block.endswith("_g2") else 1
         mid = cin * expand
         in_size = size * stride
-        macs = cin * mid / groups * in_size**2 + mid * kernel**2 * size**2
-        macs += mid * cout / groups * size**2
+        depthwise = mid * kernel**2 * size**2
+        macs = cin * mid / groups * in_size**2 + depthwise + mid * cout / groups * size**2
         params = cin * mid / groups + mid * kernel**2 + mid * cout / groups
-        return float(macs), float(params)
+        return float(macs), float(params), float(depthwise)
+
+    def feature_names(self) -> list[str]:
+        stages = [f"mmacs_stage{i}" for i in range(len(self.STAGES))]
+        return [*stages, "mparams", "n_blocks", "mmacs_depthwise", "mmacs_pointwise"]
+
+    def features(self, encodings: Sequence[str]) -> np.ndarray:
+        """Per-stage MACs, weights, non-skip blocks, depthwise and other MACs (millions)."""
+        layers = self.layers()
+        n_stages = len(self.STAGES)
+        out = np.zeros((len(encodings), n_stages + 4))
+        cache: dict[tuple[int, str], tuple[float, float, float]] = {}
+        for row, encoding in enumerate(encodings):
+            for li, block in enumerate(encoding.split("-")):
+                key = (li, block)
+                if key not in cache:
+                    cache[key] = self.block_cost(block, *layers[li][1:])
+                macs, params, depthwise = cache[key]
+                out[row, layers[li][0]] += macs / 1e6
+                out[row, n_stages] += params / 1e6
+                out[row, n_stages + 1] += block != "skip"
+                out[row, n_stages + 2] += depthwise / 1e6
+                out[row, n_stages + 3] += (macs - depthwise) / 1e6
+        return out
 
     def encode(self, encodings: Sequence[str]) -> np.ndarray:
         """One-hot block per layer (22 x 9), then the cost features."""
@@ -205,25 +234,6 @@ class FBNet(SearchSpace):
             for layer, block in enumerate(encoding.split("-")):
                 onehot[row, layer * len(self.BLOCKS) + index[block]] = 1
         return np.c_[onehot, self.features(encodings)]
-
-    def feature_names(self) -> list[str]:
-        return [f"mmacs_stage{i}" for i in range(len(self.STAGES))] + ["mparams", "n_blocks"]
-
-    def features(self, encodings: Sequence[str]) -> np.ndarray:
-        """Per-stage MACs (millions), total weights (millions) and non-skip block count."""
-        layers = self.layers()
-        out = np.zeros((len(encodings), len(self.STAGES) + 2))
-        cache: dict[tuple[int, str], tuple[float, float]] = {}
-        for row, encoding in enumerate(encodings):
-            for li, block in enumerate(encoding.split("-")):
-                key = (li, block)
-                if key not in cache:
-                    cache[key] = self.block_cost(block, *layers[li][1:])
-                macs, params = cache[key]
-                out[row, layers[li][0]] += macs / 1e6
-                out[row, -2] += params / 1e6
-                out[row, -1] += block != "skip"
-        return out
 
 
 class OFAMobileNetV3(SearchSpace):
