@@ -51,6 +51,11 @@ class DesignModel:
 
     def predict(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Prediction and LEVEL interval per row of encoded designs."""
+        if x.shape[1] != self.booster.num_feature():
+            raise ValueError(
+                f"this model was trained on {self.booster.num_feature()} features, the space "
+                f"now encodes {x.shape[1]}: retrain it (edgeopt predictors train)"
+            )
         raw = np.asarray(self.booster.predict(x, num_threads=2), dtype=float)
         if self.value_range is not None:  # boosted sums can leave the range ever observed
             raw = np.clip(raw, *self.value_range)

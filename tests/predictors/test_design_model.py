@@ -26,6 +26,8 @@ def test_latency_model_round_trips_through_its_artifact(
     np.testing.assert_allclose(again.predict(x)[0], model.predict(x)[0])
     np.testing.assert_allclose(again.predict(x)[2], model.predict(x)[2])
     assert again.held_out is not None and len(again.held_out["measured"]) == 400
+    with pytest.raises(ValueError, match="retrain"):
+        again.predict(x[:, :-1])  # an encoding that changed since training
 
 
 def test_accuracy_model_reports_points_not_percent_error(nb201: ReferenceTable) -> None:
