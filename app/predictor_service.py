@@ -237,11 +237,14 @@ def predict_model(
 ) -> Arrays:
     """A design model's predictions; whole-space NB201 predictions are computed once per model."""
     path = str(artifacts_dir / predictor.artifact)
-    position, arrays = _whole_space(path, space)
-    if position and all(e in position for e in encodings):
-        rows = np.fromiter((position[e] for e in encodings), dtype=int, count=len(encodings))
-        return arrays[0][rows], arrays[1][rows], arrays[2][rows]
-    return _load(path).predict(get_space(space).encode(encodings))
+    try:
+        position, arrays = _whole_space(path, space)
+        if position and all(e in position for e in encodings):
+            rows = np.fromiter((position[e] for e in encodings), dtype=int, count=len(encodings))
+            return arrays[0][rows], arrays[1][rows], arrays[2][rows]
+        return _load(path).predict(get_space(space).encode(encodings))
+    except (ValueError, OSError) as exc:  # a stale or missing artifact: say which and why
+        raise ApiError(409, f"predictor {predictor.id} cannot be used: {exc}") from None
 
 
 def latest_predictors(
