@@ -4,9 +4,9 @@ Predicted latency comes with a 90% interval; read as a log-normal, it gives each
 probability that its true latency meets a budget. The optimizer never trusts a prediction
 near the budget blindly: with a few measurements to spend on the device it verifies the most
 accurate candidates in turn, refitting the predictor with every measurement, and returns
-the most accurate design it *measured* within budget. Without a measurement budget it
-returns the most accurate design whose probability of meeting every constraint is at least
-``confidence``.
+the most accurate design it *measured* within budget. (Without measurements to spend,
+``/optimize`` takes the most accurate design whose probability of meeting every goal is at
+least its ``confidence``: ``app/optimize_service.py``.)
 """
 
 from __future__ import annotations
@@ -58,23 +58,6 @@ class Choice:
 Predict = Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray, np.ndarray]]
 
 
-def choose_unverified(accuracy: np.ndarray, probability: np.ndarray, confidence: float) -> Choice:
-    """Most accurate design with P(meets constraints) >= confidence, else the likeliest."""
-    ok = np.flatnonzero(probability >= confidence)
-    if ok.size:
-        best = int(ok[np.argmax(accuracy[ok])])
-        return Choice(best, True, False, float(probability[best]))
-    best = int(np.argmax(probability))
-    return Choice(
-        best,
-        False,
-        False,
-        float(probability[best]),
-        note=f"no design meets the goals with probability >= {confidence:.2f}; "
-        f"this is the likeliest ({probability[best]:.2f})",
-    )
-
-
 def verified_search(
     accuracy: np.ndarray,
     budget: float,
@@ -89,17 +72,23 @@ def verified_search(
 
     The gain of measuring a design is (its accuracy - the incumbent's) x P(within budget),
     where the incumbent is the best design measured within budget (before any, the most
-    accurate design at least SAFE-likely within budget). Designs below ``min_probability``
-    are not worth a measurement. Each measurement joins the predictor's shots.
+    accurate design at least SAFE-likely within budget, which the last measurement verifies
+    if none has been). Designs below ``min_probability`` are not worth a measurement. Each
+    measurement joins the predictor's shots.
     """
     measured = {int(i): float(v) for i, v in zip(shots, shot_values, strict=True)}
-    for _ in range(measurements):
+    for step in range(measurements):
         idx = np.fromiter(measured, dtype=int)
         median, low, high = predict(idx, np.array([measured[i] for i in idx]))
         p = probability_within(median, low, high, budget)
         incumbent = max((accuracy[i] for i, v in measured.items() if v <= budget), default=None)
         if incumbent is None:  # nothing verified yet: improve on the safest good design
             safe = p >= SAFE
+            safe[idx] = False
+            if safe.any() and step == measurements - 1:  # last chance: secure a fallback
+                pick = int(np.flatnonzero(safe)[np.argmax(accuracy[safe])])
+                measured[pick] = float(measure(pick))
+                break
             incumbent = float(accuracy[safe].max()) - 1e-9 if safe.any() else -np.inf
         gain = np.where(
             (accuracy > incumbent) & (p >= min_probability), (accuracy - incumbent) * p, -np.inf
