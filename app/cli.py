@@ -56,7 +56,10 @@ def _ready_factory():  # type: ignore[no-untyped-def]
 
 
 def _run_job(kind: str, params: dict[str, Any]) -> Job:
-    """Run a job in this process, recorded in the database, with a progress bar."""
+    """Run a job in this process, recorded in the database, with a progress bar.
+
+    Exits with the job's error unless it succeeded.
+    """
     factory = _ready_factory()
     settings = get_settings()
     runner = JobRunner(factory, 1, settings.job_heartbeat_s, settings.artifacts_dir)
@@ -71,7 +74,8 @@ def _run_job(kind: str, params: dict[str, Any]) -> Job:
     finally:
         runner.shutdown()
     with factory() as s:
-        return get_job(s, job_id)
+        job = get_job(s, job_id)
+    return job
 
 
 @db_cli.command("upgrade")
@@ -106,8 +110,6 @@ def import_reference_cmd(
         raise fail(f"unknown space {bad[0]!r}; choose from {', '.join(REFERENCE_SPACES)}")
     with clear_errors():
         job = _run_job("import-reference", {"spaces": spaces})
-    if job.status != "succeeded":
-        raise fail(f"job {job.id} {job.status}: {job.error or ''}")
     table = Table("space", "devices created", "unchanged", "measurements added", "accuracy added")
     for name, st in (job.result or {}).items():
         table.add_row(
@@ -184,8 +186,6 @@ def measure_cmd(
         params["designs"] = design
     with clear_errors():
         job = _run_job("measure-host", params)
-    if job.status != "succeeded":
-        raise fail(f"job {job.id} {job.status}: {job.error or ''}")
     r = job.result or {}
     console.print(
         f"job {job.id}: {r.get('measurements')} measurements on {', '.join(r.get('devices', {}))}"
@@ -260,8 +260,6 @@ def optimize_cmd(
         if not host:
             raise fail("--verify measures on this host; this device is not a host device")
         job = _run_job("verify-optimization", {"optimization_id": view["id"]})
-        if job.status != "succeeded":
-            raise fail(f"job {job.id} {job.status}: {job.error or ''}")
         v = job.result or {}
         console.print(
             f"verified: measured {v['measured_latency_ms']:.3f} ms vs predicted "
@@ -351,8 +349,6 @@ def measure_accuracy_cmd(
         params["designs"] = design
     with clear_errors():
         job = _run_job("measure-accuracy", params)
-    if job.status != "succeeded":
-        raise fail(f"job {job.id} {job.status}: {job.error or ''}")
     r = job.result or {}
     console.print(f"job {job.id}: {r.get('records')} accuracy records ({r.get('skipped')} kept)")
 
@@ -373,8 +369,6 @@ def predictors_train(
         params["targets"] = target
     with clear_errors():
         job = _run_job("train-predictors", params)
-    if job.status != "succeeded":
-        raise fail(f"job {job.id} {job.status}: {job.error or ''}")
     console.print(f"job {job.id} trained {(job.result or {}).get('count', 0)} predictors")
 
 

@@ -12,8 +12,8 @@ from rich.table import Table
 from app.cli_common import clear_errors, console, progress_bar
 from predictors.evaluation import evaluate_transfer
 from predictors.metrics import QUALITY_KEYS
-from predictors.tables import read_tables
-from search.spaces import get_space
+from predictors.tables import LatencyTable, read_tables
+from search.spaces import SearchSpace, get_space
 
 eval_cli = typer.Typer(
     help="Benchmark predictors and search on measured tables.", no_args_is_help=True
@@ -25,6 +25,18 @@ def _names(text: str) -> list[str]:
     if len(set(names)) != len(names):
         raise ValueError(f"a device is listed twice in {text!r}")
     return names
+
+
+def _load(
+    latency: Path, archs: Path, space: str, train: str, test: str
+) -> tuple[SearchSpace, LatencyTable, list[str], list[str]]:
+    """The space, the validated table and the device lists (every one a column of it)."""
+    search_space = get_space(space)
+    table = read_tables(latency, archs, search_space)
+    train_names, test_names = _names(train), _names(test)
+    for name in train_names + test_names:
+        table.column(name)
+    return search_space, table, train_names, test_names
 
 
 @eval_cli.command("transfer")
@@ -40,11 +52,7 @@ def eval_transfer(
 ) -> None:
     """Few-shot latency transfer to unseen devices, beside the ridge baseline."""
     with clear_errors():
-        search_space = get_space(space)
-        table = read_tables(latency, archs, search_space)
-        train_names, test_names = _names(train), _names(test)
-        for name in train_names + test_names:
-            table.column(name)
+        search_space, table, train_names, test_names = _load(latency, archs, space, train, test)
         cost = search_space.features(table.encodings)
         with progress_bar() as bar:
             task = bar.add_task("transfer", total=1.0, note="")
@@ -97,17 +105,13 @@ def eval_optimize(
     from search.evaluation import KEYS, evaluate_optimize
 
     with clear_errors():
-        search_space = get_space(space)
-        table = read_tables(latency, archs, search_space)
+        search_space, table, train_names, test_names = _load(latency, archs, space, train, test)
         if accuracy_column not in table.columns:
             raise ValueError(f"{archs} has no accuracy column {accuracy_column!r}")
         try:
             percentiles = [float(b) for b in budgets.split(",")]
         except ValueError:
             raise ValueError(f"--budgets must be numbers, got {budgets!r}") from None
-        train_names, test_names = _names(train), _names(test)
-        for name in train_names + test_names:
-            table.column(name)
         with progress_bar() as bar:
             task = bar.add_task(f"optimize ({method})", total=1.0, note="")
             result = evaluate_optimize(

@@ -28,7 +28,9 @@ from search.spaces import get_space
 HOST_SOURCE = "host"
 
 
-class MeasureParams(BaseModel):
+class DesignSelection(BaseModel):
+    """Which designs a job works on (given, or sampled with a seed) and in which policies."""
+
     model_config = ConfigDict(extra="forbid")
 
     space: Literal["nb201", "fbnet"] = "nb201"
@@ -36,18 +38,31 @@ class MeasureParams(BaseModel):
     count: int = Field(10, ge=1, le=20_000, description="designs to sample when none given")
     seed: int = 0
     policies: list[str] = Field(default_factory=lambda: ["fp32"], min_length=1, max_length=50)
+
+    @model_validator(mode="after")
+    def _runnable(self) -> DesignSelection:
+        """Refuse, at submission, a policy the runtime cannot execute or the space cannot hold."""
+        for policy in self.policies:
+            parse_policy(self.space, policy)
+        return self
+
+    def resolve(self) -> tuple[list[str], list[str]]:
+        """Canonical designs (sampled ones deduplicated) and canonical policies."""
+        space = get_space(self.space)
+        designs = (
+            [space.canonical(d) for d in self.designs]
+            if self.designs
+            else list(dict.fromkeys(space.sample(np.random.default_rng(self.seed), self.count)))
+        )
+        return designs, list(dict.fromkeys(canonical_policy(p) for p in self.policies))
+
+
+class MeasureParams(DesignSelection):
     threads: list[int] = Field(default_factory=lambda: [1], min_length=1, max_length=8)
     replace: bool = False
     warmup: int = Field(10, ge=0, le=1000)
     round_size: int = Field(10, ge=1, le=10_000)
     budget_s: float = Field(20.0, gt=0, le=600)
-
-    @model_validator(mode="after")
-    def _runnable(self) -> MeasureParams:
-        """Refuse, at submission, a policy the runtime cannot execute or the space cannot hold."""
-        for policy in self.policies:
-            parse_policy(self.space, policy)
-        return self
 
 
 def register_host(session: Session, threads: int) -> Device:
@@ -105,11 +120,6 @@ def store_measurement(
     row.source = source
 
 
-def _policy_key(space: str, policy: str) -> str:
-    parse_policy(space, policy)  # refuses what the runtime cannot run, before any work
-    return canonical_policy(policy)
-
-
 def measure_on_host(
     factory: sessionmaker[Session], params: MeasureParams, ctx: JobContext | None = None
 ) -> dict[str, Any]:
@@ -118,13 +128,7 @@ def measure_on_host(
     from devices.measure import Protocol, host_device_name, measure
     from search.export import export_fp32, quantize
 
-    space = get_space(params.space)
-    policies = [_policy_key(params.space, p) for p in params.policies]
-    designs = (
-        [space.canonical(d) for d in params.designs]
-        if params.designs
-        else list(dict.fromkeys(space.sample(np.random.default_rng(params.seed), params.count)))
-    )
+    designs, policies = params.resolve()
     with unit_of_work(factory) as s:
         devices = {t: register_host(s, t).id for t in params.threads}
     work = [(d, p) for d in designs for p in policies]
@@ -189,22 +193,11 @@ def _measure_job(ctx: JobContext, params: dict[str, Any]) -> dict[str, Any]:
     return measure_on_host(ctx.factory, MeasureParams.model_validate(params), ctx)
 
 
-class AccuracyParams(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    space: Literal["nb201", "fbnet"] = "nb201"
-    designs: list[str] | None = Field(None, max_length=2_000, description="default: sample")
-    count: int = Field(5, ge=1, le=2_000)
-    seed: int = 0
+class AccuracyParams(DesignSelection):
+    count: int = Field(5, ge=1, le=2_000, description="designs to sample when none given")
     policies: list[str] = Field(default_factory=lambda: ["fp32", "int8"], min_length=1)
     epochs: int = Field(4, ge=1, le=100)
     replace: bool = False
-
-    @model_validator(mode="after")
-    def _runnable(self) -> AccuracyParams:
-        for policy in self.policies:
-            parse_policy(self.space, policy)
-        return self
 
 
 def measure_accuracy_job(
@@ -213,13 +206,7 @@ def measure_accuracy_job(
     """Train each design on digits, evaluate every policy's ONNX model, store the records."""
     from search.digits import DATASET, measure_accuracy, provenance
 
-    space = get_space(params.space)
-    policies = [_policy_key(params.space, p) for p in params.policies]
-    designs = (
-        [space.canonical(d) for d in params.designs]
-        if params.designs
-        else list(dict.fromkeys(space.sample(np.random.default_rng(params.seed), params.count)))
-    )
+    designs, policies = params.resolve()
     source = provenance(params.space, params.epochs)
     stored = skipped = 0
     for i, design in enumerate(designs):
