@@ -75,7 +75,9 @@ def _run_job(kind: str, params: dict[str, Any]) -> Job:
         runner.shutdown()
     with factory() as s:
         job = get_job(s, job_id)
-    return job
+    if job.status == "succeeded":
+        return job
+    raise fail(f"job {job.id} {job.status}: {job.error or ''}")
 
 
 @db_cli.command("upgrade")
