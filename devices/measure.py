@@ -5,8 +5,10 @@ sequential execution). ``sessions`` sessions of the model each run a warm-up, th
 timed runs, interleaved, until the medians of the last three rounds agree within
 ``target_cv`` (stable) or the time budget runs out (flagged unstable). The median of the
 sessions' medians is the value; the dispersion is the coefficient of variation across
-sessions. The protocol is returned with the figure so
-it is stored beside every measurement.
+sessions. The CPU time other processes (and the hypervisor, as steal) took while timing is
+recorded as ``foreign_load`` in cores: on a 2-core machine another busy process moves a
+median by 40% or more, so a contended measurement is flagged unstable rather than trusted.
+The protocol is returned with the figure so it is stored beside every measurement.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from __future__ import annotations
 import os
 import platform
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -32,16 +34,17 @@ class Protocol:
     target_cv: float = 0.03
     budget_s: float = 20.0
     batch: int = 1
+    max_foreign_load: float = 0.25
 
     def as_dict(self) -> dict[str, Any]:
         return {
             **asdict(self),
-            "version": "edgeopt-ort/2",
+            "version": "edgeopt-ort/3",
             "runtime": "onnxruntime",
             "runtime_version": ort.__version__,
             "provider": "CPUExecutionProvider",
             "graph_optimization": "ORT_ENABLE_ALL",
-            "statistic": "median of all timed runs; dispersion = CV of round medians",
+            "statistic": "median of session medians; dispersion = CV across sessions",
         }
 
 
@@ -52,6 +55,38 @@ class Result:
     repeats: int
     stable: bool
     protocol: dict[str, Any]
+    foreign_load: float | None = None
+
+    @property
+    def contended(self) -> bool:
+        """Other work took more CPU than the protocol allows while this was timed."""
+        limit = self.protocol.get("max_foreign_load")
+        return self.foreign_load is not None and limit is not None and self.foreign_load > limit
+
+
+def _cpu_times() -> tuple[float, float] | None:
+    """(busy seconds of the whole machine, CPU seconds of this process), or None off Linux."""
+    try:
+        with open("/proc/stat") as f:
+            fields = [int(v) for v in f.readline().split()[1:]]
+        with open("/proc/self/stat") as f:
+            own = f.read().rsplit(")", 1)[1].split()
+    except (OSError, ValueError, IndexError):
+        return None
+    hz = os.sysconf("SC_CLK_TCK")
+    # user nice system idle iowait irq softirq steal: everything but idle and iowait is busy
+    busy = sum(fields[:3]) + sum(fields[5:8])
+    return busy / hz, (int(own[11]) + int(own[12])) / hz
+
+
+def foreign_load(
+    before: tuple[float, float] | None, after: tuple[float, float] | None, elapsed_s: float
+) -> float | None:
+    """Mean number of cores busy with work other than this process between two readings."""
+    if before is None or after is None or elapsed_s <= 0:
+        return None
+    other = (after[0] - before[0]) - (after[1] - before[1])
+    return max(0.0, other / elapsed_s)
 
 
 def session(model: bytes | str, threads: int) -> ort.InferenceSession:
@@ -84,6 +119,7 @@ def measure(model: bytes | str, protocol: Protocol = Protocol()) -> Result:
     times: list[list[float]] = [[] for _ in sessions]
     rounds: list[float] = []
     start = time.monotonic()
+    cpu_before = _cpu_times()
     stable = False
     while len(rounds) < protocol.max_rounds:
         medians = []
@@ -103,14 +139,17 @@ def measure(model: bytes | str, protocol: Protocol = Protocol()) -> Result:
                 break
         if time.monotonic() - start > protocol.budget_s:
             break
+    load = foreign_load(cpu_before, _cpu_times(), time.monotonic() - start)
     per_session = np.array([np.median(t) for t in times])
-    return Result(
+    result = Result(
         median_ms=1000 * float(np.median(per_session)),
         dispersion=float(per_session.std() / per_session.mean()),
         repeats=sum(len(t) for t in times),
         stable=stable,
-        protocol=protocol.as_dict(),
+        protocol={**protocol.as_dict(), "foreign_load": None if load is None else round(load, 3)},
+        foreign_load=load,
     )
+    return replace(result, stable=stable and not result.contended)
 
 
 def host_specs() -> dict[str, Any]:

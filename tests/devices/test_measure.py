@@ -1,8 +1,11 @@
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
 
-from devices.measure import Protocol, host_device_name, host_specs, measure
+from devices.measure import Protocol, foreign_load, host_device_name, host_specs, measure
 from search.export import export_design
 
 CELL = "|nor_conv_3x3~0|+|none~0|skip_connect~1|+|avg_pool_3x3~0|nor_conv_1x1~1|nor_conv_3x3~2|"
@@ -28,3 +31,23 @@ def test_host_specs_are_read_from_the_machine() -> None:
     specs = host_specs()
     assert specs["cores"] >= 1 and specs["onnxruntime"]
     assert host_device_name(2) == "host-ort-cpu-2t"
+
+
+def test_foreign_load_counts_other_processes_cpu_not_our_own() -> None:
+    # machine busy 3.0 s over 2 s, this process 1.0 s of it: one other core was busy
+    assert foreign_load((10.0, 4.0), (13.0, 5.0), 2.0) == pytest.approx(1.0)
+    assert foreign_load((10.0, 4.0), (11.0, 5.0), 2.0) == 0.0
+    assert foreign_load(None, (1.0, 1.0), 2.0) is None
+
+
+def test_a_busy_neighbour_flags_the_measurement_unstable(model: Path) -> None:
+    hog = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        time.sleep(0.2)
+        result = measure(str(model), Protocol(threads=1, round_size=5, budget_s=1))
+    finally:
+        hog.kill()
+        hog.wait()
+    assert result.foreign_load is not None and result.foreign_load > 0.5
+    assert result.contended and not result.stable
+    assert result.protocol["foreign_load"] == pytest.approx(result.foreign_load, abs=1e-3)
