@@ -35,6 +35,8 @@ class Protocol:
     budget_s: float = 20.0
     batch: int = 1
     max_foreign_load: float = 0.25
+    spinning: bool = False  # idle intra-op threads sleep: spinning ones made 2-thread
+    # sessions differ by 4-13% on a 2-vCPU VM, sleeping ones by about 1%
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -89,7 +91,7 @@ def foreign_load(
     return max(0.0, other / elapsed_s)
 
 
-def session(model: bytes | str, threads: int) -> ort.InferenceSession:
+def session(model: bytes | str, threads: int, spinning: bool = False) -> ort.InferenceSession:
     """A CPU session pinned to ``threads`` intra-op threads, sequential execution."""
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
@@ -97,7 +99,7 @@ def session(model: bytes | str, threads: int) -> ort.InferenceSession:
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.log_severity_level = 3
-    options.add_session_config_entry("session.intra_op.allow_spinning", "1")
+    options.add_session_config_entry("session.intra_op.allow_spinning", str(int(spinning)))
     return ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
 
 
@@ -109,7 +111,9 @@ def measure(model: bytes | str, protocol: Protocol = Protocol()) -> Result:
     frequency), so the value is the median of the sessions' medians and the dispersion is
     their coefficient of variation, the figure a repeat measurement would actually see.
     """
-    sessions = [session(model, protocol.threads) for _ in range(protocol.sessions)]
+    sessions = [
+        session(model, protocol.threads, protocol.spinning) for _ in range(protocol.sessions)
+    ]
     inp = sessions[0].get_inputs()[0]
     shape = [protocol.batch if not isinstance(d, int) else d for d in inp.shape]
     feed = {inp.name: np.random.default_rng(0).standard_normal(shape).astype(np.float32)}
