@@ -42,18 +42,26 @@ def _nb201_op(name: str, channels: int) -> nn.Module:
 
 
 class _Cell(nn.Module):
-    """NB201 cell: node j sums op(i -> j) over every earlier node i; node 3 is the output."""
+    """NB201 cell: node j sums op(i -> j) over every earlier node i; node 3 is the output.
+
+    ``none`` edges add nothing, so they are left out of the sum rather than computed as
+    ``x * 0``: a node keeps a zero term only when all its inputs are ``none``. The multiply
+    by zero cost real time and, being outside ONNX Runtime's blocked (NCHWc) kernels, forced
+    layout conversions around every node it fed.
+    """
 
     def __init__(self, ops: list[str], channels: int) -> None:
         super().__init__()
         self.edges = nn.ModuleList(_nb201_op(op, channels) for op in ops)
+        self.live = [op != "none" for op in ops]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         nodes, k = [x], 0
         for j in range(1, 4):
-            total = self.edges[k](nodes[0])
-            for i in range(1, j):
-                total = total + self.edges[k + i](nodes[i])
+            terms = [self.edges[k + i](nodes[i]) for i in range(j) if self.live[k + i]]
+            total = terms[0] if terms else self.edges[k](nodes[0])  # all none: zeros
+            for term in terms[1:]:
+                total = total + term
             k += j
             nodes.append(total)
         return nodes[3]

@@ -50,3 +50,22 @@ def test_export_matches_torch_on_given_inputs(tmp_path: Path) -> None:
         "nb201", CELL, "fp32", tmp_path / "m.onnx", calibration=inputs, cells=1
     )
     assert exported.fp32_error <= FP32_TOLERANCE
+
+
+def test_int8_convolutions_run_as_integer_kernels(tmp_path: Path) -> None:
+    """Every convolution of an int8 export becomes QLinearConv once ONNX Runtime optimizes it.
+
+    A weight reaching its convolution through an ``Identity`` (the exporter's way of storing
+    equal weights once) kept convolutions in float with weights dequantized on every run.
+    """
+    import onnxruntime as ort
+
+    # two identical cells: their equal weights are what the exporter deduplicates
+    int8 = export_design("nb201", CELL, "int8", tmp_path / "int8.onnx", cells=2)
+    assert not [n for n in onnx.load(str(int8.path)).graph.node if n.op_type == "Identity"]
+    options = ort.SessionOptions()
+    options.optimized_model_filepath = str(tmp_path / "optimized.onnx")
+    ort.InferenceSession(str(int8.path), options, providers=["CPUExecutionProvider"])
+    ops = [n.op_type for n in onnx.load(str(tmp_path / "optimized.onnx")).graph.node]
+    assert ops.count("QLinearConv") == 7 + 2 * 3 * 4  # stem, reductions; 4 convs per cell
+    assert "Conv" not in ops
