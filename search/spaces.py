@@ -104,8 +104,13 @@ class NB201(SearchSpace):
         return [e.split("~")[0] for node in encoding.split("+") for e in node.strip("|").split("|")]
 
     def encode(self, encodings: Sequence[str]) -> np.ndarray:
-        """One-hot op per edge (6 x 5), then the op counts."""
-        return np.array([_nb201_row(e) for e in encodings], dtype=float).reshape(-1, 34)
+        """One-hot op per edge (6 x 5), the op counts, then the kernels one cell runs.
+
+        The kernel counts are what a runtime executes rather than what the cell lists (dead
+        nodes removed, shared ReLUs and pools merged, adds, zero nodes: see
+        ``_nb201_kernels``). Latency adds up over kernels, not over edges.
+        """
+        return np.array([_nb201_row(e) for e in encodings], dtype=float).reshape(-1, 41)
 
     def feature_names(self) -> list[str]:
         return [f"n_{op}" for op in self.OPS[1:]]
@@ -275,12 +280,42 @@ def _nb201_row(encoding: str) -> tuple[float, ...]:
     """One design's NB201 encoding row; cached because the whole space is asked for often."""
     ops = NB201.OPS
     row = [0.0] * (6 * len(ops) + len(ops) - 1)
-    for edge, op in enumerate(NB201().ops(encoding)):
+    edge_ops = NB201().ops(encoding)
+    for edge, op in enumerate(edge_ops):
         k = ops.index(op)
         row[edge * len(ops) + k] = 1.0
         if k:
             row[6 * len(ops) + k - 1] += 1.0
-    return tuple(row)
+    return (*row, *_nb201_kernels(edge_ops))
+
+
+_NB201_EDGES = ((0, 1), (0, 2), (1, 2), (0, 3), (1, 3), (2, 3))  # (from, to) in encoding order
+
+
+def _nb201_kernels(edge_ops: list[str]) -> tuple[float, ...]:
+    """Kernels one cell runs: 3x3 and 1x1 convolutions, pools, ReLU and pool kernels, adds,
+    zero nodes.
+
+    Only edges into a live node run: a node whose every path to the output is ``none`` is
+    dead code, which exporters and runtimes remove. ReLUs and pools of the same node are one
+    kernel each (common-subexpression elimination).
+    """
+    edges = list(zip(_NB201_EDGES, edge_ops, strict=True))
+    live = {3}
+    for node in (2, 1):
+        if any(i == node and j in live and op != "none" for (i, j), op in edges):
+            live.add(node)
+    runs = [((i, j), op) for (i, j), op in edges if j in live and op != "none"]
+    inputs = [sum(j == node for (_, j), _ in runs) for node in sorted(live)]
+    return (
+        float(sum(op == "nor_conv_3x3" for _, op in runs)),
+        float(sum(op == "nor_conv_1x1" for _, op in runs)),
+        float(sum(op == "avg_pool_3x3" for _, op in runs)),
+        float(len({i for (i, _), op in runs if op.startswith("nor_conv")})),
+        float(len({i for (i, _), op in runs if op == "avg_pool_3x3"})),
+        float(sum(max(n - 1, 0) for n in inputs)),
+        float(inputs.count(0)),
+    )
 
 
 SPACES: dict[str, SearchSpace] = {s.name: s for s in (NB201(), FBNet(), OFAMobileNetV3())}

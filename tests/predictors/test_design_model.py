@@ -46,3 +46,25 @@ def test_too_little_data_and_foreign_artifacts_are_refused(tmp_path: Path) -> No
     (tmp_path / "model.json").write_text('{"format": "something else"}')
     with pytest.raises(ValueError, match="not an EdgeOpt design model"):
         DesignModel.load(tmp_path)
+
+
+def test_latency_that_adds_up_over_kernels_is_predicted_within_ten_percent(
+    tmp_path: Path,
+) -> None:
+    """A network's latency is close to a sum of kernel costs; the additive base catches it."""
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 4, size=(400, 12)).astype(float)  # kernel counts
+    y = 0.3 + x @ rng.uniform(0.01, 0.5, size=12)
+    model = fit_design_model(x, y * rng.normal(1, 0.01, size=400))
+    assert model.quality["within_10pct"] >= 0.99
+    model.save(tmp_path / "m")
+    again = DesignModel.load(tmp_path / "m")
+    assert again.additive is not None
+    np.testing.assert_allclose(again.predict(x)[0], model.predict(x)[0])
+
+
+def test_values_that_do_not_add_up_get_no_additive_base() -> None:
+    rng = np.random.default_rng(1)
+    x = rng.integers(0, 4, size=(300, 6)).astype(float)
+    y = np.exp(rng.normal(0, 1.5, size=300)) * (1 + x[:, 0])  # mostly noise, heavy tails
+    assert fit_design_model(x, y).additive is None

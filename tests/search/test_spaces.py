@@ -38,3 +38,21 @@ def test_invalid_encodings_say_what_is_wrong(space: str, encoding: str, message:
 def test_unknown_space() -> None:
     with pytest.raises(ValueError, match="unknown search space 'darts'"):
         get_space("darts")
+
+
+def test_nb201_encoding_counts_the_kernels_a_runtime_runs() -> None:
+    nb201 = get_space("nb201")
+    # node 1 = skip(x); node 2 = pool(x) + node 1; node 3 = conv1x1(x) + conv1x1(node 2)
+    design = (
+        "|skip_connect~0|+|avg_pool_3x3~0|skip_connect~1|+|nor_conv_1x1~0|none~1|nor_conv_1x1~2|"
+    )
+    row = nb201.encode([design])[0]
+    assert row.shape == (41,)
+    assert row[:30].reshape(6, 5).sum(axis=1).tolist() == [1] * 6  # one op per edge
+    # 0 conv3x3, 2 conv1x1, 1 pool; ReLUs of 2 nodes, pools of 1; 1 + 1 adds; no zero node
+    assert row[34:].tolist() == [0, 2, 1, 2, 1, 2, 0]
+    # node 2 (two convolutions) reaches the output only through none: dead, nothing runs
+    dead = "|skip_connect~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|skip_connect~0|skip_connect~1|none~2|"
+    assert nb201.encode([dead])[0][34:].tolist() == [0, 0, 0, 0, 0, 1, 0]
+    empty = nb201.encode(["|none~0|+|none~0|none~1|+|none~0|none~1|none~2|"])[0]
+    assert empty[34:].tolist() == [0, 0, 0, 0, 0, 0, 1]
