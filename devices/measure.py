@@ -34,9 +34,10 @@ class Protocol:
     target_cv: float = 0.03
     budget_s: float = 20.0
     batch: int = 1
-    max_foreign_load: float = 0.25
-    spinning: bool = False  # idle intra-op threads sleep: spinning ones made 2-thread
-    # sessions differ by 4-13% on a 2-vCPU VM, sleeping ones by about 1%
+    max_foreign_load: float = 0.25  # cores other processes may use before it is contended
+    # Idle intra-op threads sleep: spinning ones made 2-thread sessions differ by 4-13% on a
+    # 2-vCPU VM, sleeping ones by about 1%.
+    spinning: bool = False
 
     def as_dict(self) -> dict[str, Any]:
         return {
