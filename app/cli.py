@@ -27,6 +27,7 @@ from app.db import (
 from app.errors import ApiError
 from app.jobs import ACTIVE, JobRunner, mark_stale_jobs
 from app.models import Device, Job, Measurement, Predictor
+from app.predictor_service import stale_predictors
 from app.queries import find_device, get_job, measurement_counts
 from app.settings import get_settings
 from devices.profile import canonical_policy
@@ -158,7 +159,10 @@ def up(
     import_reference_cmd(None)
     with clear_errors(), _ready_factory()() as s:
         trained = s.scalar(select(func.count()).select_from(Predictor)) or 0
-    if not trained:
+        stale = len(stale_predictors(s))
+    if stale:
+        typer.echo(f"{stale} predictors were trained on an older design encoding: retraining")
+    if not trained or stale:
         predictors_train(None, None, 200)
     serve(host, port)
 

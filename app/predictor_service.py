@@ -186,6 +186,7 @@ def train_predictors(
                     provenance={
                         "rows": len(values),
                         "features": f"{scope['space']} design encoding",
+                        "encoding_columns": encoding_columns(scope["space"]),
                         "held_out": "random 20%, seed 0",
                         "libraries": library_versions(),
                         "level": LEVEL,
@@ -245,6 +246,41 @@ def predict_model(
         return _load(path).predict(get_space(space).encode(encodings))
     except (ValueError, OSError) as exc:  # a stale or missing artifact: say which and why
         raise ApiError(409, f"predictor {predictor.id} cannot be used: {exc}") from None
+
+
+def encoding_columns(space: str) -> int:
+    """Width of the space's design encoding now (a model trained on another width is stale)."""
+    sample = get_space(space).sample(np.random.default_rng(0), 1)
+    return int(get_space(space).encode(sample).shape[1])
+
+
+def stale_predictors(session: Session) -> list[Predictor]:
+    """Newest predictors trained on an older design encoding than the code's (need retraining)."""
+    newest = select(
+        Predictor.target, Predictor.space, Predictor.device_id, Predictor.dataset,
+        Predictor.policy, func.max(Predictor.version).label("version"),
+    ).group_by(
+        Predictor.target, Predictor.space, Predictor.device_id, Predictor.dataset, Predictor.policy
+    ).subquery()  # fmt: skip
+    rows = session.scalars(
+        select(Predictor).join(
+            newest,
+            (Predictor.target == newest.c.target)
+            & (Predictor.space == newest.c.space)
+            & (Predictor.device_id.is_not_distinct_from(newest.c.device_id))
+            & (Predictor.dataset.is_not_distinct_from(newest.c.dataset))
+            & (Predictor.policy == newest.c.policy)
+            & (Predictor.version == newest.c.version),
+        )
+    ).all()
+    widths: dict[str, int] = {}
+    stale = []
+    for row in rows:
+        if row.space not in widths:
+            widths[row.space] = encoding_columns(row.space)
+        if (row.provenance or {}).get("encoding_columns") != widths[row.space]:
+            stale.append(row)
+    return stale
 
 
 def latest_predictors(

@@ -103,3 +103,27 @@ def test_training_refusals(writer: TestClient, seeded) -> None:
     assert too_much["status"] == "failed" and "no scope" in too_much["error"]
     assert writer.get("/predictors").json()["total"] == 0
     assert writer.get("/predictors/999").status_code == 404
+
+
+def test_predictors_on_an_older_encoding_are_found_for_retraining(
+    writer: TestClient, seeded, settings
+) -> None:
+    from sqlalchemy import select
+
+    from app.db import session_factory, unit_of_work
+    from app.models import Predictor
+    from app.predictor_service import encoding_columns, stale_predictors
+
+    train(writer, targets=["latency_ms"])
+    factory = session_factory(settings.database_url)
+    with factory() as s:
+        assert stale_predictors(s) == []
+    with unit_of_work(factory) as s:  # as if trained before the encoding grew
+        old = s.scalars(select(Predictor)).first()
+        assert old is not None and old.provenance["encoding_columns"] == encoding_columns("nb201")
+        old.provenance = {**old.provenance, "encoding_columns": 34}
+    with factory() as s:
+        assert [p.id for p in stale_predictors(s)] == [old.id]
+    train(writer, targets=["latency_ms"])  # a new version of every scope: none stale
+    with factory() as s:
+        assert stale_predictors(s) == []
