@@ -6,8 +6,9 @@ timed runs, interleaved, until the medians of the last three rounds agree within
 ``target_cv`` (stable) or the time budget runs out (flagged unstable). The median of the
 sessions' medians is the value; the dispersion is the coefficient of variation across
 sessions. The CPU time other processes (and the hypervisor, as steal) took while timing is
-recorded as ``foreign_load`` in cores: on a 2-core machine another busy process moves a
-median by 40% or more, so a contended measurement is flagged unstable rather than trusted.
+recorded as ``foreign_load`` in cores: on a 2-core machine a measurement taken beside other
+busy work says little about the design, so a contended one is flagged unstable rather than
+trusted (``benchmarks/measurement_noise.py`` shows what moves a measurement here).
 The protocol is returned with the figure so it is stored beside every measurement.
 """
 
@@ -35,8 +36,8 @@ class Protocol:
     budget_s: float = 20.0
     batch: int = 1
     max_foreign_load: float = 0.25  # cores other processes may use before it is contended
-    # Idle intra-op threads sleep: spinning ones made 2-thread sessions differ by 4-13% on a
-    # 2-vCPU VM, sleeping ones by about 1%.
+    # Idle intra-op threads sleep: spinning ones made 2-thread sessions differ more on a
+    # 2-vCPU VM (benchmarks/measurement_noise.py: 8.5% against 1.9% between sessions).
     spinning: bool = False
 
     def as_dict(self) -> dict[str, Any]:
