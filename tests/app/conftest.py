@@ -21,30 +21,36 @@ def nb201() -> ReferenceTable:
     return load_reference("nb201")
 
 
-@pytest.fixture
-def seeded(settings: Settings, nb201: ReferenceTable) -> dict[str, np.ndarray]:
-    """A registry slice: 4 reference devices x 400 NB201 designs, CIFAR-10 accuracy."""
-    columns = [d.column for d in nb201.devices]
+def seed_slice(
+    url: str, table: ReferenceTable, devices: list[str], n: int, **device_fields: object
+) -> dict[str, np.ndarray]:
+    """Reference devices x the first ``n`` NB201 designs, CIFAR-10 accuracy, into a registry."""
+    columns = [d.column for d in table.devices]
     truth = {}
-    with unit_of_work(session_factory(settings.database_url)) as s:
-        archs = [Architecture(space="nb201", encoding=e) for e in nb201.encodings[:N]]
+    with unit_of_work(session_factory(url)) as s:
+        archs = [Architecture(space="nb201", encoding=e) for e in table.encodings[:n]]
         s.add_all(archs)
         s.flush()
-        for name in DEVICES:
-            device = Device(name=name, kind="cpu")
+        for name in devices:
+            device = Device(name=name, kind="cpu", **device_fields)
             s.add(device)
             s.flush()
-            values = nb201.latency_ms[:N, columns.index(name)]
-            truth[name] = values
+            truth[name] = values = table.latency_ms[:n, columns.index(name)]
             s.add_all(
                 Measurement(device_id=device.id, architecture_id=a.id, metric="latency_ms", value=v)
                 for a, v in zip(archs, values, strict=True)
             )
         s.add_all(
             AccuracyRecord(architecture_id=a.id, dataset="cifar10", top1=v, source="NAS-Bench-201")
-            for a, v in zip(archs, nb201.accuracies["cifar10"][:N], strict=True)
+            for a, v in zip(archs, table.accuracies["cifar10"][:n], strict=True)
         )
     return truth
+
+
+@pytest.fixture
+def seeded(settings: Settings, nb201: ReferenceTable) -> dict[str, np.ndarray]:
+    """A registry slice: 4 reference devices x 400 NB201 designs, CIFAR-10 accuracy."""
+    return seed_slice(settings.database_url, nb201, DEVICES, N)
 
 
 def train(writer: TestClient, **body: object) -> dict:

@@ -22,36 +22,12 @@ from sqlalchemy import insert, select
 from app.db import session_factory, unit_of_work, upgrade
 from app.models import Architecture, Device, Measurement
 from devices.reference import load_reference
+from tests.app.conftest import seed_slice
 from tests.conftest import API_KEY
 from tests.processes import Server, edgeopt
 
 SHOTS = Path("test-artifacts/dashboard")
 DEVICES = ["gold_6226", "pixel3", "raspi4", "eyeriss", "fpga", "titan_rtx_256"]
-
-
-def seed(url: str, n: int = 600) -> None:
-    """Six reference devices x 600 NB201 designs, CIFAR-10 accuracy, straight into the registry."""
-    from app.models import AccuracyRecord
-
-    table = load_reference("nb201")
-    columns = [d.column for d in table.devices]
-    with unit_of_work(session_factory(url)) as s:
-        archs = [Architecture(space="nb201", encoding=e) for e in table.encodings[:n]]
-        s.add_all(archs)
-        s.flush()
-        for name in DEVICES:
-            device = Device(name=name, kind="cpu", hardware=name, specs={"cores": 4})
-            s.add(device)
-            s.flush()
-            values = table.latency_ms[:n, columns.index(name)]
-            s.add_all(
-                Measurement(device_id=device.id, architecture_id=a.id, metric="latency_ms", value=v)
-                for a, v in zip(archs, values, strict=True)
-            )
-        s.add_all(
-            AccuracyRecord(architecture_id=a.id, dataset="cifar10", top1=v, source="NAS-Bench-201")
-            for a, v in zip(archs, table.accuracies["cifar10"][:n], strict=True)
-        )
 
 
 @pytest.fixture(scope="module")
@@ -64,7 +40,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         "EDGEOPT_API_KEYS": API_KEY,
     }
     upgrade(url)
-    seed(url)
+    seed_slice(url, load_reference("nb201"), DEVICES, 600, specs={"cores": 4})
     trained = edgeopt("predictors", "train", "--space", "nb201", "--min-rows", "100", env=env)
     assert trained.returncode == 0, trained.stderr
     srv = Server(env)
