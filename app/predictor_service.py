@@ -157,10 +157,8 @@ def train_predictors(
     for i, scope in enumerate(scopes):
         with factory() as s:
             encodings, values = _training_data(s, scope)
-        space = get_space(scope["space"])
-        model = fit_design_model(
-            space.encode(encodings), values, log_target=scope["target"] != "accuracy"
-        )
+        x = get_space(scope["space"]).encode(encodings)
+        model = fit_design_model(x, values, log_target=scope["target"] != "accuracy")
         rel = Path("predictors") / uuid.uuid4().hex
         model.save(artifacts_dir / rel)
         try:
@@ -186,7 +184,7 @@ def train_predictors(
                     provenance={
                         "rows": len(values),
                         "features": f"{scope['space']} design encoding",
-                        "encoding_columns": encoding_columns(scope["space"]),
+                        "encoding_columns": int(x.shape[1]),
                         "held_out": "random 20%, seed 0",
                         "libraries": library_versions(),
                         "level": LEVEL,
@@ -248,10 +246,12 @@ def predict_model(
         raise ApiError(409, f"predictor {predictor.id} cannot be used: {exc}") from None
 
 
-def encoding_columns(space: str) -> int:
-    """Width of the space's design encoding now (a model trained on another width is stale)."""
-    sample = get_space(space).sample(np.random.default_rng(0), 1)
-    return int(get_space(space).encode(sample).shape[1])
+def encoding_columns(session: Session, space: str) -> int | None:
+    """Width of the space's design encoding now, from one registered design (None: none)."""
+    design = session.scalar(
+        select(Architecture.encoding).where(Architecture.space == space).limit(1)
+    )
+    return None if design is None else int(get_space(space).encode([design]).shape[1])
 
 
 def stale_predictors(session: Session) -> list[Predictor]:
@@ -273,11 +273,11 @@ def stale_predictors(session: Session) -> list[Predictor]:
             & (Predictor.version == newest.c.version),
         )
     ).all()
-    widths: dict[str, int] = {}
+    widths: dict[str, int | None] = {}
     stale = []
     for row in rows:
         if row.space not in widths:
-            widths[row.space] = encoding_columns(row.space)
+            widths[row.space] = encoding_columns(session, row.space)
         if (row.provenance or {}).get("encoding_columns") != widths[row.space]:
             stale.append(row)
     return stale
