@@ -178,6 +178,7 @@ def measure_cmd(
     threads: Annotated[list[int] | None, typer.Option(help="ORT threads (repeatable)")] = None,
     seed: Annotated[int, typer.Option()] = 0,
     replace: Annotated[bool, typer.Option(help="measure again what is stored")] = False,
+    host: Annotated[str, typer.Option(help="device name prefix: HOST-ort-cpu-{threads}t")] = "host",
 ) -> None:
     """Export and measure designs on this host with ONNX Runtime (a job, progress bar)."""
     params: dict[str, Any] = {
@@ -185,6 +186,7 @@ def measure_cmd(
         "count": count,
         "seed": seed,
         "replace": replace,
+        "host": host,
         "policies": policy or ["fp32"],
         "threads": threads or [1],
     }
@@ -217,7 +219,8 @@ def optimize_cmd(
     verify: Annotated[bool, typer.Option(help="measure it on this host (host devices)")] = False,
 ) -> None:
     """The best design for a device within its goals; prints it and writes the ONNX model."""
-    from app.optimize_service import is_host_device, optimization_view, optimize
+    from app.measure_service import is_this_host
+    from app.optimize_service import optimization_view, optimize
     from app.schemas import OptimizeRequest
     from app.task_service import model_file
 
@@ -243,7 +246,7 @@ def optimize_cmd(
             record = optimize(s, settings.artifacts_dir, request, settings.optuna_storage)
             view = optimization_view(record)
             owner = s.get(Device, record.device_id) if record.device_id else None
-            host = owner is not None and is_host_device(owner)
+            host = owner is not None and is_this_host(owner)
     d = view["design"]
     console.print(f"optimization {view['id']}: {view['message']}")
     console.print(f"design: {d['arch']}  policy: {d['policy']}")
@@ -264,7 +267,10 @@ def optimize_cmd(
         console.print(f"wrote {out}")
     if verify:
         if not host:
-            raise fail("--verify measures on this host; this device is not a host device")
+            raise fail(
+                "--verify measures on this host; this device is not this machine measured"
+                " by edgeopt measure"
+            )
         job = _run_job("verify-optimization", {"optimization_id": view["id"]})
         v = job.result or {}
         console.print(

@@ -1,7 +1,8 @@
 """Measuring real designs on this host: export, measure per thread setting, store (a job).
 
 This host registers as one device per thread count (``host-ort-cpu-1t``, ...), with specs
-read from the machine. Each design x policy is exported once, measured on every thread
+read from the machine, its hardware identity among them: a device measured on other hardware
+is refused, not refreshed. Each design x policy is exported once, measured on every thread
 setting under the same protocol, and stored in its own transaction with the protocol, so an
 interrupted run keeps what it measured and a rerun skips it.
 """
@@ -10,12 +11,13 @@ from __future__ import annotations
 
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.db import unit_of_work
@@ -26,6 +28,10 @@ from search.policy import parse_policy
 from search.spaces import get_space
 
 HOST_SOURCE = "host"
+# Timed beside every host measurement (protocol edgeopt-ort/4) to cancel the machine's speed
+# level moving over minutes: a mid-sized cell with every kind of kernel.
+REFERENCE_DESIGN = "|avg_pool_3x3~0|+|nor_conv_1x1~0|none~1|+|none~0|skip_connect~1|nor_conv_3x3~2|"
+HOST_DEVICE_SOURCE = "measured on this host by edgeopt measure"
 
 
 class DesignSelection(BaseModel):
@@ -59,29 +65,74 @@ class DesignSelection(BaseModel):
 
 class MeasureParams(DesignSelection):
     threads: list[int] = Field(default_factory=lambda: [1], min_length=1, max_length=8)
+    host: str = Field(
+        "host",
+        pattern=r"^[a-z0-9][a-z0-9_.-]{0,39}$",
+        description="device name prefix: devices are named HOST-ort-cpu-{threads}t",
+    )
     replace: bool = False
     warmup: int = Field(10, ge=0, le=1000)
     round_size: int = Field(10, ge=1, le=10_000)
     budget_s: float = Field(20.0, gt=0, le=600)
 
 
-def register_host(session: Session, threads: int) -> Device:
-    """Create or refresh this host's device row for a thread count (specs from the machine)."""
+class HostChanged(ValueError):
+    """The registered host device was measured on other hardware than this machine."""
+
+
+def register_host(session: Session, threads: int, host: str = "host") -> Device:
+    """Create or refresh this host's device row for a thread count (specs from the machine).
+
+    A device already measured on other hardware (another CPU, ISA or cache: see
+    ``devices.measure.hardware_identity``) is refused rather than refreshed: its stored
+    latencies belong to that machine, and mixing the two would corrupt its predictors.
+    """
     from devices.measure import host_device_name, host_specs
 
-    name = host_device_name(threads)
+    name = host_device_name(threads, host)
     specs = host_specs()
     device = session.scalar(select(Device).where(Device.name == name))
     if device is None:
         device = Device(name=name, kind="cpu")
         session.add(device)
+    else:
+        before = (device.specs or {}).get("hardware_id")
+        stored = session.scalar(
+            select(func.count()).select_from(Measurement).where(Measurement.device_id == device.id)
+        )
+        if before is not None and before != specs["hardware_id"] and stored:
+            raise HostChanged(
+                f"device {name} holds {stored} measurements taken on other hardware "
+                f"(hardware id {before}, this machine {specs['hardware_id']}: "
+                f"{_differences(device.specs.get('hardware', {}), specs['hardware'])}); "
+                "measure under another host name (--host NAME) or delete that device first"
+            )
     device.hardware = str(specs.get("cpu", "this host"))
-    device.specs = {**specs, "threads": threads}
+    kept = {}
+    if device.specs and device.specs.get("hardware_id") == specs["hardware_id"]:
+        kept = {"reference_ms": device.specs.get("reference_ms", {})}  # same machine, same scale
+    device.specs = {**specs, **kept, "threads": threads, "host": host}
     device.runtime, device.runtime_version = "onnxruntime", str(specs["onnxruntime"])
     device.threads, device.batch_size = threads, 1
-    device.source = "measured on this host by edgeopt measure"
+    device.source = HOST_DEVICE_SOURCE
     session.flush()
     return device
+
+
+def _differences(before: dict[str, Any], now: dict[str, Any]) -> str:
+    keys = [k for k in sorted(set(before) | set(now)) if before.get(k) != now.get(k)]
+    return ", ".join(f"{k} {before.get(k)!r} -> {now.get(k)!r}" for k in keys) or "no details"
+
+
+def is_this_host(device: Device) -> bool:
+    """Whether ``device`` is a thread setting of this very machine (measurable here)."""
+    from devices.measure import host_specs
+
+    specs = device.specs or {}
+    if device.source != HOST_DEVICE_SOURCE or device.threads is None:
+        return False
+    # rows registered before hardware ids were recorded: trust the name
+    return specs.get("hardware_id", host_specs()["hardware_id"]) == host_specs()["hardware_id"]
 
 
 def architecture_id(session: Session, space: str, encoding: str) -> int:
@@ -120,6 +171,73 @@ def store_measurement(
     row.source = source
 
 
+def reference_policy(precisions: list[str]) -> str:
+    """The NB201 policy the reference runs in: the same kind of kernels as the design."""
+    if all(p == "fp32" for p in precisions):
+        return "fp32"
+    if all(p == "int8" for p in precisions):
+        return "int8"
+    return "fp32,int8,int8,int8,fp32"
+
+
+class Normaliser:
+    """Host measurements relative to the reference, scaled to the reference's baseline.
+
+    value = measured x baseline / reference (timed in the same rounds). The baseline is the
+    reference's time on this device, measured once and kept in the device's specs, so every
+    later job (and verification) lands on the same scale.
+    """
+
+    def __init__(self, factory: sessionmaker[Session], folder: Path, measure: Any) -> None:
+        self.factory, self.folder, self.measure = factory, folder, measure
+        self.paths: dict[str, str] = {}
+
+    def reference(self, policy: str) -> str:
+        from search.export import export_design
+
+        if policy not in self.paths:
+            out = self.folder / f"reference-{len(self.paths)}.onnx"
+            self.paths[policy] = str(export_design("nb201", REFERENCE_DESIGN, policy, out).path)
+        return self.paths[policy]
+
+    def baseline(self, device_id: int, policy: str, protocol: Any) -> float:
+        with unit_of_work(self.factory) as s:
+            device = s.get(Device, device_id)
+            assert device is not None
+            known = (device.specs or {}).get("reference_ms", {}).get(policy)
+        if known:
+            return float(known)
+        runs = [self.measure(self.reference(policy), protocol).median_ms for _ in range(3)]
+        value = float(np.median(runs))
+        with unit_of_work(self.factory) as s:
+            device = s.get(Device, device_id)
+            assert device is not None
+            specs = dict(device.specs or {})
+            specs["reference_ms"] = {**specs.get("reference_ms", {}), policy: value}
+            device.specs = specs
+        return value
+
+    def __call__(self, model: str, device_id: int, precisions: list[str], protocol: Any) -> Any:
+        """Measure ``model`` with the reference interleaved; the normalised result."""
+        policy = reference_policy(precisions)
+        base = self.baseline(device_id, policy, protocol)
+        raw = self.measure(model, protocol, reference=self.reference(policy))
+        return replace(
+            raw,
+            median_ms=raw.median_ms * base / raw.reference_ms,
+            protocol={
+                **raw.protocol,
+                "raw_median_ms": raw.median_ms,
+                "reference": {
+                    "design": REFERENCE_DESIGN,
+                    "policy": policy,
+                    "median_ms": raw.reference_ms,
+                    "baseline_ms": base,
+                },
+            },
+        )
+
+
 def measure_on_host(
     factory: sessionmaker[Session], params: MeasureParams, ctx: JobContext | None = None
 ) -> dict[str, Any]:
@@ -130,12 +248,13 @@ def measure_on_host(
 
     designs, policies = params.resolve()
     with unit_of_work(factory) as s:
-        devices = {t: register_host(s, t).id for t in params.threads}
+        devices = {t: register_host(s, t, params.host).id for t in params.threads}
     work = [(d, p) for d in designs for p in policies]
     measured = skipped = unstable = contended = worked = 0
     started = time.monotonic()
     fp32: dict[str, Any] = {}  # one fp32 export per design, quantized per policy
     with tempfile.TemporaryDirectory() as tmp:
+        normalised = Normaliser(factory, Path(tmp), measure)
         for i, (design, policy) in enumerate(work):
             with factory() as s:
                 arch = s.scalar(
@@ -158,7 +277,7 @@ def measure_on_host(
             if todo:
                 if design not in fp32:
                     fp32 = {design: export_fp32(params.space, design, Path(tmp) / "fp32.onnx")}
-                path = quantize(fp32[design], params.space, policy, Path(tmp) / "m.onnx").path
+                exported = quantize(fp32[design], params.space, policy, Path(tmp) / "m.onnx")
                 results = {}
                 for t in todo:
                     protocol = Protocol(
@@ -167,10 +286,11 @@ def measure_on_host(
                         round_size=params.round_size,
                         budget_s=params.budget_s,
                     )
-                    results[t] = measure(str(path), protocol)
+                    run = (str(exported.path), devices[t], exported.policy, protocol)
+                    results[t] = normalised(*run)
                     if results[t].contended:  # another process was busy: once more
                         contended += 1
-                        results[t] = measure(str(path), protocol)
+                        results[t] = normalised(*run)
                     unstable += not results[t].stable
                 with unit_of_work(factory) as s:
                     arch_id = architecture_id(s, params.space, design)
@@ -183,7 +303,7 @@ def measure_on_host(
                 ctx.progress((i + 1) / len(work), f"{i + 1}/{len(work)} designs")
     minutes = (time.monotonic() - started) / 60
     return {
-        "devices": {host_device_name(t): dev for t, dev in devices.items()},
+        "devices": {host_device_name(t, params.host): dev for t, dev in devices.items()},
         "designs": len(work),
         "measurements": measured,
         "skipped": skipped,

@@ -26,6 +26,7 @@ from sqlalchemy.orm import Session
 from app.db import unit_of_work
 from app.errors import ApiError
 from app.jobs import JobContext, job_kind
+from app.measure_service import HOST_DEVICE_SOURCE, is_this_host
 from app.models import (
     AccuracyRecord,
     Architecture,
@@ -418,7 +419,8 @@ class VerifyParams(BaseModel):
 
 
 def is_host_device(device: Device) -> bool:
-    return device.name.startswith("host-ort-cpu-") and device.threads is not None
+    """A thread setting of a machine measured by ``edgeopt measure`` (this one or another)."""
+    return device.source == HOST_DEVICE_SOURCE and device.threads is not None
 
 
 def refresh_verification(session: Session, record: Optimization) -> None:
@@ -456,6 +458,12 @@ def start_verification(session: Session, record: Optimization, runner: Any) -> d
     device = session.get(Device, record.device_id)
     assert device is not None
     if is_host_device(device):
+        if not is_this_host(device):
+            raise ApiError(
+                409,
+                f"device {device.name} was measured on other hardware (hardware id "
+                f"{(device.specs or {}).get('hardware_id')}); it cannot be verified here",
+            )
         job_id = runner.submit("verify-optimization", {"optimization_id": record.id})
         record.verification = {"status": "running", "job_id": job_id, "where": "host"}
     else:
@@ -486,7 +494,10 @@ def _verify_job(ctx: JobContext, params: dict[str, Any]) -> dict[str, Any]:
             raise ValueError(f"no optimization {optimization_id} on a registered device")
         device = s.get(Device, record.device_id)
         assert device is not None and device.threads is not None
+        if not is_this_host(device):
+            raise ValueError(f"device {device.name} is not this machine; cannot verify here")
         design, policy, space, threads = record.design, record.policy, record.space, device.threads
+        host = (device.specs or {}).get("host", "host")
     measure_on_host(
         ctx.factory,
         MeasureParams.model_validate(
@@ -495,6 +506,7 @@ def _verify_job(ctx: JobContext, params: dict[str, Any]) -> dict[str, Any]:
                 "designs": [design],
                 "policies": [policy],
                 "threads": [threads],
+                "host": host,
                 "replace": True,
             }
         ),

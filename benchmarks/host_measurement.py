@@ -28,7 +28,7 @@ from app.db import session_factory, upgrade
 from app.jobs import JobRunner
 from app.models import Architecture, Device, Job, Measurement
 from app.settings import get_settings
-from devices.measure import Protocol, measure
+from devices.measure import Protocol, host_specs, measure
 from search.export import export_design
 
 POLICIES = ["fp32", "int8", "fp32,int8,int8,int8,fp32"]
@@ -118,7 +118,9 @@ def main() -> None:
             if policy == "int8" and device in v and device in table.get((enc, "fp32"), {})
         ]
         ratios[device] = {"median": float(np.median(pairs)), "n": len(pairs)} if pairs else None
+    specs = host_specs()
     summary = {
+        "host": {"hardware_id": specs["hardware_id"], "hardware": specs["hardware"]},
         "job": result,
         "wall_s": round(time.monotonic() - t0, 1),
         "stored_measurements": len(rows),

@@ -8,16 +8,22 @@ sessions' medians is the value; the dispersion is the coefficient of variation a
 sessions. The CPU time other processes (and the hypervisor, as steal) took while timing is
 recorded as ``foreign_load`` in cores: on a 2-core machine a measurement taken beside other
 busy work says little about the design, so a contended one is flagged unstable rather than
-trusted (``benchmarks/measurement_noise.py`` shows what moves a measurement here).
-The protocol is returned with the figure so it is stored beside every measurement.
+trusted (``benchmarks/measurement_noise.py`` shows what moves a measurement here). A
+reference model can be timed in the same rounds (``edgeopt-ort/4``): the host job divides
+by it to cancel the machine's speed level, which moves over minutes with no load to show
+for it (``benchmarks/host_retest.py``). The protocol is returned with the figure so it is
+stored beside every measurement.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import platform
 import time
 from dataclasses import asdict, dataclass, replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -43,7 +49,7 @@ class Protocol:
     def as_dict(self) -> dict[str, Any]:
         return {
             **asdict(self),
-            "version": "edgeopt-ort/3",
+            "version": "edgeopt-ort/4",
             "runtime": "onnxruntime",
             "runtime_version": ort.__version__,
             "provider": "CPUExecutionProvider",
@@ -60,6 +66,7 @@ class Result:
     stable: bool
     protocol: dict[str, Any]
     foreign_load: float | None = None
+    reference_ms: float | None = None  # the reference model, timed interleaved with this one
 
     @property
     def contended(self) -> bool:
@@ -105,24 +112,46 @@ def session(model: bytes | str, threads: int, spinning: bool = False) -> ort.Inf
     return ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
 
 
-def measure(model: bytes | str, protocol: Protocol = Protocol()) -> Result:
+def measure(
+    model: bytes | str, protocol: Protocol = Protocol(), reference: bytes | str | None = None
+) -> Result:
     """Measure one model's latency (ms per batch) under ``protocol``.
 
     Several sessions of the same model are timed in interleaved rounds: on a shared or
     virtual machine a single session can settle 10-20% above or below another (placement,
     frequency), so the value is the median of the sessions' medians and the dispersion is
     their coefficient of variation, the figure a repeat measurement would actually see.
+
+    With a ``reference`` model, each round also times the reference right after the model,
+    in as many sessions: the machine's speed level moves by several percent over minutes
+    (invisible to any load figure), and the model's time relative to the reference's
+    cancels most of that (``benchmarks/host_retest.py``). ``reference_ms`` is returned.
     """
     sessions = [
         session(model, protocol.threads, protocol.spinning) for _ in range(protocol.sessions)
     ]
+    refs = (
+        []
+        if reference is None
+        else [
+            session(reference, protocol.threads, protocol.spinning)
+            for _ in range(protocol.sessions)
+        ]
+    )
     inp = sessions[0].get_inputs()[0]
     shape = [protocol.batch if not isinstance(d, int) else d for d in inp.shape]
     feed = {inp.name: np.random.default_rng(0).standard_normal(shape).astype(np.float32)}
-    for sess in sessions:
+    ref_feed = {}
+    if refs:
+        ref_inp = refs[0].get_inputs()[0]
+        ref_shape = [protocol.batch if not isinstance(d, int) else d for d in ref_inp.shape]
+        ref_feed = {ref_inp.name: np.random.default_rng(0).standard_normal(ref_shape)}
+        ref_feed = {k: v.astype(np.float32) for k, v in ref_feed.items()}
+    for sess, inputs in [*((s, feed) for s in sessions), *((r, ref_feed) for r in refs)]:
         for _ in range(protocol.warmup):
-            sess.run(None, feed)
+            sess.run(None, inputs)
     times: list[list[float]] = [[] for _ in sessions]
+    ref_times: list[list[float]] = [[] for _ in refs]
     rounds: list[float] = []
     start = time.monotonic()
     cpu_before = _cpu_times()
@@ -130,13 +159,16 @@ def measure(model: bytes | str, protocol: Protocol = Protocol()) -> Result:
     while len(rounds) < protocol.max_rounds:
         medians = []
         for k, sess in enumerate(sessions):
-            batch = []
-            for _ in range(protocol.round_size):
-                t0 = time.perf_counter()
-                sess.run(None, feed)
-                batch.append(time.perf_counter() - t0)
+            batch = _timed(sess, feed, protocol.round_size)
             times[k] += batch
-            medians.append(float(np.median(batch)))
+            if refs:
+                ref_batch = _timed(refs[k], ref_feed, protocol.round_size)
+                ref_times[k] += ref_batch
+                # stability of the model relative to the reference: a level shift of the
+                # whole machine moves both and is not instability
+                medians.append(float(np.median(batch) / np.median(ref_batch)))
+            else:
+                medians.append(float(np.median(batch)))
         rounds.append(float(np.median(medians)))
         if len(rounds) >= protocol.min_rounds:
             last = np.array(rounds[-3:])
@@ -147,6 +179,7 @@ def measure(model: bytes | str, protocol: Protocol = Protocol()) -> Result:
             break
     load = foreign_load(cpu_before, _cpu_times(), time.monotonic() - start)
     per_session = np.array([np.median(t) for t in times])
+    reference_ms = 1000 * float(np.median([np.median(t) for t in ref_times])) if ref_times else None
     result = Result(
         median_ms=1000 * float(np.median(per_session)),
         dispersion=float(per_session.std() / per_session.mean()),
@@ -154,33 +187,132 @@ def measure(model: bytes | str, protocol: Protocol = Protocol()) -> Result:
         stable=stable,
         protocol={**protocol.as_dict(), "foreign_load": None if load is None else round(load, 3)},
         foreign_load=load,
+        reference_ms=reference_ms,
     )
     return replace(result, stable=stable and not result.contended)
 
 
+# Instruction sets ONNX Runtime's kernels dispatch on: two hosts that differ in these run
+# different code for the same model, so their latencies are different devices' latencies.
+KERNEL_ISA = frozenset(
+    [
+        "sse4_2",
+        "avx",
+        "avx2",
+        "fma",
+        "f16c",
+        "avx512f",
+        "avx512bw",
+        "avx512vl",
+        "avx512_vnni",
+        "avx_vnni",
+        "avx512_bf16",
+        "avx512_fp16",
+        "amx_tile",
+        "amx_int8",
+        "amx_bf16",
+        "asimd",
+        "asimddp",
+        "fphp",
+        "sve",
+        "sve2",
+        "i8mm",
+        "bf16",
+    ]
+)
+
+
+def _cpuinfo() -> dict[str, str]:
+    """The first processor's fields of /proc/cpuinfo (empty off Linux)."""
+    fields: dict[str, str] = {}
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if not line.strip():
+                    if fields:
+                        break
+                    continue
+                key, _, value = line.partition(":")
+                fields.setdefault(key.strip(), value.strip())
+    except OSError:
+        pass
+    return fields
+
+
+def _cache_sizes() -> dict[str, str]:
+    """Cache sizes of CPU 0 by level and type, e.g. ``{"L2": "2048K", "L1d": "48K"}``."""
+    sizes: dict[str, str] = {}
+    for index in sorted(Path("/sys/devices/system/cpu/cpu0/cache").glob("index*")):
+        try:
+            level = (index / "level").read_text().strip()
+            kind = (index / "type").read_text().strip()
+            size = (index / "size").read_text().strip()
+        except OSError:
+            continue
+        suffix = {"Data": "d", "Instruction": "i"}.get(kind, "")
+        sizes[f"L{level}{suffix}"] = size
+    return sizes
+
+
+def hardware_identity() -> dict[str, Any]:
+    """What decides how fast a model runs here: CPU model, kernel ISA, caches, cores.
+
+    A virtual machine named "Intel(R) Xeon(R) Processor" can be one CPU generation one day
+    and another the next; measurements from both under one device name would mix two
+    machines (seen here: the same designs 14-55% apart between two such hosts).
+    """
+    info = _cpuinfo()
+    flags = set((info.get("flags") or info.get("Features") or "").split())
+    return {
+        "cpu": info.get("model name") or platform.processor() or "unknown",
+        "family": info.get("cpu family") or info.get("CPU architecture"),
+        "model": info.get("model") or info.get("CPU part"),
+        "stepping": info.get("stepping") or info.get("CPU variant"),
+        "isa": sorted(flags & KERNEL_ISA),
+        "caches": _cache_sizes(),
+        "cores": os.cpu_count(),
+        "machine": platform.machine(),
+    }
+
+
+def hardware_id(identity: dict[str, Any]) -> str:
+    """A short stable digest of :func:`hardware_identity` (equal machines, equal ids)."""
+    text = json.dumps(identity, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def _timed(sess: ort.InferenceSession, feed: dict[str, np.ndarray], runs: int) -> list[float]:
+    """Seconds of each of ``runs`` back-to-back runs of a session."""
+    out = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        sess.run(None, feed)
+        out.append(time.perf_counter() - t0)
+    return out
+
+
 def host_specs() -> dict[str, Any]:
     """What this machine is, read from the machine (used to register it as devices)."""
+    identity = hardware_identity()
     specs: dict[str, Any] = {
         "cores": os.cpu_count(),
         "machine": platform.machine(),
         "system": platform.system(),
         "python": platform.python_version(),
         "onnxruntime": ort.__version__,
+        "cpu": identity["cpu"],
+        "hardware": identity,
+        "hardware_id": hardware_id(identity),
     }
     try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    specs["cpu"] = line.split(":", 1)[1].strip()
-                    break
         with open("/proc/meminfo") as f:
             kb = int(f.readline().split()[1])
             specs["memory_gb"] = round(kb / 1024**2, 1)
-    except OSError:
-        specs.setdefault("cpu", platform.processor() or "unknown")
+    except (OSError, ValueError, IndexError):
+        pass
     return specs
 
 
-def host_device_name(threads: int) -> str:
+def host_device_name(threads: int, host: str = "host") -> str:
     """Registry name of this host as a measurement setting, e.g. ``host-ort-cpu-2t``."""
-    return f"host-ort-cpu-{threads}t"
+    return f"{host}-ort-cpu-{threads}t"

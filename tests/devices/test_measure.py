@@ -5,9 +5,18 @@ from pathlib import Path
 
 import pytest
 
-from devices.measure import Protocol, foreign_load, host_device_name, host_specs, measure
+from devices.measure import (
+    Protocol,
+    foreign_load,
+    hardware_id,
+    hardware_identity,
+    host_device_name,
+    host_specs,
+    measure,
+)
 from search.export import export_design
 
+SMALL = "|skip_connect~0|+|none~0|skip_connect~1|+|avg_pool_3x3~0|none~1|none~2|"
 CELL = "|nor_conv_3x3~0|+|none~0|skip_connect~1|+|avg_pool_3x3~0|nor_conv_1x1~1|nor_conv_3x3~2|"
 
 
@@ -25,6 +34,14 @@ def test_measure_reports_median_dispersion_and_protocol(model: Path) -> None:
     # the same bytes measure too (what an agent downloads)
     again = measure(model.read_bytes(), Protocol(threads=1, round_size=5, budget_s=2))
     assert again.median_ms == pytest.approx(result.median_ms, rel=0.5)
+
+
+def test_a_reference_is_timed_in_the_same_rounds(model: Path, tmp_path: Path) -> None:
+    small = export_design("nb201", SMALL, "fp32", tmp_path / "small.onnx").path
+    result = measure(str(small), Protocol(threads=1, round_size=5, budget_s=3), str(model))
+    assert result.reference_ms is not None and result.median_ms > 0
+    assert result.reference_ms > 1.5 * result.median_ms  # the reference is the bigger model
+    assert measure(str(small), Protocol(threads=1, round_size=5, budget_s=3)).reference_ms is None
 
 
 def test_host_specs_are_read_from_the_machine() -> None:
@@ -51,3 +68,12 @@ def test_a_busy_neighbour_flags_the_measurement_unstable(model: Path) -> None:
     assert result.foreign_load is not None and result.foreign_load > 0.5
     assert result.contended and not result.stable
     assert result.protocol["foreign_load"] == pytest.approx(result.foreign_load, abs=1e-3)
+
+
+def test_the_hardware_id_names_what_decides_speed() -> None:
+    identity = hardware_identity()
+    assert identity["cores"] == host_specs()["hardware"]["cores"]
+    assert host_specs()["hardware_id"] == hardware_id(identity)  # stable between calls
+    other = {**identity, "isa": [*identity["isa"], "amx_fp8"]}
+    assert hardware_id(other) != hardware_id(identity)
+    assert host_device_name(1, "lab") == "lab-ort-cpu-1t"

@@ -1,0 +1,110 @@
+"""Benchmark: re-measure designs of a stored host table (test-retest, or drift).
+
+    python benchmarks/host_retest.py --csv TABLE.csv [--database-url URL] [--count 100]
+        [--policy fp32] [--device host-ort-cpu-1t] [--json OUT]
+
+Re-measures ``count`` designs of a table ``host_measurement.py`` wrote, on this machine,
+under the current protocol, and compares with the stored values. On the machine that
+measured the table this is test-retest agreement: the share within +-10% of the stored value
+is the ceiling for any predictor judged against those measurements. On another machine
+under the same name (a VM placed on another CPU generation) the ratios spread in a way no
+single factor removes, which is why host devices record a hardware id and refuse to mix
+machines (``devices.measure.hardware_identity``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+from sqlalchemy import select
+
+from app.db import session_factory
+from app.measure_service import Normaliser
+from app.models import Device
+from devices.measure import Protocol, host_specs, measure
+from search.export import export_design
+
+
+def _table_hardware_id(table: Path) -> str | None:
+    """The hardware id ``host_measurement.py`` recorded beside the table, if it did."""
+    summary = table.with_name("host_measurement.json")
+    if not summary.is_file():
+        return None
+    return json.loads(summary.read_text()).get("host", {}).get("hardware_id")
+
+
+def _timer(url: str | None, device: str, folder: Path) -> Callable[..., float]:
+    """Raw ``measure`` (v3 tables), or the host job's normalised one on ``device``'s scale."""
+    if url is None:
+        return lambda path, precisions, protocol: measure(path, protocol).median_ms
+    factory = session_factory(url)
+    with factory() as s:
+        device_id = s.scalar(select(Device.id).where(Device.name == device))
+    if device_id is None:
+        raise SystemExit(f"{url}: no device {device}")
+    normalised = Normaliser(factory, folder, measure)
+    return lambda path, precisions, protocol: (
+        normalised(path, device_id, precisions, protocol).median_ms
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--csv", type=Path, required=True)
+    parser.add_argument("--count", type=int, default=100)
+    parser.add_argument("--policy", default="fp32,int8,int8,int8,fp32")
+    parser.add_argument("--device", default="host-ort-cpu-1t")
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--json", type=Path, default=Path("benchmarks/results/host_retest.json"))
+    parser.add_argument(
+        "--database-url",
+        default=None,
+        help="the registry that measured the table: re-measure as its job does (protocol v4,"
+        " relative to the reference, on the device's baseline); without it, raw timings (v3)",
+    )
+    args = parser.parse_args()
+    with args.csv.open() as f:
+        rows = [r for r in csv.DictReader(f) if r["policy"] == args.policy and r[args.device]]
+    if not rows:
+        raise SystemExit(f"{args.csv}: no {args.device} values for policy {args.policy}")
+    threads = int(args.device.rsplit("-", 1)[1].rstrip("t"))
+    chosen = np.random.default_rng(args.seed).choice(len(rows), min(args.count, len(rows)), False)
+    pairs = []
+    with tempfile.TemporaryDirectory() as tmp:
+        timed = _timer(args.database_url, args.device, Path(tmp))
+        for i in chosen:
+            row = rows[i]
+            exported = export_design("nb201", row["arch"], args.policy, Path(tmp) / "m.onnx")
+            now = timed(str(exported.path), exported.policy, Protocol(threads=threads))
+            pairs.append((float(row[args.device]), now))
+            print(f"{row['arch']}  stored {pairs[-1][0]:.3f} ms  now {now:.3f} ms", flush=True)
+    ratio = np.array([now / stored for stored, now in pairs])
+    level = float(np.median(ratio))
+    result = {
+        "table": str(args.csv),
+        "policy": args.policy,
+        "device": args.device,
+        "designs": len(pairs),
+        "hardware_id_now": host_specs()["hardware_id"],
+        "hardware_id_table": _table_hardware_id(args.csv),
+        "within_5pct": float(np.mean(np.abs(ratio - 1) <= 0.05)),
+        "within_10pct": float(np.mean(np.abs(ratio - 1) <= 0.10)),
+        "ratio_median": level,
+        "ratio_min": float(ratio.min()),
+        "ratio_max": float(ratio.max()),
+        # after removing the best single factor, how far designs still disagree
+        "within_5pct_of_median_ratio": float(np.mean(np.abs(ratio / level - 1) <= 0.05)),
+        "within_10pct_of_median_ratio": float(np.mean(np.abs(ratio / level - 1) <= 0.10)),
+    }
+    args.json.write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
