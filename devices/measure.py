@@ -259,7 +259,8 @@ def hardware_identity() -> dict[str, Any]:
 
     A virtual machine named "Intel(R) Xeon(R) Processor" can be one CPU generation one day
     and another the next; measurements from both under one device name would mix two
-    machines (seen here: the same designs 14-55% apart between two such hosts).
+    machines (seen here: the same designs 15-58% apart between two such hosts,
+    benchmarks/host_retest.py).
     """
     info = _cpuinfo()
     flags = set((info.get("flags") or info.get("Features") or "").split())
