@@ -128,11 +128,11 @@ def is_this_host(device: Device) -> bool:
     """Whether ``device`` is a thread setting of this very machine (measurable here)."""
     from devices.measure import host_specs
 
-    specs = device.specs or {}
     if device.source != HOST_DEVICE_SOURCE or device.threads is None:
         return False
+    here = host_specs()["hardware_id"]
     # rows registered before hardware ids were recorded: trust the name
-    return specs.get("hardware_id", host_specs()["hardware_id"]) == host_specs()["hardware_id"]
+    return (device.specs or {}).get("hardware_id", here) == here
 
 
 def architecture_id(session: Session, space: str, encoding: str) -> int:
@@ -207,8 +207,15 @@ class Normaliser:
             known = (device.specs or {}).get("reference_ms", {}).get(policy)
         if known:
             return float(known)
-        runs = [self.measure(self.reference(policy), protocol).median_ms for _ in range(3)]
-        value = float(np.median(runs))
+        # the scale every later value of this device lands on: taken only when uncontended
+        runs = [self.measure(self.reference(policy), protocol) for _ in range(3)]
+        clean = [r.median_ms for r in runs if not r.contended]
+        if not clean:
+            raise RuntimeError(
+                "other processes kept the CPU busy while the reference baseline was timed; "
+                "measure again on a quiet machine"
+            )
+        value = float(np.median(clean))
         with unit_of_work(self.factory) as s:
             device = s.get(Device, device_id)
             assert device is not None

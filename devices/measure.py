@@ -145,8 +145,8 @@ def measure(
     if refs:
         ref_inp = refs[0].get_inputs()[0]
         ref_shape = [protocol.batch if not isinstance(d, int) else d for d in ref_inp.shape]
-        ref_feed = {ref_inp.name: np.random.default_rng(0).standard_normal(ref_shape)}
-        ref_feed = {k: v.astype(np.float32) for k, v in ref_feed.items()}
+        ref_input = np.random.default_rng(0).standard_normal(ref_shape).astype(np.float32)
+        ref_feed = {ref_inp.name: ref_input}
     for sess, inputs in [*((s, feed) for s in sessions), *((r, ref_feed) for r in refs)]:
         for _ in range(protocol.warmup):
             sess.run(None, inputs)
