@@ -96,7 +96,7 @@ def _accuracy(
         else:
             missing = [d for d, h in zip(designs, have, strict=True) if not h]
             model = load_model(artifacts_dir, model_rows[0])
-            c, lo, hi = model.predict(get_space(space).encode(missing))
+            c, lo, hi = model.predict(get_space(space).encode(missing, policy))
             centre[~have], low[~have], high[~have] = c, lo, hi
             info["predictor_id"] = model_rows[0].id
     return (centre, low, high), info

@@ -157,7 +157,7 @@ def train_predictors(
     for i, scope in enumerate(scopes):
         with factory() as s:
             encodings, values = _training_data(s, scope)
-        x = get_space(scope["space"]).encode(encodings)
+        x = get_space(scope["space"]).encode(encodings, scope["policy"])
         model = fit_design_model(x, values, log_target=scope["target"] != "accuracy")
         rel = Path("predictors") / uuid.uuid4().hex
         model.save(artifacts_dir / rel)
@@ -224,10 +224,10 @@ def load_model(artifacts_dir: Path, predictor: Predictor) -> DesignModel:
 
 
 @lru_cache(maxsize=256)
-def _whole_space(path: str, space: str) -> tuple[dict[str, int], Arrays]:
+def _whole_space(path: str, space: str, policy: str) -> tuple[dict[str, int], Arrays]:
     codec = get_space(space)
     designs = codec.enumerate() if isinstance(codec, NB201) else []
-    arrays = _load(path).predict(codec.encode(designs)) if designs else (np.zeros(0),) * 3
+    arrays = _load(path).predict(codec.encode(designs, policy)) if designs else (np.zeros(0),) * 3
     return {d: i for i, d in enumerate(designs)}, arrays
 
 
@@ -237,11 +237,11 @@ def predict_model(
     """A design model's predictions; whole-space NB201 predictions are computed once per model."""
     path = str(artifacts_dir / predictor.artifact)
     try:
-        position, arrays = _whole_space(path, space)
+        position, arrays = _whole_space(path, space, predictor.policy)
         if position and all(e in position for e in encodings):
             rows = np.fromiter((position[e] for e in encodings), dtype=int, count=len(encodings))
             return arrays[0][rows], arrays[1][rows], arrays[2][rows]
-        return _load(path).predict(get_space(space).encode(encodings))
+        return _load(path).predict(get_space(space).encode(encodings, predictor.policy))
     except (ValueError, OSError) as exc:  # a stale or missing artifact: say which and why
         raise ApiError(409, f"predictor {predictor.id} cannot be used: {exc}") from None
 
@@ -442,7 +442,7 @@ def predict_designs(
     acc_models = latest_predictors(session, "accuracy", space, policy)
     if not acc_models:
         notes.append(f"no accuracy model for {space} at policy {policy!r}")
-    x = codec.encode(canonical)
+    x = codec.encode(canonical, policy)
     for p in acc_models:
         accuracy[p.dataset or "?"] = _estimates(*load_model(artifacts_dir, p).predict(x))
         answered[f"accuracy.{p.dataset}"] = {"method": "space-model", "predictor_id": p.id}

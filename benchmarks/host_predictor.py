@@ -49,7 +49,7 @@ def main() -> None:
     for device in devices:
         for policy in sorted({r["policy"] for r in rows}):
             sel = [r for r in rows if r["policy"] == policy and r[device]]
-            x = space.encode([r["arch"] for r in sel])
+            x = space.encode([r["arch"] for r in sel], policy)
             y = np.array([float(r[device]) for r in sel])
             scores: dict[str, list[dict[str, float]]] = {
                 "service": [],

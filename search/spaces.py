@@ -14,6 +14,8 @@ from typing import ClassVar
 
 import numpy as np
 
+from search.kernels import UNITS, cell_kernels, pool_precisions
+
 
 class InvalidEncoding(ValueError):
     """An architecture encoding that does not belong to its space."""
@@ -31,8 +33,13 @@ class SearchSpace(ABC):
         raise NotImplementedError(f"{self.name} cannot sample designs yet")
 
     @abstractmethod
-    def encode(self, encodings: Sequence[str]) -> np.ndarray:
-        """Each (canonical) design as a fixed-length numeric vector for learned predictors."""
+    def encode(self, encodings: Sequence[str], policy: str = "fp32") -> np.ndarray:
+        """Each (canonical) design as a fixed-length numeric vector for learned predictors.
+
+        ``policy`` is the quantization policy the designs run in, where the kernels a
+        runtime executes depend on it (a space without such features ignores it); the
+        width never depends on it.
+        """
 
     def feature_names(self) -> list[str]:
         """Names of :meth:`features` columns; empty where the space has no cost features yet."""
@@ -103,14 +110,21 @@ class NB201(SearchSpace):
         """The 6 edge ops of a (valid) encoding, in encoding order."""
         return [e.split("~")[0] for node in encoding.split("+") for e in node.strip("|").split("|")]
 
-    def encode(self, encodings: Sequence[str]) -> np.ndarray:
-        """One-hot op per edge (6 x 5), the op counts, then the kernels one cell runs.
+    def encode(self, encodings: Sequence[str], policy: str = "fp32") -> np.ndarray:
+        """One-hot op per edge (6 x 5), the op counts, the kernels one cell runs, then per
+        stage the pool kernels that run in float and in int8 under ``policy``.
 
         The kernel counts are what a runtime executes rather than what the cell lists (dead
-        nodes removed, shared ReLUs and pools merged, adds, zero nodes: see
-        ``_nb201_kernels``). Latency adds up over kernels, not over edges.
+        nodes removed, shared ReLUs and pools merged, adds, zero nodes, int8 or float pools:
+        see ``search/kernels.py``). Latency adds up over kernels, not over edges. Held-out
+        designs within +-10% of this host's measured latency, mean over 6 settings
+        (``benchmarks/host_predictor.py``): 0.88 with 41 columns -> 0.95 with the identity
+        and zero-node counts -> 0.96 with the pool precisions (those move mixed precision
+        from 0.89-0.91 to 0.93-0.96).
         """
-        return np.array([_nb201_row(e) for e in encodings], dtype=float).reshape(-1, NB201_COLUMNS)
+        precisions = _precisions(policy)
+        rows = [(*_nb201_row(e), *_nb201_pools(e, precisions)) for e in encodings]
+        return np.array(rows, dtype=float).reshape(-1, NB201_COLUMNS)
 
     def feature_names(self) -> list[str]:
         return [f"n_{op}" for op in self.OPS[1:]]
@@ -231,7 +245,7 @@ class FBNet(SearchSpace):
                 out[row, n_stages + 3] += (macs - depthwise) / 1e6
         return out
 
-    def encode(self, encodings: Sequence[str]) -> np.ndarray:
+    def encode(self, encodings: Sequence[str], policy: str = "fp32") -> np.ndarray:
         """One-hot block per layer (22 x 9), then the cost features."""
         index = {b: i for i, b in enumerate(self.BLOCKS)}
         onehot = np.zeros((len(encodings), self.LAYERS * len(self.BLOCKS)))
@@ -266,7 +280,7 @@ class OFAMobileNetV3(SearchSpace):
         ordered = {k: spec[k] for k in ("ks", "e", "d", "r")}
         return json.dumps(ordered, separators=(",", ":"))
 
-    def encode(self, encodings: Sequence[str]) -> np.ndarray:
+    def encode(self, encodings: Sequence[str], policy: str = "fp32") -> np.ndarray:
         """Kernel sizes, expansions, depths and resolution as numbers (46 columns)."""
         rows = []
         for encoding in encodings:
@@ -286,53 +300,26 @@ def _nb201_row(encoding: str) -> tuple[float, ...]:
         row[edge * len(ops) + k] = 1.0
         if k:
             row[6 * len(ops) + k - 1] += 1.0
-    return (*row, *_nb201_kernels(edge_ops))
+    return (*row, *cell_kernels(edge_ops))
 
 
-NB201_COLUMNS = 47  # 6 x 5 one-hot, 4 op counts, 13 kernel counts
-_NB201_EDGES = ((0, 1), (0, 2), (1, 2), (0, 3), (1, 3), (2, 3))  # (from, to) in encoding order
+@lru_cache(maxsize=65536)
+def _nb201_pools(encoding: str, precisions: tuple[str, ...]) -> tuple[float, ...]:
+    return pool_precisions(NB201().ops(encoding), list(precisions))
 
 
-def _nb201_kernels(edge_ops: list[str]) -> tuple[float, ...]:
-    """Kernels one cell runs: 3x3 and 1x1 convolutions, pools, ReLU and pool kernels, adds,
-    zero nodes; then the same ReLU and pool kernels once identities are seen through, and
-    the ops that read a zero node.
+def _precisions(policy: str) -> tuple[str, ...]:
+    """One precision per NB201 unit (full validation is ``search.policy``'s, which imports
+    this module)."""
+    parts = tuple(p.strip().lower() for p in policy.split(","))
+    if len(parts) == 1:
+        parts = parts * len(UNITS)
+    if len(parts) != len(UNITS):
+        raise ValueError(f"nb201 policy needs 1 or {len(UNITS)} precisions, got {policy!r}")
+    return parts
 
-    Only edges into a live node run: a node whose every path to the output is ``none`` is
-    dead code, which exporters and runtimes remove. ReLUs and pools of the same node are one
-    kernel each (common-subexpression elimination), and so are those of a node that is only
-    ``skip`` of another: it is the same tensor. A live node with no input is ``x * 0``, a
-    multiply outside ONNX Runtime's blocked-layout (NCHWc) kernels: every op reading it
-    pays layout conversions, which the last four counts price. Held-out designs within
-    +-10% of the host's measured latency: 0.88 -> 0.95 mean over 6 host settings
-    (``benchmarks/host_predictor.py``).
-    """
-    edges = list(zip(_NB201_EDGES, edge_ops, strict=True))
-    live = {3}
-    for node in (2, 1):
-        if any(i == node and j in live and op != "none" for (i, j), op in edges):
-            live.add(node)
-    runs = [((i, j), op) for (i, j), op in edges if j in live and op != "none"]
-    terms = {node: [(i, op) for (i, j), op in runs if j == node] for node in (1, 2, 3)}
-    inputs = [len(terms[node]) for node in sorted(live)]
-    same: dict[int, int] = {0: 0}  # node -> the node whose tensor it is
-    for node in (1, 2, 3):
-        only = terms[node]
-        same[node] = same[only[0][0]] if len(only) == 1 and only[0][1] == "skip_connect" else node
-    zero = {node for node in live if not terms[node]}
-    from_zero = [op for (i, _), op in runs if i in zero]
-    return (
-        float(sum(op == "nor_conv_3x3" for _, op in runs)),
-        float(sum(op == "nor_conv_1x1" for _, op in runs)),
-        float(sum(op == "avg_pool_3x3" for _, op in runs)),
-        float(len({i for (i, _), op in runs if op.startswith("nor_conv")})),
-        float(len({i for (i, _), op in runs if op == "avg_pool_3x3"})),
-        float(sum(max(n - 1, 0) for n in inputs)),
-        float(inputs.count(0)),
-        float(len({same[i] for (i, _), op in runs if op.startswith("nor_conv")})),
-        float(len({same[i] for (i, _), op in runs if op == "avg_pool_3x3"})),
-        *(float(from_zero.count(op)) for op in NB201.OPS[1:]),
-    )
+
+NB201_COLUMNS = 53  # 6 x 5 one-hot, 4 op counts, 13 cell kernel counts, 6 pool precisions
 
 
 SPACES: dict[str, SearchSpace] = {s.name: s for s in (NB201(), FBNet(), OFAMobileNetV3())}

