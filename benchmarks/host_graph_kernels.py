@@ -2,6 +2,7 @@
 
     python benchmarks/host_graph_kernels.py [--csv benchmarks/results/host_nb201_latency.csv]
         [--policy fp32 --policy fp32,int8,int8,int8,fp32] [--count 660] [--json OUT]
+        [--cache counts.json]
 
 Exports each design of a stored host table as the host job does, lets ONNX Runtime optimise
 it (``ORT_ENABLE_ALL``, the level measurements run at) and counts the optimised graph's
@@ -9,13 +10,14 @@ nodes per op type and unit (``stage2:QLinearAveragePool``, ``?:ReorderOutput``..
 ``host_predictor.py`` does (5 seeds, 20% held out), fits the additive model (ridge over
 counts, relative error) and the service's model on the encoding alone and on the encoding
 plus those node counts, and reports the share of held-out designs within +-10%. It also
-counts the designs whose float / int8 pools per stage ``search.kernels.pool_precisions``
+counts the designs whose float / int8 pools per stage ``search.kernels.precision_kernels``
 gets exactly right.
 
 The counts are only known after an export (about 1 s per design), far too slow for
 predicting a whole space, so the service does not use them; this measures what the
 encoding still misses: near 1.0 with the real graph means the remaining error is in which
-kernels run, not in the measurements.
+kernels run, not in the measurements. ``--cache``: keep the graph counts in a JSON file and
+reuse them on the next run (they depend on the export and ONNX Runtime, not the encoding).
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ import onnxruntime as ort
 
 from predictors.design_model import AdditiveBase, fit_design_model
 from search.export import export_design
-from search.kernels import pool_precisions
+from search.kernels import precision_kernels
 from search.spaces import get_space
 
 MIXED = "fp32,int8,int8,int8,fp32"
@@ -78,7 +80,11 @@ def main() -> None:
     parser.add_argument(
         "--json", type=Path, default=Path("benchmarks/results/host_graph_kernels.json")
     )
+    parser.add_argument("--cache", type=Path, default=None)
     args = parser.parse_args()
+    cache: dict[str, dict[str, int]] = (
+        json.loads(args.cache.read_text()) if args.cache and args.cache.is_file() else {}
+    )
     with args.csv.open() as f:
         rows = list(csv.DictReader(f))
     devices = [c for c in rows[0] if c not in ("arch", "policy")]
@@ -88,15 +94,20 @@ def main() -> None:
         chosen = [r for r in rows if r["policy"] == policy][: args.count]
         counts = []
         for i, row in enumerate(chosen):
-            counts.append(graph_counts(row["arch"], policy))
+            key = f"{policy} {row['arch']}"
+            if key not in cache:
+                cache[key] = graph_counts(row["arch"], policy)
+            counts.append(cache[key])
             print(f"\r{policy}: {i + 1}/{len(chosen)} graphs", end="", flush=True)
         print()
+        if args.cache:
+            args.cache.write_text(json.dumps(cache))
         names = sorted({k for c in counts for k in c})
         graph = np.array([[c.get(k, 0) for k in names] for c in counts], dtype=float)
         x = space.encode([r["arch"] for r in chosen], policy)
         precisions = [p.strip() for p in policy.split(",")] * (5 if "," not in policy else 1)
         agree = sum(
-            pool_precisions(space.ops(r["arch"]), precisions)
+            precision_kernels(space.ops(r["arch"]), precisions)[:6]
             == tuple(
                 float(c.get(f"stage{s}:{op}", 0))
                 for s in (1, 2, 3)

@@ -10,6 +10,8 @@ second; these rules take microseconds, so the encoding can carry them for a whol
 
 from __future__ import annotations
 
+from collections import Counter
+
 EDGES = ((0, 1), (0, 2), (1, 2), (0, 3), (1, 3), (2, 3))  # (from, to) in encoding order
 READS_ZERO = ("skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3")
 UNITS = ("stem", "stage1", "stage2", "stage3", "head")
@@ -133,20 +135,27 @@ def _network_graph(edge_ops: list[str], cells: int) -> list[tuple[str, Node]]:
     return graph
 
 
-def pool_precisions(
+def precision_kernels(
     edge_ops: list[str], precisions: list[str], cells: int = CELLS
 ) -> tuple[float, ...]:
-    """Per stage, how many pool kernels run in float and how many in int8 (6 counts).
+    """Kernels whose form depends on the policy (10 counts): per stage the pool kernels
+    that run in float and in int8, then the ReLU kernels of float and of int8 units, each
+    split by whether the ReLU is its input's only reader.
 
-    Follows ONNX Runtime's QDQ quantizer over the exported graph in node order: in an int8
-    unit a convolution, add or multiply quantizes its inputs and output, while a pool or ReLU
-    quantizes its output only if its input already is. A pool then runs as
+    Pools follow ONNX Runtime's QDQ quantizer over the exported graph in node order: in an
+    int8 unit a convolution, add or multiply quantizes its inputs and output, while a pool
+    or ReLU quantizes its output only if its input already is. A pool then runs as
     ``QLinearAveragePool`` when its input ends up quantized, else in float: so the first
     cell after an fp32 unit keeps float pools until something quantizes its input, and a
-    stage without convolutions or adds runs all its pools in float. These are the kernels
-    that dominate int8 time on this CPU. Against the real optimised graphs of 660 designs
-    under ``fp32,int8,int8,int8,fp32`` the counts agree for 647 (``host_graph_kernels.py``
-    lists the graph counts).
+    stage without convolutions or adds runs all its pools in float (several times cheaper
+    on this CPU). Against the real optimised graphs of 660 designs under
+    ``fp32,int8,int8,int8,fp32`` the pool counts agree for 647
+    (``benchmarks/host_graph_kernels.py``).
+
+    ReLUs: in an int8 unit the quantizer folds a ReLU into its input's quantization only
+    when the ReLU is that tensor's sole reader; a shared input leaves a dequantize /
+    requantize pair per ReLU. In a float unit a sole reader can fuse into the convolution
+    that produced it.
     """
     int8 = {unit for unit, p in zip(UNITS, precisions, strict=True) if p == "int8"}
     graph = _network_graph(edge_ops, cells)
@@ -164,4 +173,11 @@ def pool_precisions(
         pools = [inputs[0] for unit, (kind, inputs, _) in graph if unit == stage and kind == "pool"]
         in_int8 = sum(t in quantized for t in pools)
         counts += [float(len(pools) - in_int8), float(in_int8)]
+    readers = Counter(t for _, (_, inputs, _) in graph for t in inputs)
+    relus = Counter(
+        (unit in int8, readers[inputs[0]] > 1)
+        for unit, (kind, inputs, _) in graph
+        if kind == "relu"
+    )
+    counts += [float(relus[(q, shared)]) for q in (False, True) for shared in (False, True)]
     return tuple(counts)

@@ -14,7 +14,7 @@ from typing import ClassVar
 
 import numpy as np
 
-from search.kernels import UNITS, cell_kernels, pool_precisions
+from search.kernels import UNITS, cell_kernels, precision_kernels
 
 
 class InvalidEncoding(ValueError):
@@ -123,7 +123,7 @@ class NB201(SearchSpace):
         from 0.89-0.91 to 0.93-0.96).
         """
         precisions = _precisions(policy)
-        rows = [(*_nb201_row(e), *_nb201_pools(e, precisions)) for e in encodings]
+        rows = [(*_nb201_row(e), *_nb201_precision(e, precisions)) for e in encodings]
         return np.array(rows, dtype=float).reshape(-1, NB201_COLUMNS)
 
     def feature_names(self) -> list[str]:
@@ -304,8 +304,8 @@ def _nb201_row(encoding: str) -> tuple[float, ...]:
 
 
 @lru_cache(maxsize=65536)
-def _nb201_pools(encoding: str, precisions: tuple[str, ...]) -> tuple[float, ...]:
-    return pool_precisions(NB201().ops(encoding), list(precisions))
+def _nb201_precision(encoding: str, precisions: tuple[str, ...]) -> tuple[float, ...]:
+    return precision_kernels(NB201().ops(encoding), list(precisions))
 
 
 def _precisions(policy: str) -> tuple[str, ...]:
@@ -319,7 +319,7 @@ def _precisions(policy: str) -> tuple[str, ...]:
     return parts
 
 
-NB201_COLUMNS = 53  # 6 x 5 one-hot, 4 op counts, 13 cell kernel counts, 6 pool precisions
+NB201_COLUMNS = 57  # 6 x 5 one-hot, 4 op counts, 13 cell kernels, 10 policy-dependent kernels
 
 
 SPACES: dict[str, SearchSpace] = {s.name: s for s in (NB201(), FBNet(), OFAMobileNetV3())}

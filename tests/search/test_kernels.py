@@ -10,7 +10,7 @@ import onnxruntime as ort
 import pytest
 
 from search.export import export_design
-from search.kernels import READS_ZERO, cell_kernels, pool_precisions
+from search.kernels import READS_ZERO, cell_kernels, precision_kernels
 from search.spaces import NB201
 
 MIXED = "fp32,int8,int8,int8,fp32"
@@ -36,6 +36,11 @@ def test_identities_share_kernels_and_zero_nodes_are_priced() -> None:
     assert read_zero == {"skip_connect": 1, "nor_conv_1x1": 0, "nor_conv_3x3": 0, "avg_pool_3x3": 1}
 
 
+def pool_precisions(edge_ops: list[str], precisions: list[str]) -> tuple[float, ...]:
+    """Float and int8 pool kernels per stage: the first 6 policy-dependent counts."""
+    return precision_kernels(edge_ops, precisions)[:6]
+
+
 def test_pools_run_int8_only_where_their_input_is_quantized() -> None:
     # one pool kernel per cell (pool(x) feeds node 1 and node 2), 5 cells; stages 2 and 3
     # add the reduction's shortcut pool
@@ -48,6 +53,17 @@ def test_pools_run_int8_only_where_their_input_is_quantized() -> None:
     # does the pool of stage 2's reduction, which reads stage 1's output
     pools_only = "|avg_pool_3x3~0|+|none~0|none~1|+|none~0|skip_connect~1|none~2|"
     assert pool_precisions(ops(pools_only), MIXED.split(",")) == (5, 0, 1, 5, 0, 6)
+
+
+def test_relus_are_counted_by_precision_and_by_whether_they_share_their_input() -> None:
+    # per cell: ReLU(x) shares x with the pool and the add of node 2, ReLU(node 2) reads it
+    # alone; per reduction one of each. 15 cells and 2 reductions.
+    design = ops(
+        "|skip_connect~0|+|avg_pool_3x3~0|skip_connect~1|+|nor_conv_1x1~0|none~1|nor_conv_1x1~2|"
+    )
+    # float alone, float shared, int8 alone, int8 shared
+    assert precision_kernels(design, ["fp32"] * 5)[6:] == (17, 17, 0, 0)
+    assert precision_kernels(design, ["int8"] * 5)[6:] == (0, 0, 17, 17)
 
 
 def _runtime_pools(encoding: str, policy: str, tmp: Path) -> tuple[int, ...]:
