@@ -123,8 +123,9 @@ class NB201(SearchSpace):
         from 0.89-0.91 to 0.93-0.96).
         """
         precisions = _precisions(policy)
-        rows = [(*_nb201_row(e), *_nb201_precision(e, precisions)) for e in encodings]
-        return np.array(rows, dtype=float).reshape(-1, NB201_COLUMNS)
+        if not encodings:
+            return np.zeros((0, NB201_COLUMNS))
+        return np.stack([_nb201_row(e, precisions) for e in encodings])
 
     def feature_names(self) -> list[str]:
         return [f"n_{op}" for op in self.OPS[1:]]
@@ -290,8 +291,9 @@ class OFAMobileNetV3(SearchSpace):
 
 
 @lru_cache(maxsize=65536)
-def _nb201_row(encoding: str) -> tuple[float, ...]:
-    """One design's NB201 encoding row; cached because the whole space is asked for often."""
+def _nb201_row(encoding: str, precisions: tuple[str, ...]) -> np.ndarray:
+    """One design's NB201 encoding row (read-only); cached because the whole space is asked
+    for often."""
     ops = NB201.OPS
     row = [0.0] * (6 * len(ops) + len(ops) - 1)
     edge_ops = NB201().ops(encoding)
@@ -300,12 +302,9 @@ def _nb201_row(encoding: str) -> tuple[float, ...]:
         row[edge * len(ops) + k] = 1.0
         if k:
             row[6 * len(ops) + k - 1] += 1.0
-    return (*row, *cell_kernels(edge_ops))
-
-
-@lru_cache(maxsize=65536)
-def _nb201_precision(encoding: str, precisions: tuple[str, ...]) -> tuple[float, ...]:
-    return precision_kernels(NB201().ops(encoding), list(precisions))
+    out = np.array([*row, *cell_kernels(edge_ops), *precision_kernels(edge_ops, list(precisions))])
+    out.flags.writeable = False
+    return out
 
 
 def _precisions(policy: str) -> tuple[str, ...]:
