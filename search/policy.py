@@ -7,6 +7,7 @@ precision applies to every unit. Kept free of torch so validation is cheap every
 
 from __future__ import annotations
 
+from search.kernels import UNITS as NB201_UNITS
 from search.spaces import FBNet
 
 PRECISIONS = ("fp32", "int8", "fp16")
@@ -19,7 +20,7 @@ class UnsupportedPolicy(ValueError):
 def units(space: str) -> list[str]:
     """Quantization units of a space, in policy order."""
     if space == "nb201":
-        return ["stem", "stage1", "stage2", "stage3", "head"]
+        return list(NB201_UNITS)
     if space == "fbnet":
         return ["stem", *[f"block{i}" for i in range(FBNet.LAYERS)], "head"]
     raise ValueError(f"space {space!r} has no network builder (have nb201, fbnet)")
