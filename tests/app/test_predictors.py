@@ -113,6 +113,7 @@ def test_predictors_on_an_older_encoding_are_found_for_retraining(
     from app.db import session_factory, unit_of_work
     from app.models import Predictor
     from app.predictor_service import encoding_columns, stale_predictors
+    from search.spaces import NB201_COLUMNS
 
     train(writer, targets=["latency_ms"])
     factory = session_factory(settings.database_url)
@@ -121,7 +122,7 @@ def test_predictors_on_an_older_encoding_are_found_for_retraining(
     with unit_of_work(factory) as s:  # as if trained before the encoding grew
         old = s.scalars(select(Predictor)).first()
         assert old is not None
-        assert old.provenance["encoding_columns"] == encoding_columns(s, "nb201") == 53
+        assert old.provenance["encoding_columns"] == encoding_columns(s, "nb201") == NB201_COLUMNS
         old.provenance = {**old.provenance, "encoding_columns": 34}
     with factory() as s:
         assert [p.id for p in stale_predictors(s)] == [old.id]
