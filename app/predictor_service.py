@@ -442,7 +442,10 @@ def predict_designs(
     acc_models = latest_predictors(session, "accuracy", space, policy)
     if not acc_models:
         notes.append(f"no accuracy model for {space} at policy {policy!r}")
-    x = codec.encode(canonical, policy)
+    try:
+        x = codec.encode(canonical, policy)
+    except ValueError as exc:  # a policy that does not fit the space's units
+        raise ApiError(422, f"policy: {exc}") from None
     for p in acc_models:
         accuracy[p.dataset or "?"] = _estimates(*load_model(artifacts_dir, p).predict(x))
         answered[f"accuracy.{p.dataset}"] = {"method": "space-model", "predictor_id": p.id}

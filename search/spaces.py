@@ -111,11 +111,13 @@ class NB201(SearchSpace):
         return [e.split("~")[0] for node in encoding.split("+") for e in node.strip("|").split("|")]
 
     def encode(self, encodings: Sequence[str], policy: str = "fp32") -> np.ndarray:
-        """One-hot op per edge (6 x 5), the op counts, the kernels one cell runs, then per
-        stage the pool kernels that run in float and in int8 under ``policy``.
+        """One-hot op per edge (6 x 5), the op counts, the kernels one cell runs, then the
+        kernels whose form depends on ``policy`` (float or int8 pools per stage, ReLUs by
+        precision and by whether they share their input). ValueError for a policy that
+        does not give 1 or 5 precisions.
 
         The kernel counts are what a runtime executes rather than what the cell lists (dead
-        nodes removed, shared ReLUs and pools merged, adds, zero nodes, int8 or float pools:
+        nodes removed, shared ReLUs and pools merged, adds, zero nodes and their readers:
         see ``search/kernels.py``). Latency adds up over kernels, not over edges. Held-out
         designs within +-10% of this host's measured latency, mean over 6 settings
         (``benchmarks/host_predictor.py``): 0.88 with 41 columns -> 0.95 with the identity

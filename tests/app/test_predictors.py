@@ -8,6 +8,8 @@ from scipy.stats import spearmanr
 
 from tests.app.conftest import DEVICES, N, train
 
+CELL = "|nor_conv_3x3~0|+|nor_conv_3x3~0|avg_pool_3x3~1|+|skip_connect~0|nor_conv_3x3~1|none~2|"
+
 
 def test_train_list_and_inspect(writer: TestClient, seeded) -> None:
     job = train(writer)
@@ -87,6 +89,11 @@ def test_what_cannot_be_predicted_is_said(writer: TestClient, seeded, nb201) -> 
         ({"device": "pixel3", "space": "nope", "designs": ["x"]}, 422, "space"),
         ({"device": "pixel3", "space": "nb201", "designs": []}, 422, "designs"),
         ({"device": "pixel3", "space": "nb201", "policy": "int3", "designs": ["x"]}, 422, "int3"),
+        (
+            {"device": "pixel3", "space": "nb201", "policy": "fp32,int8", "designs": [CELL]},
+            422,
+            "1 or 5 precisions",
+        ),
     ],
 )
 def test_bad_predict_requests(writer: TestClient, seeded, body, status, needle) -> None:
