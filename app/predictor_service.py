@@ -154,10 +154,15 @@ def train_predictors(
     if not scopes:
         raise ValueError(f"no scope has {params.min_rows} or more designs to learn from")
     trained: list[int] = []
+    skipped: list[str] = []
     for i, scope in enumerate(scopes):
         with factory() as s:
             encodings, values = _training_data(s, scope)
-        x = get_space(scope["space"]).encode(encodings, scope["policy"])
+        try:
+            x = get_space(scope["space"]).encode(encodings, scope["policy"])
+        except ValueError as exc:  # a policy stored before uploads checked it against units
+            skipped.append(f"{scope['space']} {scope['target']} policy {scope['policy']!r}: {exc}")
+            continue
         model = fit_design_model(x, values, log_target=scope["target"] != "accuracy")
         rel = Path("predictors") / uuid.uuid4().hex
         model.save(artifacts_dir / rel)
@@ -200,7 +205,9 @@ def train_predictors(
         if ctx is not None:
             what = scope["dataset"] or f"device {scope['device_id']}"
             ctx.progress((i + 1) / len(scopes), f"{scope['space']} {scope['target']} {what}")
-    return {"predictors": trained, "count": len(trained)}
+    if not trained and skipped:
+        raise ValueError(f"no scope could be trained: {'; '.join(skipped[:3])}")
+    return {"predictors": trained, "count": len(trained), "skipped": skipped}
 
 
 @job_kind("train-predictors", TrainParams)

@@ -12,6 +12,7 @@ from pydantic import ValidationError
 
 from app.errors import ApiError, ErrorDetail
 from app.schemas import MeasurementIn
+from search.policy import NETWORK_SPACES, UnsupportedPolicy, unit_precisions
 from search.spaces import InvalidEncoding, get_space
 
 CSV_COLUMNS = ("space", "arch", "policy", "metric", "value", "repeats", "dispersion", "protocol")
@@ -100,6 +101,11 @@ def parse_upload(body: bytes, content_type: str, max_rows: int) -> list[Measurem
                 row.arch = space.canonical(row.arch)
             except InvalidEncoding as exc:
                 errors.append(ErrorDetail(row=i, field="arch", message=str(exc)))
+            if row.space in NETWORK_SPACES:  # spaces whose networks have quantization units
+                try:
+                    unit_precisions(row.space, row.policy)
+                except UnsupportedPolicy as exc:
+                    errors.append(ErrorDetail(row=i, field="policy", message=str(exc)))
             rows.append(row)
         if len(errors) >= _MAX_ERRORS:
             break

@@ -11,6 +11,7 @@ from search.kernels import UNITS as NB201_UNITS
 from search.spaces import FBNet
 
 PRECISIONS = ("fp32", "int8", "fp16")
+NETWORK_SPACES = ("nb201", "fbnet")  # spaces with a network builder, hence units
 
 
 class UnsupportedPolicy(ValueError):
@@ -23,15 +24,12 @@ def units(space: str) -> list[str]:
         return list(NB201_UNITS)
     if space == "fbnet":
         return ["stem", *[f"block{i}" for i in range(FBNet.LAYERS)], "head"]
-    raise ValueError(f"space {space!r} has no network builder (have nb201, fbnet)")
+    raise ValueError(f"space {space!r} has no network builder (have {', '.join(NETWORK_SPACES)})")
 
 
-def parse_policy(space: str, policy: str, providers: list[str] | None = None) -> list[str]:
-    """One precision per unit, or UnsupportedPolicy saying what is wrong.
-
-    fp16 is refused unless an execution provider that runs fp16 kernels (CUDA, TensorRT,
-    DirectML, CoreML) is available: the CPU provider would not execute it as fp16.
-    """
+def unit_precisions(space: str, policy: str) -> list[str]:
+    """One precision per unit as written (not checked against what a runtime can execute),
+    or UnsupportedPolicy when the count fits neither 1 nor the space's units."""
     names = units(space)
     parts = [p.strip().lower() for p in policy.split(",")]
     if len(parts) == 1:
@@ -41,6 +39,16 @@ def parse_policy(space: str, policy: str, providers: list[str] | None = None) ->
             f"{space} policy needs 1 or {len(names)} precisions ({', '.join(names)}), "
             f"got {len(parts)}"
         )
+    return parts
+
+
+def parse_policy(space: str, policy: str, providers: list[str] | None = None) -> list[str]:
+    """One precision per unit, or UnsupportedPolicy saying what is wrong.
+
+    fp16 is refused unless an execution provider that runs fp16 kernels (CUDA, TensorRT,
+    DirectML, CoreML) is available: the CPU provider would not execute it as fp16.
+    """
+    parts = unit_precisions(space, policy)
     bad = [p for p in parts if p not in PRECISIONS]
     if bad:
         raise UnsupportedPolicy(f"unknown precision {bad[0]!r} (use {', '.join(PRECISIONS)})")

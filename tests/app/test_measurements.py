@@ -113,6 +113,7 @@ def test_one_bad_row_rejects_everything_and_names_row_and_field(
         (row(arch="|nor_conv_3x3~0|+|bogus~0|none~1|+|none~0|none~1|none~2|"), "arch"),
         (row(space="darts"), "space"),
         (row(policy="int4"), "policy"),
+        (row(policy="int8,fp32"), "policy"),  # NB201 has 5 units: 1 or 5 precisions
         (row(metric="power_w"), "metric"),
         ({k: v for k, v in row().items() if k != "value"}, "value"),
         (row(value="fast"), "value"),

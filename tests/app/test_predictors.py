@@ -102,6 +102,26 @@ def test_bad_predict_requests(writer: TestClient, seeded, body, status, needle) 
     assert needle in r.text
 
 
+def test_a_stored_policy_that_fits_no_network_is_skipped_and_named(
+    writer: TestClient, seeded, settings
+) -> None:
+    from sqlalchemy import update
+
+    from app.db import session_factory, unit_of_work
+    from app.models import Device, Measurement
+
+    with unit_of_work(session_factory(settings.database_url)) as s:  # as stored before
+        pixel3 = s.query(Device).filter_by(name=DEVICES[0]).one()  # uploads checked units
+        s.execute(
+            update(Measurement).where(Measurement.device_id == pixel3.id).values(policy="fp32,int8")
+        )
+    job = train(writer, targets=["latency_ms"])
+    assert job["status"] == "succeeded", job
+    assert job["result"]["count"] == len(DEVICES) - 1
+    assert "policy 'fp32,int8'" in job["result"]["skipped"][0]
+    assert "1 or 5 precisions" in job["result"]["skipped"][0]
+
+
 def test_training_refusals(writer: TestClient, seeded) -> None:
     assert writer.post("/predictors/train", json={"min_rows": 5}).status_code == 422
     unknown = train(writer, devices=["nowhere"])
