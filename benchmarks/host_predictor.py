@@ -1,6 +1,7 @@
 """Benchmark: latency predictors on this host's measured devices (the nn-Meter figure).
 
     python benchmarks/host_predictor.py [--csv benchmarks/results/host_nb201_latency.csv]
+        [--designs N] [--json OUT]
 
 Reads the table ``benchmarks/host_measurement.py`` wrote. For each host device and policy,
 5 seeds of an 80/20 split of its designs; fitted on 80% and scored on the 20% never used in
@@ -40,9 +41,14 @@ def main() -> None:
         "--csv", type=Path, default=Path("benchmarks/results/host_nb201_latency.csv")
     )
     parser.add_argument("--json", type=Path, default=Path("benchmarks/results/host_predictor.json"))
+    parser.add_argument("--designs", type=int, default=None)
     args = parser.parse_args()
     with args.csv.open() as f:
         rows = list(csv.DictReader(f))
+    if args.designs is not None:
+        archs = sorted({r["arch"] for r in rows})
+        keep = set(np.random.default_rng(0).permutation(archs)[: args.designs].tolist())
+        rows = [r for r in rows if r["arch"] in keep]
     devices = [c for c in rows[0] if c not in ("arch", "policy")]
     space = get_space("nb201")
     result: dict[str, dict[str, float]] = {}
