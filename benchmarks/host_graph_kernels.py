@@ -26,16 +26,15 @@ import argparse
 import csv
 import json
 import tempfile
-from collections import Counter
 from pathlib import Path
 
 import numpy as np
-import onnx
 import onnxruntime as ort
 
 from predictors.design_model import AdditiveBase, fit_design_model
-from search.export import export_design
+from search.export import export_design, optimised_node_counts
 from search.kernels import precision_kernels
+from search.policy import unit_precisions
 from search.spaces import get_space
 
 MIXED = "fp32,int8,int8,int8,fp32"
@@ -44,16 +43,9 @@ MIXED = "fp32,int8,int8,int8,fp32"
 def graph_counts(design: str, policy: str) -> dict[str, int]:
     """Node counts per ``unit:op_type`` of the design's graph after ONNX Runtime's optimiser."""
     with tempfile.TemporaryDirectory() as tmp:
-        model = export_design("nb201", design, policy, Path(tmp) / "m.onnx").path
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = 1
-        options.log_severity_level = 3
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        options.optimized_model_filepath = str(Path(tmp) / "optimised.onnx")
-        ort.InferenceSession(str(model), options, providers=["CPUExecutionProvider"])
-        graph = onnx.load(options.optimized_model_filepath).graph
-    units = (n.name.split("/")[1] if n.name.count("/") >= 1 else "?" for n in graph.node)
-    return dict(Counter(f"{u}:{n.op_type}" for u, n in zip(units, graph.node, strict=True)))
+        return optimised_node_counts(
+            export_design("nb201", design, policy, Path(tmp) / "m.onnx").path
+        )
 
 
 def held_out_within(x: np.ndarray, y: np.ndarray, service: bool) -> float:
@@ -105,7 +97,7 @@ def main() -> None:
         names = sorted({k for c in counts for k in c})
         graph = np.array([[c.get(k, 0) for k in names] for c in counts], dtype=float)
         x = space.encode([r["arch"] for r in chosen], policy)
-        precisions = [p.strip() for p in policy.split(",")] * (5 if "," not in policy else 1)
+        precisions = unit_precisions("nb201", policy)
         agree = sum(
             precision_kernels(space.ops(r["arch"]), precisions)[:6]
             == tuple(

@@ -35,7 +35,14 @@ from onnxruntime.quantization import (
 from search.networks import build
 from search.policy import UnsupportedPolicy, parse_policy, units
 
-__all__ = ["ExportMismatch", "UnsupportedPolicy", "export_design", "export_fp32", "quantize"]
+__all__ = [
+    "ExportMismatch",
+    "UnsupportedPolicy",
+    "export_design",
+    "export_fp32",
+    "optimised_node_counts",
+    "quantize",
+]
 
 FP32_TOLERANCE = 1e-4  # max |ort - torch| / max(1, max |torch|)
 INT8_TOLERANCE = 0.35  # RMS(int8 - fp32) / RMS(fp32) of the logits on calibration inputs
@@ -211,3 +218,23 @@ def export_design(
     with tempfile.TemporaryDirectory() as tmp:
         fp32 = export_fp32(space, encoding, Path(tmp) / "fp32.onnx", net, calibration, **net_kwargs)
         return quantize(fp32, space, policy, out, calibration)
+
+
+def optimised_node_counts(path: Path) -> dict[str, int]:
+    """Node counts per ``unit:op_type`` (``stage2:QLinearAveragePool``; ``?`` for nodes the
+    optimiser added, such as layout reorders) of the graph ONNX Runtime runs for a model,
+    after its optimiser at ``ORT_ENABLE_ALL``, the level measurements use. What the
+    encoding's kernel counts (``search/kernels.py``) are checked against."""
+    with tempfile.TemporaryDirectory() as tmp:
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = 1
+        options.log_severity_level = 3
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.optimized_model_filepath = str(Path(tmp) / "optimised.onnx")
+        ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        graph = onnx.load(options.optimized_model_filepath).graph
+    counts: dict[str, int] = {}
+    for node in graph.node:
+        unit = node.name.split("/")[1] if "/" in node.name else "?"
+        counts[f"{unit}:{node.op_type}"] = counts.get(f"{unit}:{node.op_type}", 0) + 1
+    return counts

@@ -14,7 +14,7 @@ from typing import ClassVar
 
 import numpy as np
 
-from search.kernels import UNITS, cell_kernels, precision_kernels
+from search.kernels import cell_kernels, precision_kernels
 
 
 class InvalidEncoding(ValueError):
@@ -126,7 +126,9 @@ class NB201(SearchSpace):
         """
         if not encodings:
             return np.zeros((0, NB201_COLUMNS))
-        precisions = _precisions(policy)
+        from search.policy import unit_precisions  # search.policy imports this module
+
+        precisions = tuple(unit_precisions(self.name, policy))
         with _NB201_ROWS_LOCK:  # the service encodes from several threads
             if precisions not in _NB201_ROWS:
                 if len(_NB201_ROWS) >= ROW_CACHE_POLICIES:
@@ -322,17 +324,6 @@ def _nb201_row(
     out.flags.writeable = False
     cache[encoding] = out
     return out
-
-
-def _precisions(policy: str) -> tuple[str, ...]:
-    """One precision per NB201 unit (full validation is ``search.policy``'s, which imports
-    this module)."""
-    parts = tuple(p.strip().lower() for p in policy.split(","))
-    if len(parts) == 1:
-        parts = parts * len(UNITS)
-    if len(parts) != len(UNITS):
-        raise ValueError(f"nb201 policy needs 1 or {len(UNITS)} precisions, got {policy!r}")
-    return parts
 
 
 NB201_COLUMNS = 57  # 6 x 5 one-hot, 4 op counts, 13 cell kernels, 10 policy-dependent kernels

@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-from collections import Counter
 from pathlib import Path
 
-import onnx
-import onnxruntime as ort
 import pytest
 
-from search.export import export_design
+from search.export import export_design, optimised_node_counts
 from search.kernels import READS_ZERO, cell_kernels, precision_kernels
 from search.spaces import NB201
 
@@ -68,16 +65,11 @@ def test_relus_are_counted_by_precision_and_by_whether_they_share_their_input() 
 
 def _runtime_pools(encoding: str, policy: str, tmp: Path) -> tuple[int, ...]:
     """Float and int8 pools per stage in the graph ONNX Runtime actually runs."""
-    model = export_design("nb201", encoding, policy, tmp / "m.onnx").path
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    options.optimized_model_filepath = str(tmp / "optimised.onnx")
-    options.log_severity_level = 3
-    ort.InferenceSession(str(model), options, providers=["CPUExecutionProvider"])
-    graph = onnx.load(options.optimized_model_filepath).graph
-    counts = Counter((n.name.split("/")[1], n.op_type) for n in graph.node if "/" in n.name)
+    counts = optimised_node_counts(export_design("nb201", encoding, policy, tmp / "m.onnx").path)
     return tuple(
-        counts[(f"stage{s}", op)] for s in (1, 2, 3) for op in ("AveragePool", "QLinearAveragePool")
+        counts.get(f"stage{s}:{op}", 0)
+        for s in (1, 2, 3)
+        for op in ("AveragePool", "QLinearAveragePool")
     )
 
 
