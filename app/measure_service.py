@@ -32,6 +32,10 @@ HOST_SOURCE = "host"
 # level moving over minutes: a mid-sized cell with every kind of kernel.
 REFERENCE_DESIGN = "|avg_pool_3x3~0|+|nor_conv_1x1~0|none~1|+|none~0|skip_connect~1|nor_conv_3x3~2|"
 HOST_DEVICE_SOURCE = "measured on this host by edgeopt measure"
+# A reference slower than its baseline by more than this: the machine is in a slow spell,
+# which the reference does not cancel; measure again, up to ATTEMPTS times in all.
+SLOW_SPELL = 0.05
+ATTEMPTS = 3
 
 
 class DesignSelection(BaseModel):
@@ -225,21 +229,39 @@ class Normaliser:
         return value
 
     def __call__(self, model: str, device_id: int, precisions: list[str], protocol: Any) -> Any:
-        """Measure ``model`` with the reference interleaved; the normalised result."""
+        """Measure ``model`` with the reference interleaved; the normalised result.
+
+        Up to ``ATTEMPTS`` measurements, until one is uncontended and its reference ran
+        within ``SLOW_SPELL`` of the baseline; else the one whose reference ran closest,
+        flagged unstable. Dividing by the reference cancels a uniform slowdown only: in a
+        slow spell of a 2-vCPU VM the designs slowed more than the reference (2-thread
+        repeats within +-10%: 0.95 in all, 1.00 where both references ran within 5% of the
+        quiet level, ``benchmarks/measurement_statistic.py``).
+        """
         policy = reference_policy(precisions)
         base = self.baseline(device_id, policy, protocol)
-        raw = self.measure(model, protocol, reference=self.reference(policy))
+        attempts = []
+        for _ in range(ATTEMPTS):
+            raw = self.measure(model, protocol, reference=self.reference(policy))
+            attempts.append(raw)
+            if not raw.contended and raw.reference_ms <= base * (1 + SLOW_SPELL):
+                break
+        raw = min(attempts, key=lambda r: (r.contended, r.reference_ms))
+        slow = raw.reference_ms > base * (1 + SLOW_SPELL)
         return replace(
             raw,
             median_ms=raw.median_ms * base / raw.reference_ms,
+            stable=raw.stable and not slow,
             protocol={
                 **raw.protocol,
                 "raw_median_ms": raw.median_ms,
+                "attempts": len(attempts),
                 "reference": {
                     "design": REFERENCE_DESIGN,
                     "policy": policy,
                     "median_ms": raw.reference_ms,
                     "baseline_ms": base,
+                    "slow_spell": SLOW_SPELL,
                 },
             },
         )
@@ -257,7 +279,7 @@ def measure_on_host(
     with unit_of_work(factory) as s:
         devices = {t: register_host(s, t, params.host).id for t in params.threads}
     work = [(d, p) for d in designs for p in policies]
-    measured = skipped = unstable = contended = worked = 0
+    measured = skipped = unstable = retried = worked = 0
     started = time.monotonic()
     fp32: dict[str, Any] = {}  # one fp32 export per design, quantized per policy
     with tempfile.TemporaryDirectory() as tmp:
@@ -295,9 +317,7 @@ def measure_on_host(
                     )
                     run = (str(exported.path), devices[t], exported.policy, protocol)
                     results[t] = normalised(*run)
-                    if results[t].contended:  # another process was busy: once more
-                        contended += 1
-                        results[t] = normalised(*run)
+                    retried += results[t].protocol["attempts"] > 1
                     unstable += not results[t].stable
                 with unit_of_work(factory) as s:
                     arch_id = architecture_id(s, params.space, design)
@@ -315,7 +335,8 @@ def measure_on_host(
         "measurements": measured,
         "skipped": skipped,
         "unstable": unstable,
-        "retried_contended": contended,
+        # measured again: another process was busy or the machine in a slow spell
+        "retried": retried,
         # designs x policies measured (not those already stored) per minute of this job
         "designs_per_minute": round(worked / minutes, 1) if minutes else None,
     }

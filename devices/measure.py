@@ -1,15 +1,17 @@
 """Latency of an ONNX model with ONNX Runtime: the protocol every EdgeOpt measurement follows.
 
-Threads are pinned in each session (intra-op = the device's threads, inter-op = 1,
-sequential execution). ``sessions`` sessions of the model each run a warm-up, then rounds of
-timed runs, interleaved, until the medians of the last three rounds agree within
+Each session runs the device's number of intra-op threads (inter-op = 1, sequential
+execution); with ``pinned``, each thread on its own CPU (not the default: on a 2-vCPU VM it
+did not make 2-thread repeats agree more often, ``benchmarks/measurement_statistic.py``).
+``sessions`` sessions of the model each run a warm-up, then rounds of timed runs,
+interleaved, until the medians of the last three rounds agree within
 ``target_cv`` (stable) or the time budget runs out (flagged unstable). The median of the
 sessions' medians is the value; the dispersion is the coefficient of variation across
 sessions. The CPU time other processes (and the hypervisor, as steal) took while timing is
 recorded as ``foreign_load`` in cores: on a 2-core machine a measurement taken beside other
 busy work says little about the design, so a contended one is flagged unstable rather than
 trusted (``benchmarks/measurement_noise.py`` shows what moves a measurement here). A
-reference model can be timed in the same rounds (``edgeopt-ort/4``): the host job divides
+reference model can be timed in the same rounds (since ``edgeopt-ort/4``): the host job divides
 by it to cancel the machine's speed level, which moves over minutes with no load to show
 for it (``benchmarks/host_retest.py``). The protocol is returned with the figure so it is
 stored beside every measurement.
@@ -22,6 +24,8 @@ import json
 import os
 import platform
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -45,6 +49,10 @@ class Protocol:
     # Idle intra-op threads sleep: spinning ones made 2-thread sessions differ more on a
     # 2-vCPU VM (benchmarks/measurement_noise.py: 8.5% against 1.9% between sessions).
     spinning: bool = False
+    # One CPU per thread, the caller's included. Off: interleaved with unpinned runs on a
+    # 2-vCPU VM, pinned 2-thread repeats agreed within +-10% as often (0.975 vs 0.95) and
+    # within +-5% less often (0.60 vs 0.73) (benchmarks/measurement_statistic.py).
+    pinned: bool = False
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -100,8 +108,35 @@ def foreign_load(
     return max(0.0, other / elapsed_s)
 
 
-def session(model: bytes | str, threads: int, spinning: bool = False) -> ort.InferenceSession:
-    """A CPU session pinned to ``threads`` intra-op threads, sequential execution."""
+def pin_cpus(threads: int) -> list[int] | None:
+    """The CPUs a measurement with ``threads`` threads pins them to, one each: the first
+    ``threads`` this thread may run on; None where the system cannot pin or has too few."""
+    if not hasattr(os, "sched_setaffinity"):
+        return None
+    allowed = sorted(os.sched_getaffinity(0))
+    return allowed[:threads] if len(allowed) >= threads else None
+
+
+@contextmanager
+def pinned(cpu: int | None) -> Iterator[None]:
+    """Run the calling thread (only it: Linux affinity is per thread) on ``cpu`` meanwhile."""
+    if cpu is None:
+        yield
+        return
+    before = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, {cpu})
+    try:
+        yield
+    finally:
+        os.sched_setaffinity(0, before)
+
+
+def session(
+    model: bytes | str, threads: int, spinning: bool = False, cpus: list[int] | None = None
+) -> ort.InferenceSession:
+    """A CPU session with ``threads`` intra-op threads, sequential execution. With ``cpus``
+    (one per thread), the pool's threads run on ``cpus[1:]``; the caller runs the first
+    share of each kernel itself and is pinned by :func:`pinned`."""
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
@@ -109,6 +144,10 @@ def session(model: bytes | str, threads: int, spinning: bool = False) -> ort.Inf
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.log_severity_level = 3
     options.add_session_config_entry("session.intra_op.allow_spinning", str(int(spinning)))
+    if cpus is not None and threads > 1:
+        # ONNX Runtime numbers processors from 1, one entry per pool thread
+        affinities = ";".join(str(cpu + 1) for cpu in cpus[1:threads])
+        options.add_session_config_entry("session.intra_op_thread_affinities", affinities)
     return ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
 
 
@@ -127,17 +166,22 @@ def measure(
     (invisible to any load figure), and the model's time relative to the reference's
     cancels most of that (``benchmarks/host_retest.py``). ``reference_ms`` is returned.
     """
-    sessions = [
-        session(model, protocol.threads, protocol.spinning) for _ in range(protocol.sessions)
-    ]
-    refs = (
-        []
-        if reference is None
-        else [
-            session(reference, protocol.threads, protocol.spinning)
+    cpus = pin_cpus(protocol.threads) if protocol.pinned else None
+    with pinned(None if cpus is None else cpus[0]):
+        return _measure(model, protocol, reference, cpus)
+
+
+def _measure(
+    model: bytes | str, protocol: Protocol, reference: bytes | str | None, cpus: list[int] | None
+) -> Result:
+    def open_sessions(path: bytes | str) -> list[ort.InferenceSession]:
+        return [
+            session(path, protocol.threads, protocol.spinning, cpus)
             for _ in range(protocol.sessions)
         ]
-    )
+
+    sessions = open_sessions(model)
+    refs = [] if reference is None else open_sessions(reference)
     inp = sessions[0].get_inputs()[0]
     shape = [protocol.batch if not isinstance(d, int) else d for d in inp.shape]
     feed = {inp.name: np.random.default_rng(0).standard_normal(shape).astype(np.float32)}
@@ -185,7 +229,11 @@ def measure(
         dispersion=float(per_session.std() / per_session.mean()),
         repeats=sum(len(t) for t in times),
         stable=stable,
-        protocol={**protocol.as_dict(), "foreign_load": None if load is None else round(load, 3)},
+        protocol={
+            **protocol.as_dict(),
+            "cpus": cpus,
+            "foreign_load": None if load is None else round(load, 3),
+        },
         foreign_load=load,
         reference_ms=reference_ms,
     )

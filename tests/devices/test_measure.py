@@ -1,3 +1,4 @@
+import os
 import subprocess
 import sys
 import time
@@ -13,6 +14,9 @@ from devices.measure import (
     host_device_name,
     host_specs,
     measure,
+    pin_cpus,
+    pinned,
+    session,
 )
 from search.export import export_design
 
@@ -42,6 +46,38 @@ def test_a_reference_is_timed_in_the_same_rounds(model: Path, tmp_path: Path) ->
     assert result.reference_ms is not None and result.median_ms > 0
     assert result.reference_ms > 1.5 * result.median_ms  # the reference is the bigger model
     assert measure(str(small), Protocol(threads=1, round_size=5, budget_s=3)).reference_ms is None
+
+
+def _thread_cpus() -> dict[int, str]:
+    """Each thread of this process and the CPUs it may run on (Linux)."""
+    out = {}
+    for status in Path("/proc/self/task").glob("*/status"):
+        fields = dict(
+            line.split(":\t", 1) for line in status.read_text().splitlines() if ":\t" in line
+        )
+        out[int(status.parent.name)] = fields["Cpus_allowed_list"].strip()
+    return out
+
+
+@pytest.mark.skipif(pin_cpus(2) is None, reason="needs 2 CPUs and thread affinity (Linux)")
+def test_each_thread_of_a_measurement_runs_on_its_own_cpu(model: Path) -> None:
+    cpus = pin_cpus(2)
+    assert cpus is not None and len(set(cpus)) == 2
+    before = os.sched_getaffinity(0)
+    threads_before = set(_thread_cpus())
+    with pinned(cpus[0]):
+        assert os.sched_getaffinity(0) == {cpus[0]}
+        sess = session(str(model), 2, cpus=cpus)
+        new = {tid: allowed for tid, allowed in _thread_cpus().items() if tid not in threads_before}
+        # ONNX Runtime's pool thread (the session's only one with 2 threads) on the second
+        assert str(cpus[1]) in new.values(), new
+        del sess
+    assert os.sched_getaffinity(0) == before  # the caller is given back its CPUs
+    result = measure(str(model), Protocol(threads=2, round_size=5, budget_s=2, pinned=True))
+    assert result.protocol["cpus"] == cpus and result.protocol["pinned"]
+    assert os.sched_getaffinity(0) == before
+    unpinned = measure(str(model), Protocol(threads=2, round_size=5, budget_s=2))
+    assert unpinned.protocol["cpus"] is None and unpinned.median_ms > 0
 
 
 def test_host_specs_are_read_from_the_machine() -> None:
