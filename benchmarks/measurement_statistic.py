@@ -121,6 +121,24 @@ def agreement(a: list[dict[str, float]], b: list[dict[str, float]]) -> dict[str,
     return result
 
 
+def quiet_agreement(
+    a: list[dict[str, float]], b: list[dict[str, float]], slow_spell: float = 0.05
+) -> dict[str, float | None]:
+    """The protocol's statistic on the designs whose reference ran within ``slow_spell`` of
+    the quiet level (lower quartile of all reference times) in both passes: what the host
+    job's slow-spell check keeps (``app.measure_service.SLOW_SPELL``)."""
+    refs = np.array([[x["reference_ms"], y["reference_ms"]] for x, y in zip(a, b, strict=True)])
+    quiet = np.percentile(refs, 25)
+    keep = np.all(refs <= quiet * (1 + slow_spell), axis=1)
+    name = "median_of_session_medians/reference"
+    ratio = np.array([y[name] / x[name] for x, y in zip(a, b, strict=True)])[keep]
+    return {
+        "designs": int(keep.sum()),
+        "within_5pct": float(np.mean(np.abs(ratio - 1) <= 0.05)) if keep.any() else None,
+        "within_10pct": float(np.mean(np.abs(ratio - 1) <= 0.10)) if keep.any() else None,
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--designs", type=int, default=40)
@@ -172,13 +190,16 @@ def main() -> None:
                     [[p["median_of_session_medians"], p["reference_ms"]] for p in one]
                     for one in passes[name]
                 ]
+                report["settings"][key]["quiet_pairs"] = quiet_agreement(*passes[name])
                 current = report["settings"][key]["median_of_session_medians/reference"]
                 print(f"{key}: protocol statistic {current}", flush=True)
     report["wall_s"] = round(time.monotonic() - started, 1)
     args.json.write_text(json.dumps(report, indent=2) + "\n")
     for key, stats in report["settings"].items():
         print(key)
-        for name, s in sorted(stats.items(), key=lambda kv: -kv[1]["within_10pct"]):
+        print(f"  quiet pairs: {stats['quiet_pairs']}")
+        statistics = {k: v for k, v in stats.items() if k != "quiet_pairs"}
+        for name, s in sorted(statistics.items(), key=lambda kv: -kv[1]["within_10pct"]):
             print(
                 f"  {name:40s} {s['within_5pct']:.3f} {s['within_10pct']:.3f}"
                 f" {s['within_10pct_of_level']:.3f} worst {s['worst']:.3f}"

@@ -1,8 +1,8 @@
 """Latency of an ONNX model with ONNX Runtime: the protocol every EdgeOpt measurement follows.
 
 Each session runs the device's number of intra-op threads (inter-op = 1, sequential
-execution); with ``pinned``, each thread on its own CPU (not the default: on a 2-vCPU VM it
-did not make 2-thread repeats agree more often, ``benchmarks/measurement_statistic.py``).
+execution); with ``pinned``, each thread on its own CPU (not the default yet: see the
+field).
 ``sessions`` sessions of the model each run a warm-up, then rounds of timed runs,
 interleaved, until the medians of the last three rounds agree within
 ``target_cv`` (stable) or the time budget runs out (flagged unstable). The median of the
@@ -49,9 +49,10 @@ class Protocol:
     # Idle intra-op threads sleep: spinning ones made 2-thread sessions differ more on a
     # 2-vCPU VM (benchmarks/measurement_noise.py: 8.5% against 1.9% between sessions).
     spinning: bool = False
-    # One CPU per thread, the caller's included. Off: interleaved with unpinned runs on a
-    # 2-vCPU VM, pinned 2-thread repeats agreed within +-10% as often (0.975 vs 0.95) and
-    # within +-5% less often (0.60 vs 0.73) (benchmarks/measurement_statistic.py).
+    # One CPU per thread, the caller's included. Off for now: interleaved with unpinned runs
+    # on a 2-vCPU VM, pinned 2-thread repeats agreed within +-10% a little more often (0.975
+    # vs 0.95 and 0.925 in two runs of benchmarks/measurement_statistic.py), within +-5%
+    # less often in one of them, and no host table has been measured pinned yet.
     pinned: bool = False
 
     def as_dict(self) -> dict[str, Any]:
