@@ -2,18 +2,18 @@
 
 Each session runs the device's number of intra-op threads (inter-op = 1, sequential
 execution); with ``pinned``, each thread on its own CPU (not the default yet: see the
-field).
-``sessions`` sessions of the model each run a warm-up, then rounds of timed runs,
-interleaved, until the medians of the last three rounds agree within
-``target_cv`` (stable) or the time budget runs out (flagged unstable). The median of the
-sessions' medians is the value; the dispersion is the coefficient of variation across
-sessions. The CPU time other processes (and the hypervisor, as steal) took while timing is
-recorded as ``foreign_load`` in cores: on a 2-core machine a measurement taken beside other
-busy work says little about the design, so a contended one is flagged unstable rather than
-trusted (``benchmarks/measurement_noise.py`` shows what moves a measurement here). A
-reference model can be timed in the same rounds (since ``edgeopt-ort/4``): the host job divides
-by it to cancel the machine's speed level, which moves over minutes with no load to show
-for it (``benchmarks/host_retest.py``). The protocol is returned with the figure so it is
+field). ``sessions`` sessions of the model each run a warm-up, then rounds of timed runs,
+interleaved, until the medians of the last three rounds agree within ``target_cv`` (stable)
+or the time budget runs out (flagged unstable). The median of the sessions' medians is the
+value; the dispersion is the coefficient of variation across sessions. The CPU time other
+processes (and the hypervisor, as steal) took while timing is recorded as ``foreign_load``
+in cores: on a 2-core machine a measurement taken beside other busy work says little about
+the design, so a contended one is flagged unstable rather than trusted
+(``benchmarks/measurement_noise.py`` shows what moves a measurement here). A reference model
+can be timed in the same rounds (since ``edgeopt-ort/4``): the host job divides by it to
+cancel the machine's speed level, which moves over minutes with no load to show for it
+(``benchmarks/host_retest.py``), and measures again in a slow spell
+(``app.measure_service.Normaliser``). The protocol is returned with the figure so it is
 stored beside every measurement.
 """
 
