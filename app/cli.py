@@ -179,6 +179,7 @@ def measure_cmd(
     seed: Annotated[int, typer.Option()] = 0,
     replace: Annotated[bool, typer.Option(help="measure again what is stored")] = False,
     host: Annotated[str, typer.Option(help="device name prefix: HOST-ort-cpu-{threads}t")] = "host",
+    pin_threads: Annotated[bool, typer.Option(help="each ORT thread on its own CPU")] = False,
 ) -> None:
     """Export and measure designs on this host with ONNX Runtime (a job, progress bar)."""
     params: dict[str, Any] = {
@@ -187,6 +188,7 @@ def measure_cmd(
         "seed": seed,
         "replace": replace,
         "host": host,
+        "pin_threads": pin_threads,
         "policies": policy or ["fp32"],
         "threads": threads or [1],
     }

@@ -78,6 +78,7 @@ class MeasureParams(DesignSelection):
     warmup: int = Field(10, ge=0, le=1000)
     round_size: int = Field(10, ge=1, le=10_000)
     budget_s: float = Field(20.0, gt=0, le=600)
+    pin_threads: bool = Field(False, description="each ONNX Runtime thread on its own CPU")
 
 
 class HostChanged(ValueError):
@@ -314,6 +315,7 @@ def measure_on_host(
                         warmup=params.warmup,
                         round_size=params.round_size,
                         budget_s=params.budget_s,
+                        pinned=params.pin_threads,
                     )
                     run = (str(exported.path), devices[t], exported.policy, protocol)
                     results[t] = normalised(*run)

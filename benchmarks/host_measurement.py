@@ -53,6 +53,7 @@ def main() -> None:
     parser.add_argument("--count", type=int, default=340)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--database-url", default=None)
+    parser.add_argument("--pin-threads", action="store_true", help="Protocol(pinned=True)")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     parser.add_argument(
         "--repeatability-only",
@@ -80,6 +81,7 @@ def main() -> None:
         "seed": args.seed,
         "policies": POLICIES,
         "threads": [1, 2],
+        "pin_threads": args.pin_threads,
     }
     t0 = time.monotonic()
     try:

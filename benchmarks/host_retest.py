@@ -61,6 +61,7 @@ def main() -> None:
     parser.add_argument("--policy", default="fp32,int8,int8,int8,fp32")
     parser.add_argument("--device", default="host-ort-cpu-1t")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--pin-threads", action="store_true", help="Protocol(pinned=True)")
     parser.add_argument("--json", type=Path, default=Path("benchmarks/results/host_retest.json"))
     parser.add_argument(
         "--database-url",
@@ -81,7 +82,11 @@ def main() -> None:
         for i in chosen:
             row = rows[i]
             exported = export_design("nb201", row["arch"], args.policy, Path(tmp) / "m.onnx")
-            now = timed(str(exported.path), exported.policy, Protocol(threads=threads))
+            now = timed(
+                str(exported.path),
+                exported.policy,
+                Protocol(threads=threads, pinned=args.pin_threads),
+            )
             pairs.append((float(row[args.device]), now))
             print(f"{row['arch']}  stored {pairs[-1][0]:.3f} ms  now {now:.3f} ms", flush=True)
     ratio = np.array([now / stored for stored, now in pairs])

@@ -49,10 +49,10 @@ class Protocol:
     # Idle intra-op threads sleep: spinning ones made 2-thread sessions differ more on a
     # 2-vCPU VM (benchmarks/measurement_noise.py: 8.5% against 1.9% between sessions).
     spinning: bool = False
-    # One CPU per thread, the caller's included. Off for now: interleaved with unpinned runs
-    # on a 2-vCPU VM, pinned 2-thread repeats agreed within +-10% a little more often (0.975
-    # vs 0.95 and 0.925 in two runs of benchmarks/measurement_statistic.py), within +-5%
-    # less often in one of them, and no host table has been measured pinned yet.
+    # One CPU per thread, the caller's included. Off: on a 2-vCPU VM pinned 2-thread repeats
+    # agreed within +-10% a little more often (0.975 vs 0.95 and 0.925 in two runs of
+    # benchmarks/measurement_statistic.py; 0.9625 vs 0.95 re-measuring a table) and needed
+    # fewer re-measures, but predictors on a pinned table scored lower (0.906 vs 0.930).
     pinned: bool = False
 
     def as_dict(self) -> dict[str, Any]:

@@ -10,6 +10,7 @@ from sqlalchemy import select
 from app.db import session_factory
 from app.measure_service import REFERENCE_DESIGN
 from app.models import AccuracyRecord, Device, Measurement
+from devices.measure import pin_cpus
 from tests.processes import edgeopt
 
 CELL = "|nor_conv_1x1~0|+|skip_connect~0|nor_conv_1x1~1|+|avg_pool_3x3~0|none~1|nor_conv_3x3~2|"
@@ -20,7 +21,7 @@ def test_measure_registers_the_host_and_stores_protocols(tmp_path: Path) -> None
     env = {"EDGEOPT_DATABASE_URL": url, "EDGEOPT_ARTIFACTS_DIR": str(tmp_path / "art")}
     assert edgeopt("db", "upgrade", env=env).returncode == 0
     args = ["measure", "--design", CELL, "--policy", "fp32", "--policy", "int8", "--threads", "1"]
-    first = edgeopt(*args, env=env, timeout=300)
+    first = edgeopt(*args, "--pin-threads", env=env, timeout=300)
     assert first.returncode == 0, first.stderr
     assert "2 measurements on host-ort-cpu-1t" in first.stdout
     again = edgeopt(*args, env=env, timeout=300)
@@ -31,6 +32,8 @@ def test_measure_registers_the_host_and_stores_protocols(tmp_path: Path) -> None
         rows = s.scalars(select(Measurement)).all()
         assert {m.policy for m in rows} == {"fp32", "int8"}
         assert all(m.protocol and m.protocol["runtime_version"] and m.repeats for m in rows)
+        # --pin-threads: the thread ran on one CPU, named in the stored protocol
+        assert all(m.protocol["pinned"] and m.protocol["cpus"] == pin_cpus(1) for m in rows)
         for m in rows:  # timed beside the reference, put on the device's reference scale
             ref = m.protocol["reference"]
             assert ref["policy"] == m.policy and ref["design"] == REFERENCE_DESIGN
