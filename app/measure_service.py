@@ -241,18 +241,21 @@ class Normaliser:
         """
         policy = reference_policy(precisions)
         base = self.baseline(device_id, policy, protocol)
+
+        def quick(result: Any) -> bool:
+            return bool(result.reference_ms <= base * (1 + SLOW_SPELL))
+
         attempts = []
         for _ in range(ATTEMPTS):
             raw = self.measure(model, protocol, reference=self.reference(policy))
             attempts.append(raw)
-            if not raw.contended and raw.reference_ms <= base * (1 + SLOW_SPELL):
+            if not raw.contended and quick(raw):
                 break
         raw = min(attempts, key=lambda r: (r.contended, r.reference_ms))
-        slow = raw.reference_ms > base * (1 + SLOW_SPELL)
         return replace(
             raw,
             median_ms=raw.median_ms * base / raw.reference_ms,
-            stable=raw.stable and not slow,
+            stable=raw.stable and quick(raw),
             protocol={
                 **raw.protocol,
                 "raw_median_ms": raw.median_ms,

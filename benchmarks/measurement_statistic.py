@@ -10,7 +10,9 @@ layout otherwise: 3 sessions of the model and 3 of the reference design, interle
 rounds of 10 runs, here a fixed number of rounds. Every run's time is kept, so each
 candidate statistic (median of session medians, the protocol so far; lower percentiles;
 minima; each alone and relative to the reference) is computed from the same runs and
-judged by the share of designs whose two passes agree within +-5% and +-10%. Agreement
+judged by the share of designs whose two passes agree within +-5% and +-10%. The JSON's
+``raw`` holds, per setting, pass and design, [the model's median of session medians in
+seconds, the reference's in milliseconds]. Agreement
 between two measurements bounds what any predictor can show against one of them.
 """
 
