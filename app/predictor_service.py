@@ -21,7 +21,7 @@ from typing import Any, Literal, get_args
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
-from sqlalchemy import func, select
+from sqlalchemy import func, literal, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.db import unit_of_work
@@ -107,10 +107,14 @@ def _scopes(session: Session, params: TrainParams) -> list[dict[str, Any]]:
     return scopes
 
 
-def _training_data(session: Session, scope: dict[str, Any]) -> tuple[list[str], np.ndarray]:
+def _training_data(
+    session: Session, scope: dict[str, Any]
+) -> tuple[list[str], np.ndarray, np.ndarray | None]:
+    """Encodings and values of a scope, and which measurements their protocol called stable
+    (None where every one was: accuracy records, imported tables)."""
     if scope["target"] == "accuracy":
         q = (
-            select(Architecture.encoding, AccuracyRecord.top1)
+            select(Architecture.encoding, AccuracyRecord.top1, literal(None))
             .join(Architecture)
             .where(
                 Architecture.space == scope["space"],
@@ -121,7 +125,7 @@ def _training_data(session: Session, scope: dict[str, Any]) -> tuple[list[str], 
         )
     else:
         q = (
-            select(Architecture.encoding, Measurement.value)
+            select(Architecture.encoding, Measurement.value, Measurement.protocol)
             .join(Architecture)
             .where(
                 Architecture.space == scope["space"],
@@ -132,7 +136,12 @@ def _training_data(session: Session, scope: dict[str, Any]) -> tuple[list[str], 
             .order_by(Architecture.id)
         )
     rows = session.execute(q).all()
-    return [r[0] for r in rows], np.array([r[1] for r in rows], dtype=float)
+    stable = np.array([not isinstance(r[2], dict) or r[2].get("stable") is not False for r in rows])
+    return (
+        [r[0] for r in rows],
+        np.array([r[1] for r in rows], dtype=float),
+        None if stable.all() else stable,
+    )
 
 
 def _scope_filter(target: str, space: str, device_id: int | None, dataset: str | None, policy: str):
@@ -157,13 +166,15 @@ def train_predictors(
     skipped: list[str] = []
     for i, scope in enumerate(scopes):
         with factory() as s:
-            encodings, values = _training_data(s, scope)
+            encodings, values, stable = _training_data(s, scope)
         try:
             x = get_space(scope["space"]).encode(encodings, scope["policy"])
         except ValueError as exc:  # a policy stored before uploads checked it against units
             skipped.append(f"{scope['space']} {scope['target']} policy {scope['policy']!r}: {exc}")
             continue
-        model = fit_design_model(x, values, log_target=scope["target"] != "accuracy")
+        model = fit_design_model(
+            x, values, log_target=scope["target"] != "accuracy", reliable=stable
+        )
         rel = Path("predictors") / uuid.uuid4().hex
         model.save(artifacts_dir / rel)
         try:
@@ -355,7 +366,7 @@ def device_metric(
         }
     if shots is None and device is not None:
         rows = session.execute(
-            select(Architecture.encoding, Measurement.value)
+            select(Architecture.encoding, Measurement.value, Measurement.protocol)
             .join(Architecture)
             .where(
                 Measurement.device_id == device.id,

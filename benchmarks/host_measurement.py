@@ -6,6 +6,8 @@ Runs the ``measure-host`` job (the same as ``edgeopt measure``) into the given r
 (default: EDGEOPT_DATABASE_URL or the local SQLite file) for ``count`` sampled designs x 3
 policies x threads 1 and 2, then writes from the registry:
 - ``host_nb201_latency.csv``: one row per design x policy, one column per host device;
+- ``host_nb201_stable.csv``: the same cells, 1 where the measurement's protocol called it
+  stable, 0 where it stayed flagged after its re-measures (``host_predictor.py --stable``);
 - ``host_measurement.json``: designs per minute, stability, repeatability (CV of 10 fresh
   measurements of one design, target <= 3%), int8 / fp32 latency ratios.
 A rerun skips what is stored, so it can be stopped and resumed.
@@ -101,17 +103,20 @@ def main() -> None:
             .where(Device.name.in_(DEVICES), Architecture.space == "nb201")
         ).all()  # fmt: skip
     table: dict[tuple[str, str], dict[str, float]] = {}
+    flags: dict[tuple[str, str], dict[str, int]] = {}
     stable, dispersion = [], []
     for enc, policy, device, value, disp, protocol in rows:
         table.setdefault((enc, policy), {})[device] = value
         stable.append(bool((protocol or {}).get("stable")))
+        flags.setdefault((enc, policy), {})[device] = int(stable[-1])
         dispersion.append(disp)
     args.out.mkdir(parents=True, exist_ok=True)
-    with (args.out / "host_nb201_latency.csv").open("w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["arch", "policy", *DEVICES])
-        for (enc, policy), values in sorted(table.items()):
-            w.writerow([enc, policy, *[values.get(d, "") for d in DEVICES]])
+    for name, cells in (("host_nb201_latency.csv", table), ("host_nb201_stable.csv", flags)):
+        with (args.out / name).open("w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["arch", "policy", *DEVICES])
+            for (enc, policy), values in sorted(cells.items()):
+                w.writerow([enc, policy, *[values.get(d, "") for d in DEVICES]])
     ratios = {}
     for device in DEVICES:
         pairs = [

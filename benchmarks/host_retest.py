@@ -9,7 +9,9 @@ measured the table this is test-retest agreement: the share within +-10% of the 
 is the ceiling for any predictor judged against those measurements. On another machine
 under the same name (a VM placed on another CPU generation) the ratios spread in a way no
 single factor removes, which is why host devices record a hardware id and refuse to mix
-machines (``devices.measure.hardware_identity``).
+machines (``devices.measure.hardware_identity``). With ``--stable`` (the flags
+``host_measurement.py`` wrote beside the table) the agreement is also given over the designs
+whose stored and fresh measurements were both called stable by the protocol.
 """
 
 from __future__ import annotations
@@ -32,26 +34,37 @@ from search.export import export_design
 
 
 def _table_hardware_id(table: Path) -> str | None:
-    """The hardware id ``host_measurement.py`` recorded beside the table, if it did."""
-    summary = table.with_name("host_measurement.json")
+    """The hardware id ``host_measurement.py`` recorded beside the table, if it did
+    (``host_nb201_latency_X.csv`` kept beside ``host_measurement_X.json``)."""
+    suffix = table.stem.removeprefix("host_nb201_latency")
+    summary = table.with_name(f"host_measurement{suffix}.json")
     if not summary.is_file():
         return None
     return json.loads(summary.read_text()).get("host", {}).get("hardware_id")
 
 
-def _timer(url: str | None, device: str, folder: Path) -> Callable[..., float]:
-    """Raw ``measure`` (v3 tables), or the host job's normalised one on ``device``'s scale."""
+def _timer(url: str | None, device: str, folder: Path) -> Callable[..., tuple[float, bool]]:
+    """Raw ``measure`` (v3 tables), or the host job's normalised one on ``device``'s scale;
+    each gives the value and whether its protocol called it stable."""
     if url is None:
-        return lambda path, precisions, protocol: measure(path, protocol).median_ms
+
+        def raw(path: str, precisions: list[str], protocol: Protocol) -> tuple[float, bool]:
+            result = measure(path, protocol)
+            return result.median_ms, result.stable
+
+        return raw
     factory = session_factory(url)
     with factory() as s:
         device_id = s.scalar(select(Device.id).where(Device.name == device))
     if device_id is None:
         raise SystemExit(f"{url}: no device {device}")
     normalised = Normaliser(factory, folder, measure)
-    return lambda path, precisions, protocol: (
-        normalised(path, device_id, precisions, protocol).median_ms
-    )
+
+    def timed(path: str, precisions: list[str], protocol: Protocol) -> tuple[float, bool]:
+        result = normalised(path, device_id, precisions, protocol)
+        return result.median_ms, result.stable
+
+    return timed
 
 
 def main() -> None:
@@ -69,25 +82,35 @@ def main() -> None:
         help="the registry that measured the table: re-measure as its job does (protocol v4,"
         " relative to the reference, on the device's baseline); without it, raw timings (v3)",
     )
+    parser.add_argument("--stable", type=Path, default=None, help="host_nb201_stable.csv")
     args = parser.parse_args()
     with args.csv.open() as f:
         rows = [r for r in csv.DictReader(f) if r["policy"] == args.policy and r[args.device]]
+    flags: dict[str, str] = {}
+    if args.stable is not None:
+        with args.stable.open() as f:
+            table = csv.DictReader(f)
+            flags = {r["arch"]: r[args.device] for r in table if r["policy"] == args.policy}
     if not rows:
         raise SystemExit(f"{args.csv}: no {args.device} values for policy {args.policy}")
     threads = int(args.device.rsplit("-", 1)[1].rstrip("t"))
     chosen = np.random.default_rng(args.seed).choice(len(rows), min(args.count, len(rows)), False)
-    pairs = []
+    pairs, both_stable, records = [], [], []
     with tempfile.TemporaryDirectory() as tmp:
         timed = _timer(args.database_url, args.device, Path(tmp))
         for i in chosen:
             row = rows[i]
             exported = export_design("nb201", row["arch"], args.policy, Path(tmp) / "m.onnx")
-            now = timed(
+            now, stable_now = timed(
                 str(exported.path),
                 exported.policy,
                 Protocol(threads=threads, pinned=args.pin_threads),
             )
             pairs.append((float(row[args.device]), now))
+            both_stable.append(stable_now and flags.get(row["arch"], "1") != "0")
+            records.append(
+                {"arch": row["arch"], "stored": pairs[-1][0], "now": now, "stable_now": stable_now}
+            )
             print(f"{row['arch']}  stored {pairs[-1][0]:.3f} ms  now {now:.3f} ms", flush=True)
     ratio = np.array([now / stored for stored, now in pairs])
     level = float(np.median(ratio))
@@ -107,8 +130,13 @@ def main() -> None:
         "within_5pct_of_median_ratio": float(np.mean(np.abs(ratio / level - 1) <= 0.05)),
         "within_10pct_of_median_ratio": float(np.mean(np.abs(ratio / level - 1) <= 0.10)),
     }
+    sure = np.array(both_stable)
+    if flags and sure.any():
+        result["both_stable"] = int(sure.sum())
+        result["within_10pct_both_stable"] = float(np.mean(np.abs(ratio[sure] - 1) <= 0.10))
+    result["per_design"] = records
     args.json.write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps(result, indent=2))
+    print(json.dumps({k: v for k, v in result.items() if k != "per_design"}, indent=2))
 
 
 if __name__ == "__main__":

@@ -5,7 +5,11 @@ from __future__ import annotations
 import pytest
 from fastapi.testclient import TestClient
 from scipy.stats import spearmanr
+from sqlalchemy import select, update
 
+from app.db import session_factory, unit_of_work
+from app.models import Device, Measurement
+from app.settings import Settings
 from tests.app.conftest import DEVICES, N, train
 
 CELL = "|nor_conv_3x3~0|+|nor_conv_3x3~0|avg_pool_3x3~1|+|skip_connect~0|nor_conv_3x3~1|none~2|"
@@ -27,6 +31,29 @@ def test_train_list_and_inspect(writer: TestClient, seeded) -> None:
     train(writer, targets=["accuracy"])
     acc = writer.get("/predictors", params={"target": "accuracy"}).json()["items"]
     assert sorted(p["version"] for p in acc) == [1, 2]
+
+
+def test_quality_is_also_given_over_the_measurements_that_were_stable(
+    writer: TestClient, seeded, settings: Settings
+) -> None:
+    """Measurements whose protocol flagged them (a busy spell) are scored apart."""
+    with unit_of_work(session_factory(settings.database_url)) as s:
+        device = s.scalar(select(Device.id).where(Device.name == "gold_6226"))
+        flagged = s.scalars(
+            select(Measurement.id).where(Measurement.device_id == device).limit(N // 3)
+        ).all()
+        s.execute(
+            update(Measurement)
+            .where(Measurement.id.in_(flagged))
+            .values(protocol={"stable": False}, value=Measurement.value * 1.5)
+        )
+    train(writer, targets=["latency_ms"])
+    items = writer.get("/predictors", params={"target": "latency_ms"}).json()["items"]
+    by_device = {p["device_id"]: writer.get(f"/predictors/{p['id']}").json() for p in items}
+    quality = by_device.pop(device)["quality"]
+    assert 0 < quality["reliable_held_out"] < quality["held_out"]
+    assert quality["within_10pct_reliable"] > quality["within_10pct"]
+    assert not any("within_10pct_reliable" in p["quality"] for p in by_device.values())
 
 
 def test_predict_with_the_devices_own_model(writer: TestClient, seeded, nb201) -> None:

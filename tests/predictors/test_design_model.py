@@ -68,3 +68,20 @@ def test_values_that_do_not_add_up_get_no_additive_base() -> None:
     x = rng.integers(0, 4, size=(300, 6)).astype(float)
     y = np.exp(rng.normal(0, 1.5, size=300)) * (1 + x[:, 0])  # mostly noise, heavy tails
     assert fit_design_model(x, y).additive is None
+
+
+def test_measurements_flagged_unstable_are_scored_apart() -> None:
+    """A held-out value its protocol flagged (a busy spell) can be off by itself: the figures
+    say how the predictor does on the measurements that were stable."""
+    rng = np.random.default_rng(2)
+    x = rng.integers(0, 4, size=(500, 10)).astype(float)
+    y = 0.2 + x @ rng.uniform(0.05, 0.5, size=10)
+    stable = rng.random(500) > 0.3
+    measured = np.where(stable, y, y * rng.choice([0.7, 1.4], size=500))  # spells: +-30-40%
+    model = fit_design_model(x, measured, reliable=stable)
+    q = model.quality
+    assert 0 < q["reliable_held_out"] < q["held_out"]
+    assert q["within_10pct_reliable"] > q["within_10pct"] + 0.15
+    assert "within_10pct_reliable" not in fit_design_model(x, y).quality
+    with pytest.raises(ValueError, match="every value"):
+        fit_design_model(x, y, reliable=stable[:-1])
