@@ -193,7 +193,10 @@ def predictor_table(session: Session) -> list[dict[str, Any]]:
             "scope": name or p.dataset,
             "policy": p.policy,
             "version": p.version,
-            **{k: p.quality.get(k) for k in ("spearman", "kendall", "mape", "within_10pct")},
+            **{
+                k: p.quality.get(k)
+                for k in ("spearman", "kendall", "mape", "within_10pct", "within_10pct_reliable")
+            },
             "rmse": p.quality.get("rmse_ms", p.quality.get("rmse")),
             "coverage": p.quality.get("coverage"),
         }

@@ -54,7 +54,7 @@ const EdgeOpt = (() => {
   async function predictors(selected) {
     const rows = await get("/api/charts/predictors");
     const cols = [["id", "id"], ["target", "target"], ["space", "space"], ["scope", "device / dataset"], ["policy", "policy"], ["version", "v"],
-      ["spearman", "Spearman"], ["kendall", "Kendall"], ["rmse", "RMSE"], ["mape", "MAPE %", (r) => fmt(r.mape, 2)], ["within_10pct", "within ±10%"], ["coverage", "90% coverage"]];
+      ["spearman", "Spearman"], ["kendall", "Kendall"], ["rmse", "RMSE"], ["mape", "MAPE %", (r) => fmt(r.mape, 2)], ["within_10pct", "within ±10%"], ["within_10pct_reliable", "±10%, stable measurements"], ["coverage", "90% coverage"]];
     table($("table"), rows, cols, (id) => show(Number(id)));
     if (rows.length) await show(selected || rows[0].id);
     status(`${rows.length} predictors`);

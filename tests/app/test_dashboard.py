@@ -17,7 +17,7 @@ from selenium.webdriver.chrome.options import Options
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
-from sqlalchemy import insert, select
+from sqlalchemy import insert, select, update
 
 from app.db import session_factory, unit_of_work, upgrade
 from app.models import Architecture, Device, Measurement
@@ -41,6 +41,14 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     }
     upgrade(url)
     seed_slice(url, load_reference("nb201"), DEVICES, 600, specs={"cores": 4})
+    with unit_of_work(session_factory(url)) as s:  # a busy spell flagged some of raspi4's
+        raspi4 = s.scalar(select(Device.id).where(Device.name == "raspi4"))
+        flagged = select(Measurement.id).where(Measurement.device_id == raspi4).limit(200)
+        s.execute(
+            update(Measurement)
+            .where(Measurement.id.in_(flagged.scalar_subquery()))
+            .values(protocol={"stable": False})
+        )
     trained = edgeopt("predictors", "train", "--space", "nb201", "--min-rows", "100", env=env)
     assert trained.returncode == 0, trained.stderr
     srv = Server(env)
@@ -103,6 +111,22 @@ def test_page_renders_its_charts_without_console_errors(
     browser.save_screenshot(str(SHOTS / f"{name}.png"))
     errors = [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
     assert errors == []
+
+
+def test_predictor_table_scores_stable_measurements_apart(
+    server: Server, browser: webdriver.Chrome
+) -> None:
+    browser.get(server.url + "/ui/predictors")
+    WebDriverWait(browser, 60).until(lambda b: b.find_elements(By.CSS_SELECTOR, "#table tbody tr"))
+    heads = [th.text for th in browser.find_elements(By.CSS_SELECTOR, "#table thead th")]
+    column = heads.index("±10%, stable measurements")
+    rows = [
+        [td.text for td in tr.find_elements(By.TAG_NAME, "td")]
+        for tr in browser.find_elements(By.CSS_SELECTOR, "#table tbody tr")
+    ]
+    cells = {row[heads.index("device / dataset")]: row[column] for row in rows}
+    assert 0.0 <= float(cells["raspi4"]) <= 1.0  # only raspi4 had flagged measurements
+    assert cells["gold_6226"] == ""
 
 
 def test_optimization_page_links_the_model(server: Server, browser: webdriver.Chrome) -> None:
