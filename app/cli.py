@@ -388,7 +388,8 @@ def predictors_train(
 
 @predictors_cli.command("list")
 def predictors_list(space: Annotated[str | None, typer.Option()] = None) -> None:
-    """Predictors with their held-out quality (newest first)."""
+    """Predictors with their held-out quality (newest first); ``stable +-10%`` only where some
+    of a device's measurements stayed flagged unstable (scored over the others)."""
     with clear_errors():
         factory = _ready_factory()
         with factory() as s:
@@ -397,8 +398,21 @@ def predictors_list(space: Annotated[str | None, typer.Option()] = None) -> None
                 query = query.where(Predictor.space == space)
             rows = s.execute(query).all()
     table = Table(
-        "id", "target", "space", "device / dataset", "policy", "v", "spearman", "coverage"
+        "id",
+        "target",
+        "space",
+        "device / dataset",
+        "policy",
+        "v",
+        "spearman",
+        "+-10%",
+        "stable +-10%",
+        "coverage",
     )
+
+    def share(value: float | None) -> str:
+        return "" if value is None else f"{value:.3f}"
+
     for p, device in rows:
         q = p.quality
         table.add_row(
@@ -409,6 +423,8 @@ def predictors_list(space: Annotated[str | None, typer.Option()] = None) -> None
             p.policy,
             str(p.version),
             f"{q.get('spearman', float('nan')):.4f}",
+            share(q.get("within_10pct")),
+            share(q.get("within_10pct_reliable")),
             f"{q.get('coverage', float('nan')):.3f}",
         )
     console.print(table)
