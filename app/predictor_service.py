@@ -366,7 +366,7 @@ def device_metric(
         }
     if shots is None and device is not None:
         rows = session.execute(
-            select(Architecture.encoding, Measurement.value, Measurement.protocol)
+            select(Architecture.encoding, Measurement.value)
             .join(Architecture)
             .where(
                 Measurement.device_id == device.id,
