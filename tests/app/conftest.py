@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import select, update
 
 from app.db import session_factory, unit_of_work
 from app.models import AccuracyRecord, Architecture, Device, Measurement
@@ -45,6 +46,21 @@ def seed_slice(
             for a, v in zip(archs, table.accuracies["cifar10"][:n], strict=True)
         )
     return truth
+
+
+def flag_unstable(url: str, device: str, count: int, slowdown: float = 1.0) -> int:
+    """Mark ``count`` of a device's measurements as a busy spell leaves them: flagged
+    unstable by their protocol (and ``slowdown`` times slower). Returns the device's id."""
+    with unit_of_work(session_factory(url)) as s:
+        device_id = s.scalar(select(Device.id).where(Device.name == device))
+        some = select(Measurement.id).where(Measurement.device_id == device_id).limit(count)
+        s.execute(
+            update(Measurement)
+            .where(Measurement.id.in_(some.scalar_subquery()))
+            .values(protocol={"stable": False}, value=Measurement.value * slowdown)
+        )
+    assert device_id is not None
+    return device_id
 
 
 @pytest.fixture

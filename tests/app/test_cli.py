@@ -4,13 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from sqlalchemy import select, update
-
-from app.db import session_factory, unit_of_work
-from app.models import Device, Measurement
 from app.settings import Settings
 from devices.reference import load_reference
-from tests.app.conftest import seed_slice
+from tests.app.conftest import flag_unstable, seed_slice
 from tests.processes import edgeopt
 
 
@@ -79,14 +75,7 @@ def test_commands_on_a_database_that_is_behind(tmp_path: Path) -> None:
 def test_predictor_list_scores_flagged_measurements_apart(settings: Settings) -> None:
     """A device with measurements its protocol flagged gets a second +-10% figure."""
     seed_slice(settings.database_url, load_reference("nb201"), ["gold_6226", "raspi4"], 300)
-    with unit_of_work(session_factory(settings.database_url)) as s:
-        raspi4 = s.scalar(select(Device.id).where(Device.name == "raspi4"))
-        some = select(Measurement.id).where(Measurement.device_id == raspi4).limit(100)
-        s.execute(
-            update(Measurement)
-            .where(Measurement.id.in_(some.scalar_subquery()))
-            .values(protocol={"stable": False})
-        )
+    flag_unstable(settings.database_url, "raspi4", 100)
     env = {**env_for(settings), "COLUMNS": "200"}
     trained = edgeopt("predictors", "train", "--space", "nb201", "--min-rows", "100", env=env)
     assert trained.returncode == 0, trained.stderr

@@ -17,12 +17,12 @@ from selenium.webdriver.chrome.options import Options
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
-from sqlalchemy import insert, select, update
+from sqlalchemy import insert, select
 
 from app.db import session_factory, unit_of_work, upgrade
 from app.models import Architecture, Device, Measurement
 from devices.reference import load_reference
-from tests.app.conftest import seed_slice
+from tests.app.conftest import flag_unstable, seed_slice
 from tests.conftest import API_KEY
 from tests.processes import Server, edgeopt
 
@@ -41,14 +41,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     }
     upgrade(url)
     seed_slice(url, load_reference("nb201"), DEVICES, 600, specs={"cores": 4})
-    with unit_of_work(session_factory(url)) as s:  # a busy spell flagged some of raspi4's
-        raspi4 = s.scalar(select(Device.id).where(Device.name == "raspi4"))
-        flagged = select(Measurement.id).where(Measurement.device_id == raspi4).limit(200)
-        s.execute(
-            update(Measurement)
-            .where(Measurement.id.in_(flagged.scalar_subquery()))
-            .values(protocol={"stable": False})
-        )
+    flag_unstable(url, "raspi4", 200)
     trained = edgeopt("predictors", "train", "--space", "nb201", "--min-rows", "100", env=env)
     assert trained.returncode == 0, trained.stderr
     srv = Server(env)

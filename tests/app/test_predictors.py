@@ -5,12 +5,9 @@ from __future__ import annotations
 import pytest
 from fastapi.testclient import TestClient
 from scipy.stats import spearmanr
-from sqlalchemy import select, update
 
-from app.db import session_factory, unit_of_work
-from app.models import Device, Measurement
 from app.settings import Settings
-from tests.app.conftest import DEVICES, N, train
+from tests.app.conftest import DEVICES, N, flag_unstable, train
 
 CELL = "|nor_conv_3x3~0|+|nor_conv_3x3~0|avg_pool_3x3~1|+|skip_connect~0|nor_conv_3x3~1|none~2|"
 
@@ -37,16 +34,7 @@ def test_quality_is_also_given_over_the_measurements_that_were_stable(
     writer: TestClient, seeded, settings: Settings
 ) -> None:
     """Measurements whose protocol flagged them (a busy spell) are scored apart."""
-    with unit_of_work(session_factory(settings.database_url)) as s:
-        device = s.scalar(select(Device.id).where(Device.name == "gold_6226"))
-        flagged = s.scalars(
-            select(Measurement.id).where(Measurement.device_id == device).limit(N // 3)
-        ).all()
-        s.execute(
-            update(Measurement)
-            .where(Measurement.id.in_(flagged))
-            .values(protocol={"stable": False}, value=Measurement.value * 1.5)
-        )
+    device = flag_unstable(settings.database_url, "gold_6226", N // 3, slowdown=1.5)
     train(writer, targets=["latency_ms"])
     items = writer.get("/predictors", params={"target": "latency_ms"}).json()["items"]
     by_device = {p["device_id"]: writer.get(f"/predictors/{p['id']}").json() for p in items}
