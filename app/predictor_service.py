@@ -335,8 +335,8 @@ def latest_predictors(
 
 def _estimates(centre: np.ndarray, low: np.ndarray, high: np.ndarray) -> list[dict[str, float]]:
     return [
-        {"value": float(c), "low": float(lo), "high": float(hi)}
-        for c, lo, hi in zip(centre, low, high, strict=True)
+        {"value": c, "low": lo, "high": hi}
+        for c, lo, hi in zip(centre.tolist(), low.tolist(), high.tolist(), strict=True)
     ]
 
 
@@ -460,12 +460,12 @@ def predict_designs(
     acc_models = latest_predictors(session, "accuracy", space, policy)
     if not acc_models:
         notes.append(f"no accuracy model for {space} at policy {policy!r}")
-    try:
-        x = codec.encode(canonical, policy)
-    except ValueError as exc:  # a policy that does not fit the space's units
+    try:  # one design tells whether the policy fits the space's units
+        codec.encode(canonical[:1], policy)
+    except ValueError as exc:
         raise ApiError(422, f"policy: {exc}") from None
     for p in acc_models:
-        accuracy[p.dataset or "?"] = _estimates(*load_model(artifacts_dir, p).predict(x))
+        accuracy[p.dataset or "?"] = _estimates(*predict_model(artifacts_dir, p, space, canonical))
         answered[f"accuracy.{p.dataset}"] = {"method": "space-model", "predictor_id": p.id}
     metrics: dict[str, list[dict[str, float]] | None] = {}
     for metric in ("latency_ms", "energy_mj"):
