@@ -11,10 +11,11 @@ the *training* devices alone: each one held out in turn and predicted from the o
 the same shots, as a test device would be. The scale that wins there is then run on the test
 split beside the shipped one (x 1), so the README can say what choosing honestly costs.
 
-FBNet's cost features gained a depthwise / pointwise split of the MACs after a comparison on
-the test split. The same inner check judges that choice too: the shipped features against
-the features without the split (its last two columns), each training device held out in
-turn, then both on the test split.
+FBNet's cost features once gained a depthwise / pointwise split of the MACs after a
+comparison on the test split. The same inner check judges the FBNet features: the shipped
+ones (per-stage MACs, weights, blocks, convolution kernels), those with the split in place
+of the kernel count (session 7's), and those with neither, each training device held out in
+turn; then all three on the test split.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ import predictors.transfer as transfer
 from devices.reference import data_dir
 from predictors.evaluation import evaluate_transfer
 from predictors.tables import read_tables
-from search.spaces import get_space
+from search.spaces import FBNet, get_space
 
 SCALES = (1 / 9, 1 / 3, 1.0, 3.0, 9.0)
 
@@ -51,10 +52,27 @@ def spearman_at(scale: float, run: tuple, train: list[str], test: list[str], see
         transfer.PENALTY.update(shipped)
 
 
+def depthwise_split(encodings: list[str]) -> np.ndarray:
+    """Depthwise and other MACs (millions) per FBNet design: session 7's two columns."""
+    space = FBNet()
+    layers = space.layers()
+    out = np.zeros((len(encodings), 2))
+    for row, encoding in enumerate(encodings):
+        for layer, block in zip(layers, encoding.split("-"), strict=True):
+            macs, _, depthwise = space.block_cost(block, *layer[1:])
+            out[row] += (depthwise / 1e6, (macs - depthwise) / 1e6)
+    return out
+
+
 def features_choice(run: tuple, train: list[str], test: list[str], seeds: int) -> dict:
-    """The shipped FBNet cost features against those without the depthwise / pointwise split."""
+    """The shipped FBNet cost features against session 7's and against neither addition."""
     table, cost, shots = run
-    variants = {"shipped": cost, "without depthwise / pointwise split": cost[:, :-2]}
+    neither = cost[:, :-1]  # the kernel count is the last column
+    variants = {
+        "shipped (convolution kernels)": cost,
+        "depthwise / pointwise split (session 7)": np.c_[neither, depthwise_split(table.encodings)],
+        "neither": neither,
+    }
 
     def score(features: np.ndarray, tr: list[str], te: list[str], n: int) -> float:
         return float(evaluate_transfer(table, features, tr, te, shots, n)["mean"]["spearman"])

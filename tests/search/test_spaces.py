@@ -63,3 +63,18 @@ def test_nb201_encoding_counts_the_kernels_a_runtime_runs() -> None:
     assert nb201.encode([design], "int8")[0][47:53].tolist() == [0, 5, 0, 6, 0, 6]
     with pytest.raises(ValueError, match="1 or 5 precisions"):
         nb201.encode([design], "fp32,int8")
+
+
+def test_fbnet_features_count_the_convolutions_a_design_runs() -> None:
+    """Blocks run three convolutions; a skip runs one only where it changes the shape."""
+    fbnet = get_space("fbnet")
+    all_skip = "-".join(["skip"] * 22)
+    all_blocks = "-".join(["k3_e1"] * 22)
+    features = fbnet.features([all_skip, all_blocks])
+    names = fbnet.feature_names()
+    assert features.shape == (2, len(names))
+    kernels, blocks = names.index("conv_kernels"), names.index("n_blocks")
+    # the six stages whose first layer changes channels or strides need a projection
+    assert features[0, kernels] == 6 and features[0, blocks] == 0
+    assert features[1, kernels] == 66 and features[1, blocks] == 22
+    assert (features[1] >= features[0]).all()
