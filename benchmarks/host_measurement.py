@@ -1,6 +1,7 @@
 """Benchmark: measure NB201 designs on this host (fp32, int8, mixed) and summarise.
 
     python benchmarks/host_measurement.py [--count 340] [--database-url URL] [--out DIR]
+        [--seed 0] [--policies fp32 int8 ...] [--threads 1 2]
 
 Runs the ``measure-host`` job (the same as ``edgeopt measure``) into the given registry
 (default: EDGEOPT_DATABASE_URL or the local SQLite file) for ``count`` sampled designs x 3
@@ -56,6 +57,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--database-url", default=None)
     parser.add_argument("--pin-threads", action="store_true", help="Protocol(pinned=True)")
+    parser.add_argument("--policies", nargs="+", default=POLICIES, help="default: all three")
+    parser.add_argument("--threads", nargs="+", type=int, default=[1, 2], choices=[1, 2])
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     parser.add_argument(
         "--repeatability-only",
@@ -81,8 +84,8 @@ def main() -> None:
         "space": "nb201",
         "count": args.count,
         "seed": args.seed,
-        "policies": POLICIES,
-        "threads": [1, 2],
+        "policies": args.policies,
+        "threads": args.threads,
         "pin_threads": args.pin_threads,
     }
     t0 = time.monotonic()

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from predictors.design_model import PARAMS, ROUNDS, AdditiveBase, fit_design_model
+from predictors.design_model import MIN_ROWS, PARAMS, ROUNDS, AdditiveBase, fit_design_model
 from predictors.metrics import quality
 from search.spaces import get_space
 
@@ -63,6 +63,8 @@ def main() -> None:
     for device in devices:
         for policy in sorted({r["policy"] for r in rows}):
             sel = [r for r in rows if r["policy"] == policy and r[device]]
+            if len(sel) < MIN_ROWS:  # a table measured on some settings only
+                continue
             x = space.encode([r["arch"] for r in sel], policy)
             y = np.array([float(r[device]) for r in sel])
             stable = np.array(
