@@ -96,13 +96,23 @@ def eval_optimize(
         str, typer.Option(help="accuracy column of --archs")
     ] = "acc_cifar10",
     budgets: Annotated[str, typer.Option(help="latency budgets as percentiles")] = "10,25,50,75",
-    max_measurements: Annotated[int, typer.Option(help="designs measured per device")] = 20,
+    max_measurements: Annotated[
+        int,
+        typer.Option(
+            help="designs measured per device; 0 answers from the fingerprint's measurements "
+            "alone, as a profile-only POST /optimize does"
+        ),
+    ] = 20,
     seeds: Annotated[int, typer.Option()] = 5,
     method: Annotated[str, typer.Option(help="proxy, search or auto")] = "auto",
+    confidence: Annotated[
+        float, typer.Option(help="probability of meeting the budget asked for, as in /optimize")
+    ] = 0.9,
     json_out: Annotated[Path | None, typer.Option("--json", help="write the figures here")] = None,
 ) -> None:
     """Regret and budget violations of /optimize's methods on unseen devices."""
-    from search.evaluation import KEYS, evaluate_optimize
+    from devices.fingerprint import fingerprint
+    from search.evaluation import evaluate_optimize
 
     with clear_errors():
         search_space, table, train_names, test_names = _load(latency, archs, space, train, test)
@@ -124,9 +134,14 @@ def eval_optimize(
                 max_measurements,
                 seeds,
                 method,
+                fingerprint=fingerprint(space) if max_measurements == 0 else (),
+                confidence=confidence,
                 progress=lambda done, total: bar.update(task, completed=done / total),
             )
-    out = Table("device", *KEYS, "baseline regret", "baseline violations")
+    out = Table(
+        "device", "regret", "violations", "no answer", "s / query",
+        "baseline regret", "baseline violations",
+    )  # fmt: skip
     base = result["baseline"]
     for name, q in [*result["devices"].items(), ("mean", result["mean"])]:
         b = base["devices"].get(name, base["mean"])
@@ -134,6 +149,7 @@ def eval_optimize(
             name,
             f"{q['regret']:.3f}",
             f"{q['violation_rate']:.1%}",
+            f"{q['no_answer_rate']:.1%}",
             f"{q['seconds_per_query']:.3f}",
             f"{b['regret']:.3f}",
             f"{b['violation_rate']:.1%}",

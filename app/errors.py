@@ -13,6 +13,7 @@ from pydantic import BaseModel
 from sqlalchemy.exc import DataError
 
 from app.db import ConflictError
+from app.domain_errors import DomainError
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +95,11 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def _api(_: Request, exc: ApiError) -> JSONResponse:
         return error_response(exc.status, exc.message, exc.details)
+
+    @app.exception_handler(DomainError)
+    async def _domain(_: Request, exc: DomainError) -> JSONResponse:
+        details = [ErrorDetail.model_validate(d) for d in exc.details]
+        return error_response(exc.status, exc.message, details)
 
     @app.exception_handler(HTTPException)
     async def _http(_: Request, exc: HTTPException) -> JSONResponse:

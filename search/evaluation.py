@@ -1,18 +1,20 @@
-"""``edgeopt eval optimize``: regret and budget violations of the optimizer on unseen devices.
+"""``edgeopt eval optimize``: regret and budget violations of the served optimizer on unseen devices.
 
-For each test device and latency budget (percentiles of its true latencies), a method may
-measure at most ``max_measurements`` designs on the device, then returns one design. Regret
-is the true accuracy of the best design within budget minus the returned design's; a
-violation is a returned design whose true latency exceeds the budget.
+For each test device and latency budget (percentiles of its true latencies) the optimizer
+answers as ``POST /optimize`` would, through the same code (``predictors.answer.answer`` for
+the predictions, ``search.optimize.choose`` / ``refine`` for the choice):
 
-Methods:
-- ``search``: D-optimal shots (half the measurement budget), few-shot transfer over the
-  training devices, then verification of the most accurate plausible designs;
-- ``proxy``: the same shots rank the training devices; the best-agreeing one (Spearman >=
-  0.9) is reused through a monotone calibration, otherwise transfer adapts (OneProxy);
-  then the same verification;
-- ``auto``: ``proxy`` (which falls back to adaptation by itself);
-- baseline: ridge on 10 random shots, most accurate design predicted within budget.
+- ``max_measurements == 0``: what a profile-only request gets: the device's measured
+  fingerprint designs are its shots, and the answer is the best design predicted to meet the
+  budget with probability >= ``confidence``;
+- ``max_measurements > 0``: measure-and-refine: D-optimal shots, refit, verification of the
+  most promising candidates, answer the best *measured* design within budget.
+
+Regret is the true accuracy of the best design within budget minus the answered design's; a
+violation is an answered design whose *true* latency exceeds the budget. Queries with no
+answer (nothing predicted feasible at the confidence) are counted apart (``no_answer_rate``)
+and left out of regret and violations. Beside every figure: the ridge baseline on 10 random
+shots, taking the most accurate design it predicts within budget.
 """
 
 from __future__ import annotations
@@ -22,34 +24,13 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from predictors.proxy import AGREEMENT, MonotoneCalibration, rank_proxies
+from predictors.answer import answer, calibrated_scale
 from predictors.tables import LatencyTable, TableError
-from predictors.transfer import TransferBasis, TransferModel, ridge_baseline
-from search.optimize import Predict, verified_search
+from predictors.transfer import MIN_SHOTS, TransferBasis, TransferModel, ridge_baseline
+from search.optimize import Candidates, Estimates, Goals, choose, refine, shot_count
 
 METHODS = ("proxy", "search", "auto")
-KEYS = ("regret", "violation_rate", "seconds_per_query")
-
-
-def _transfer_predict(model: TransferModel) -> Predict:
-    def predict(idx: np.ndarray, y: np.ndarray):
-        return model.adapt(idx, y).predict()
-
-    return predict
-
-
-def _proxy_predict(
-    basis: TransferBasis, model: TransferModel, shots, values
-) -> tuple[Predict, str]:
-    choice = rank_proxies(basis.latency_ms[shots], values)
-    if choice.spearman < AGREEMENT:
-        return _transfer_predict(model), "transfer"
-    column = np.exp(basis.log_latency[:, choice.index])
-
-    def predict(idx: np.ndarray, y: np.ndarray):
-        return MonotoneCalibration.fit(column[idx], y).apply(column)
-
-    return predict, basis.names[choice.index]
+KEYS = ("regret", "violation_rate", "no_answer_rate", "seconds_per_query")
 
 
 def evaluate_optimize(
@@ -62,8 +43,11 @@ def evaluate_optimize(
     max_measurements: int,
     seeds: int,
     method: str,
+    fingerprint: Sequence[str] = (),
+    confidence: float = 0.9,
     progress: Callable[[int, int], None] | None = None,
 ) -> dict:
+    """The figures of one method over the test devices; see the module docstring."""
     if method not in METHODS:
         raise TableError(
             f"method {method!r} is not available (have {', '.join(METHODS)}; "
@@ -71,84 +55,139 @@ def evaluate_optimize(
         )
     if set(train) & set(test):
         raise TableError(f"devices both in --train and --test: {sorted(set(train) & set(test))}")
-    if max_measurements < 4:
-        raise TableError("--max-measurements must be at least 4")
+    if max_measurements != 0 and max_measurements < 2 * MIN_SHOTS:
+        raise TableError(f"--max-measurements must be 0 or at least {2 * MIN_SHOTS}")
     if any(not 0 < b < 100 for b in budgets):
         raise TableError("--budgets are percentiles strictly between 0 and 100")
+    if not 0 < confidence < 1:
+        raise TableError("--confidence must be strictly between 0 and 1")
+    position = {e: i for i, e in enumerate(table.encodings)}
+    prints = np.array([position[e] for e in fingerprint if e in position], dtype=int)
+    if max_measurements == 0 and len(prints) < MIN_SHOTS:
+        raise TableError(
+            f"--max-measurements 0 answers from the fingerprint, but only {len(prints)} of its "
+            "designs are rows of the table"
+        )
     known = np.isfinite(accuracy)
     basis = TransferBasis(cost, np.stack([table.column(d) for d in train], axis=1), list(train))
-    shots_n = max(3, max_measurements // 2)
-    model = TransferModel(basis)
-    model.calibrate(shots_n)
-    devices, baseline = {}, {}
+    n_shots = len(prints) if max_measurements == 0 else shot_count(max_measurements)
+    scale = calibrated_scale(basis, n_shots)
+    chooser = TransferModel(basis, interval_scale=scale)
+    allow_proxy = method != "search"
+    devices, baseline, methods_used = {}, {}, {}
     total, done = len(test) * len(budgets) * seeds, 0
     for name in test:
         truth = table.column(name)
         usable = np.flatnonzero(np.isfinite(truth) & known)
+        cands = Candidates(
+            design=usable,
+            policy=np.zeros(len(usable), dtype=int),
+            latency=Estimates.exact(truth[usable]),  # replaced by predictions below
+            accuracy=Estimates.exact(accuracy[usable]),
+        )
+        row_of = {int(d): k for k, d in enumerate(usable)}
         rows: list[dict[str, float]] = []
         base_rows: list[dict[str, float]] = []
+        used: dict[str, int] = {}
         for seed in range(seeds):
             rng = np.random.default_rng(seed)
-            shots = model.choose_shots(shots_n, rng, usable)
-            values = truth[shots]
-            if method == "search":
-                predict: Predict = _transfer_predict(model)
+            if max_measurements == 0:
+                shots = prints[np.isfinite(truth[prints])]
             else:
-                predict, _ = _proxy_predict(basis, model, shots, values)
+                shots = chooser.choose_shots(n_shots, rng, usable)
+
+            def refit(measured: dict[int, float]) -> Estimates:
+                idx = np.array([int(usable[k]) for k in measured], dtype=int)
+                got = answer(
+                    basis,
+                    idx,
+                    np.array(list(measured.values())),
+                    usable,
+                    allow_proxy=allow_proxy,
+                    interval_scale=scale,
+                )
+                assert got.estimates is not None
+                used[str(got.method)] = used.get(str(got.method), 0) + 1
+                return Estimates(*got.estimates)
+
             random_shots = rng.choice(usable, size=10, replace=False)
             base_pred = ridge_baseline(basis, random_shots, truth[random_shots])
             for pct in budgets:
                 budget = float(np.percentile(truth[usable], pct))
-                feasible = usable[truth[usable] <= budget]
-                best = float(accuracy[feasible].max())
+                goals = Goals(max_latency_ms=budget)
+                best = float(accuracy[usable[truth[usable] <= budget]].max())
                 started = time.perf_counter()
-                acc = np.where(known & np.isfinite(truth), accuracy, -np.inf)
-                choice = verified_search(
-                    acc,
-                    budget,
-                    predict,
-                    truth.item,
-                    shots,
-                    values,
-                    max_measurements - shots_n,
-                )
+                if max_measurements == 0:
+                    at_shots = {row_of[int(i)]: float(truth[i]) for i in shots if int(i) in row_of}
+                    choice = choose(cands.with_latency(refit(at_shots)), goals, confidence)
+                else:
+                    choice = refine(
+                        cands,
+                        goals,
+                        refit,
+                        lambda k: float(truth[usable[k]]),
+                        [row_of[int(i)] for i in shots],
+                        max_measurements,
+                        confidence,
+                    )
                 seconds = time.perf_counter() - started
-                rows.append(_score(choice.index, truth, accuracy, best, budget, seconds))
+                pick = None if choice.index is None else int(usable[choice.index])
+                rows.append(_score(pick, truth, accuracy, best, budget, seconds))
                 ok = usable[base_pred[usable] <= budget]
-                pick = (
+                base_pick = (
                     int(ok[np.argmax(accuracy[ok])])
                     if ok.size
                     else int(usable[np.argmin(base_pred[usable])])
                 )
-                base_rows.append(_score(pick, truth, accuracy, best, budget, 0.0))
+                base_rows.append(_score(base_pick, truth, accuracy, best, budget, 0.0))
                 done += 1
                 if progress:
                     progress(done, total)
         devices[name] = _mean(rows)
         baseline[name] = _mean(base_rows)
+        methods_used[name] = used
     return {
         "devices": devices,
         "mean": _mean(list(devices.values())),
         "baseline": {"devices": baseline, "mean": _mean(list(baseline.values()))},
+        "answered_by": methods_used,
         "setup": {
             "method": method,
             "train": list(train),
             "test": list(test),
             "budgets": list(budgets),
             "max_measurements": max_measurements,
+            "confidence": confidence,
             "seeds": seeds,
-            "shots": shots_n,
+            "shots": n_shots,
+            "shots_from": "fingerprint" if max_measurements == 0 else "d-optimal",
+            "interval_scale": scale,
         },
     }
 
 
-def _score(pick: int, truth, accuracy, best: float, budget: float, seconds: float):
+def _score(
+    pick: int | None,
+    truth: np.ndarray,
+    accuracy: np.ndarray,
+    best: float,
+    budget: float,
+    seconds: float,
+) -> dict[str, float]:
+    if pick is None:
+        return {"no_answer_rate": 1.0, "seconds_per_query": seconds}
     return {
         "regret": best - float(accuracy[pick]),
         "violation_rate": float(truth[pick] > budget),
+        "no_answer_rate": 0.0,
         "seconds_per_query": seconds,
     }
 
 
 def _mean(rows: list[dict[str, float]]) -> dict[str, float]:
-    return {k: float(np.mean([r[k] for r in rows])) for k in KEYS}
+    """Means over the rows that have each key (regret and violations: answered queries)."""
+    out = {}
+    for k in KEYS:
+        values = [r[k] for r in rows if k in r and np.isfinite(r[k])]
+        out[k] = float(np.mean(values)) if values else float("nan")
+    return out

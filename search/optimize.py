@@ -1,38 +1,155 @@
-"""Constrained choice of a design from predictions: feasibility odds, Pareto fronts, verification.
+"""The one optimizer: from predicted candidates and goals to a choice, with or without measuring.
 
-Predicted latency comes with a 90% interval; read as a log-normal, it gives each design the
-probability that its true latency meets a budget. The optimizer never trusts a prediction
-near the budget blindly: with a few measurements to spend on the device it verifies the most
-accurate candidates in turn, refitting the predictor with every measurement, and returns
-the most accurate design it *measured* within budget. (Without measurements to spend,
-``/optimize`` takes the most accurate design whose probability of meeting every goal is at
-least its ``confidence``: ``app/optimize_service.py``.)
+``choose`` is what ``POST /optimize`` answers from predictions: every candidate (design x
+policy) has a predicted accuracy, latency and energy with 90% intervals; read as a normal
+(accuracy) or log-normal (latency, energy), each gives the probability that a goal holds.
+The choice is the best candidate by the objective among those whose probability of meeting
+every goal (treated as independent) reaches ``confidence``; when none does, there is no choice
+and the closest candidates are listed by that probability.
+
+``refine`` is the same choice when the device can measure: it spends the allowed
+measurements on the designs that teach the predictor most (the shots), refits, then measures
+the candidates with the best expected gain in turn, refitting after each, and answers with
+the best *measured* candidate that meets the goals. The service's measure-and-refine job and
+``edgeopt eval optimize`` both call these two functions.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Literal
 
 import numpy as np
 
 Z90 = 1.6448536269514722  # the predictors' intervals are central 90%
-SAFE = 0.95  # a design this likely within budget is the fallback worth improving on
+SAFE = 0.95  # a candidate this likely to meet the goals is the fallback worth improving on
+MIN_PROBABILITY = 0.2  # below this a candidate is not worth a measurement
+PARETO_POINTS = 200
+Objective = Literal["accuracy", "latency", "energy", "weighted"]
+
+
+@dataclass(frozen=True)
+class Estimates:
+    """Median (or mean, for accuracy) and central 90% interval, one entry per candidate."""
+
+    value: np.ndarray
+    low: np.ndarray
+    high: np.ndarray
+
+    @classmethod
+    def exact(cls, values: np.ndarray) -> Estimates:
+        values = np.asarray(values, dtype=float)
+        return cls(values, values, values)
+
+    def take(self, rows: np.ndarray) -> Estimates:
+        return Estimates(self.value[rows], self.low[rows], self.high[rows])
+
+    def at(self, i: int) -> dict[str, float]:
+        return {"value": float(self.value[i]), "low": float(self.low[i]), "high": float(self.high[i])}
+
+    @staticmethod
+    def concat(parts: Sequence[Estimates]) -> Estimates:
+        return Estimates(
+            np.concatenate([p.value for p in parts]),
+            np.concatenate([p.low for p in parts]),
+            np.concatenate([p.high for p in parts]),
+        )
+
+
+@dataclass(frozen=True)
+class Goals:
+    """Constraints and what to optimise; ``weighted`` maximises w_acc * accuracy (points)
+    - w_lat * latency (ms) - w_energy * energy (mJ)."""
+
+    max_latency_ms: float | None = None
+    max_energy_mj: float | None = None
+    min_accuracy: float | None = None
+    objective: Objective = "accuracy"
+    weights: tuple[tuple[str, float], ...] = ()
+
+
+@dataclass(frozen=True)
+class Candidates:
+    """Designs x policies, flattened: candidate i is design ``design[i]`` in ``policy[i]``."""
+
+    design: np.ndarray  # index into the caller's list of designs
+    policy: np.ndarray  # index into the caller's list of policies
+    latency: Estimates
+    accuracy: Estimates | None = None
+    energy: Estimates | None = None
+
+    def __len__(self) -> int:
+        return len(self.design)
+
+    def with_latency(self, latency: Estimates) -> Candidates:
+        return replace(self, latency=latency)
+
+
+@dataclass(frozen=True)
+class Choice:
+    """What the optimizer chose (``index`` is None when nothing met the goals) and why."""
+
+    index: int | None
+    probabilities: dict[str, np.ndarray]  # per goal, and "all"
+    score: np.ndarray  # the objective, -inf where a candidate has no prediction
+    n_feasible: int
+    valid: int  # candidates with a prediction
+    alternatives: list[int]
+    closest: list[int]  # by the probability of meeting every goal, when infeasible
+    pareto: list[int]  # accuracy (or speed) against latency, increasing latency
+    confidence: float
+    measured: dict[int, float] = field(default_factory=dict)  # candidate -> measured latency
+    verified: bool = False  # the chosen candidate's latency was measured
+
+    @property
+    def feasible(self) -> bool:
+        return self.index is not None
+
+    @property
+    def message(self) -> str:
+        if self.index is not None and self.verified:
+            return (
+                f"best of {sum(1 for _ in self.measured)} measured designs, "
+                "measured within the latency budget"
+            )
+        if self.index is not None:
+            return (
+                f"best of {self.n_feasible} designs meeting every goal with probability >= "
+                f"{self.confidence:.2f}"
+            )
+        top = float(self.probabilities["all"][self.closest[0]]) if self.closest else 0.0
+        return (
+            f"no design meets the goals with probability >= {self.confidence:.2f}; the closest "
+            f"(highest probability {top:.2f}) are listed"
+        )
 
 
 def probability_within(
     median: np.ndarray, low: np.ndarray, high: np.ndarray, budget: float
 ) -> np.ndarray:
-    """P(true value <= budget) for log-normal predictions given by median and 90% interval."""
-    sigma = np.maximum((np.log(high) - np.log(low)) / (2 * Z90), 1e-6)
-    z = (np.log(budget) - np.log(median)) / sigma
+    """P(true value <= budget) for log-normal predictions given by median and 90% interval.
+
+    An exact value (zero-width interval, a measurement) gives 1 or 0.
+    """
     from scipy.special import ndtr  # scipy costs a second at import: load it on use
 
+    with np.errstate(divide="ignore", invalid="ignore"):
+        sigma = np.maximum((np.log(high) - np.log(low)) / (2 * Z90), 1e-9)
+        z = (np.log(budget) - np.log(median)) / sigma
     return np.asarray(ndtr(z), dtype=float)
 
 
+def probability_at_least(estimates: Estimates, floor: float) -> np.ndarray:
+    """P(true value >= floor) for normal predictions given by mean and 90% interval."""
+    from scipy.special import ndtr
+
+    sigma = np.maximum((estimates.high - estimates.low) / (2 * Z90), 1e-9)
+    return np.asarray(ndtr((estimates.value - floor) / sigma), dtype=float)
+
+
 def pareto_front(objective_max: np.ndarray, cost_min: np.ndarray) -> np.ndarray:
-    """Indices of designs no other design beats on both (higher objective, lower cost).
+    """Indices of candidates no other beats on both (higher objective, lower cost).
 
     Returned in increasing cost (and increasing objective) order.
     """
@@ -45,75 +162,200 @@ def pareto_front(objective_max: np.ndarray, cost_min: np.ndarray) -> np.ndarray:
     return np.array(front, dtype=int)
 
 
-@dataclass
-class Choice:
-    index: int
-    feasible: bool  # measured (or, unverified, predicted with enough confidence) within budget
-    verified: bool
-    probability: float
-    measured: dict[int, float] = field(default_factory=dict)
-    note: str = ""
+def objective_score(candidates: Candidates, goals: Goals) -> np.ndarray:
+    """Higher is better; -inf where the objective needs a prediction the candidate lacks."""
+    acc, lat, energy = candidates.accuracy, candidates.latency, candidates.energy
+    if goals.objective == "latency":
+        score = -lat.value
+    elif goals.objective == "energy":
+        if energy is None:
+            raise ValueError("the energy objective needs energy predictions")
+        score = -energy.value
+    elif goals.objective == "accuracy":
+        if acc is None:
+            raise ValueError("the accuracy objective needs accuracy for the candidates")
+        score = acc.value
+    else:
+        w = {"accuracy": 1.0, "latency": 0.1, "energy": 0.0, **dict(goals.weights)}
+        score = (w["accuracy"] * acc.value if acc is not None else 0.0) - w["latency"] * lat.value
+        if energy is not None:
+            score = score - w["energy"] * energy.value
+    score = np.asarray(score, dtype=float)
+    return np.where(np.isfinite(score), score, -np.inf)
 
 
-Predict = Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray, np.ndarray]]
+def goal_probabilities(candidates: Candidates, goals: Goals) -> dict[str, np.ndarray]:
+    """The probability that each goal holds, and that all do ("all")."""
+    lat = candidates.latency
+    valid = np.isfinite(lat.value)
+    if candidates.accuracy is not None:
+        valid &= np.isfinite(candidates.accuracy.value)
+    out: dict[str, np.ndarray] = {}
+    if goals.max_latency_ms is not None:
+        out["latency"] = probability_within(lat.value, lat.low, lat.high, goals.max_latency_ms)
+    if goals.max_energy_mj is not None:
+        e = candidates.energy
+        if e is None:
+            raise ValueError("the energy goal needs energy predictions")
+        out["energy"] = probability_within(e.value, e.low, e.high, goals.max_energy_mj)
+    if goals.min_accuracy is not None:
+        if candidates.accuracy is None:
+            raise ValueError("the accuracy goal needs accuracy for the candidates")
+        out["accuracy"] = probability_at_least(candidates.accuracy, goals.min_accuracy)
+    p_all = np.where(valid, 1.0, 0.0)
+    for p in out.values():
+        p_all = p_all * np.nan_to_num(p)
+    out["all"] = p_all
+    return out
 
 
-def verified_search(
-    accuracy: np.ndarray,
-    budget: float,
-    predict: Predict,
-    measure: Callable[[int], float],
-    shots: np.ndarray,
-    shot_values: np.ndarray,
-    measurements: int,
-    min_probability: float = 0.2,
+def choose(
+    candidates: Candidates,
+    goals: Goals,
+    confidence: float = 0.9,
+    alternatives: int = 3,
+    pareto_points: int = PARETO_POINTS,
 ) -> Choice:
-    """Spend ``measurements`` verifying the designs with the best expected gain.
+    """The best candidate meeting every goal with probability >= ``confidence``, from predictions.
 
-    The gain of measuring a design is (its accuracy - the incumbent's) x P(within budget),
-    where the incumbent is the best design measured within budget (before any, the most
-    accurate design at least SAFE-likely within budget, which the last measurement verifies
-    if none has been). Designs below ``min_probability`` are not worth a measurement. Each
-    measurement joins the predictor's shots.
+    Raises:
+        ValueError: a goal or objective needs a metric the candidates have no prediction for.
     """
-    measured = {int(i): float(v) for i, v in zip(shots, shot_values, strict=True)}
-    for step in range(measurements):
-        idx = np.fromiter(measured, dtype=int)
-        median, low, high = predict(idx, np.array([measured[i] for i in idx]))
-        p = probability_within(median, low, high, budget)
-        incumbent = max((accuracy[i] for i, v in measured.items() if v <= budget), default=None)
-        if incumbent is None:  # nothing verified yet: improve on the safest good design
+    probabilities = goal_probabilities(candidates, goals)
+    p_all = probabilities["all"]
+    score = np.where(p_all > 0, objective_score(candidates, goals), -np.inf)
+    valid = np.isfinite(candidates.latency.value)
+    if candidates.accuracy is not None:
+        valid &= np.isfinite(candidates.accuracy.value)
+    feasible = (p_all >= confidence) & np.isfinite(score)
+    n_feasible = int(feasible.sum())
+    if n_feasible:
+        order = np.argsort(-np.where(feasible, score, -np.inf), kind="stable")
+        index: int | None = int(order[0])
+        alts = [int(i) for i in order[1 : 1 + min(alternatives, n_feasible - 1)]]
+        closest: list[int] = []
+    else:
+        index, alts = None, []
+        closest = [int(i) for i in np.argsort(-p_all, kind="stable")[: max(3, alternatives)]]
+    return Choice(
+        index,
+        probabilities,
+        score,
+        n_feasible,
+        int(valid.sum()),
+        alts,
+        closest,
+        _front(candidates, valid, pareto_points),
+        confidence,
+    )
+
+
+def _front(candidates: Candidates, valid: np.ndarray, points: int) -> list[int]:
+    lat = candidates.latency.value
+    metric = candidates.accuracy.value if candidates.accuracy is not None else -lat
+    front = pareto_front(np.where(valid, metric, -np.inf), np.where(valid, lat, np.inf))
+    front = front[valid[front]] if len(front) else front
+    if len(front) > points:
+        front = front[np.linspace(0, len(front) - 1, points).astype(int)]
+    return [int(i) for i in front]
+
+
+Refit = Callable[[dict[int, float]], Estimates]
+
+
+def shot_count(max_measurements: int, min_shots: int = 3) -> int:
+    """How many of the allowed measurements go to shots: half, at least enough to adapt."""
+    return min(max_measurements, max(min_shots, max_measurements // 2))
+Measure = Callable[[int], float]
+
+
+def refine(
+    candidates: Candidates,
+    goals: Goals,
+    refit: Refit,
+    measure: Measure,
+    shots: Sequence[int],
+    max_measurements: int,
+    confidence: float = 0.9,
+    alternatives: int = 3,
+    measured: dict[int, float] | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> Choice:
+    """Measure-and-refine: spend up to ``max_measurements`` on the device, answer measured.
+
+    First the ``shots`` (the designs that teach the predictor most; ``shot_count`` of the
+    allowance), then verification: the gain of measuring a candidate is (its score - the
+    incumbent's) x P(it meets every goal), the incumbent being the best candidate measured
+    within the goals (before any, the best at least SAFE-likely to meet them, which the last
+    measurement verifies if nothing has been). Candidates below MIN_PROBABILITY are not worth
+    a measurement. ``refit(measured)`` gives latency estimates over every candidate from the
+    measurements so far (``measured`` maps candidate -> measured latency, in ms); measured
+    candidates are exact from then on.
+
+    The answer is the best measured candidate that meets the goals (``verified``); when none
+    does, the choice from the refitted predictions at ``confidence``, as ``choose`` would give.
+    """
+    measured = dict(measured or {})
+    total = max(0, max_measurements)
+    spent = 0
+
+    def take(i: int) -> None:
+        nonlocal spent
+        measured[int(i)] = float(measure(int(i)))
+        spent += 1
+        if progress:
+            progress(spent, total)
+
+    for i in list(shots)[:total]:
+        if int(i) not in measured:
+            take(int(i))
+    while spent < total:
+        current = _with_measured(candidates, refit, measured)
+        p = goal_probabilities(current, goals)["all"]
+        score = objective_score(current, goals)
+        idx = np.fromiter(measured, dtype=int, count=len(measured))
+        meets = [i for i in idx if p[i] >= confidence]
+        incumbent = max((score[i] for i in meets), default=None)
+        if incumbent is None:  # nothing verified yet: improve on the safest good candidate
             safe = p >= SAFE
             safe[idx] = False
-            if safe.any() and step == measurements - 1:  # last chance: secure a fallback
-                pick = int(np.flatnonzero(safe)[np.argmax(accuracy[safe])])
-                measured[pick] = float(measure(pick))
+            if safe.any() and spent == total - 1:  # last chance: secure a fallback
+                take(int(np.flatnonzero(safe)[np.argmax(score[safe])]))
                 break
-            incumbent = float(accuracy[safe].max()) - 1e-9 if safe.any() else -np.inf
-        gain = np.where(
-            (accuracy > incumbent) & (p >= min_probability), (accuracy - incumbent) * p, -np.inf
-        )
+            incumbent = float(score[safe].max()) - 1e-9 if safe.any() else -np.inf
         if np.isinf(incumbent):
-            gain = np.where(p >= min_probability, p, -np.inf)
+            gain = np.where(p >= MIN_PROBABILITY, p, -np.inf)
+        else:
+            gain = np.where(
+                (score > incumbent) & (p >= MIN_PROBABILITY), (score - incumbent) * p, -np.inf
+            )
         gain[idx] = -np.inf
         if not np.isfinite(gain).any():
             break
-        pick = int(np.argmax(gain))
-        measured[pick] = float(measure(pick))
-    within = [i for i, v in measured.items() if v <= budget]
-    if within:
-        best = max(within, key=lambda i: accuracy[i])
-        return Choice(best, True, True, 1.0, measured)
-    idx = np.fromiter(measured, dtype=int)
-    median, low, high = predict(idx, np.array([measured[i] for i in idx]))
-    p = probability_within(median, low, high, budget)
-    p[idx] = 0.0
-    best = int(np.argmax(p))
-    return Choice(
-        best,
-        False,
-        False,
-        float(p[best]),
-        measured,
-        note="no measured design met the budget; returning the likeliest unmeasured one",
-    )
+        take(int(np.argmax(gain)))
+    current = _with_measured(candidates, refit, measured)
+    choice = choose(current, goals, confidence, alternatives)
+    p = choice.probabilities["all"]
+    verified = [i for i in measured if p[i] >= confidence and np.isfinite(choice.score[i])]
+    if verified:
+        best = max(verified, key=lambda i: choice.score[i])
+        others = [i for i in np.argsort(-choice.score, kind="stable") if i != best]
+        alts = [int(i) for i in others if p[i] >= confidence][:alternatives]
+        return replace(
+            choice,
+            index=int(best),
+            alternatives=alts,
+            closest=[],
+            measured=measured,
+            verified=True,
+        )
+    return replace(choice, measured=measured, verified=False)
+
+
+def _with_measured(candidates: Candidates, refit: Refit, measured: dict[int, float]) -> Candidates:
+    """Candidates with refitted latency, and the measured ones exact."""
+    estimates = refit(measured)
+    value, low, high = estimates.value.copy(), estimates.low.copy(), estimates.high.copy()
+    for i, v in measured.items():
+        value[i] = low[i] = high[i] = v
+    return candidates.with_latency(Estimates(value, low, high))

@@ -1,0 +1,144 @@
+"""The one proxy-or-transfer decision: which model answers a device's metric, and why.
+
+Every caller (``/predict``, ``/optimize``, the measure-and-refine job, ``edgeopt eval
+optimize`` and the rank-agreement dashboard) asks this module, so a device gets the same
+answer whichever door it came through:
+
+1. the device's own model, when it has one for the metric and policy;
+2. otherwise, from its measured designs (the shots, at least ``MIN_SHOTS``): the registered
+   device whose ranking agrees best with them, reused through a monotone calibration when
+   that agreement reaches ``AGREEMENT`` (OneProxy);
+3. otherwise few-shot transfer over every registered (basis) device;
+4. otherwise no number, and the reason.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from predictors.proxy import AGREEMENT, MonotoneCalibration, rank_proxies
+from predictors.transfer import MIN_SHOTS, TransferBasis, TransferModel
+
+Arrays = tuple[np.ndarray, np.ndarray, np.ndarray]
+CALIBRATION_ROWS = 3000  # designs sampled to calibrate a basis' interval scale
+
+
+@dataclass(frozen=True)
+class Answer:
+    """Predictions (median, 90% interval) for the wanted designs and how they were made.
+
+    ``method`` is ``device-model``, ``proxy``, ``transfer`` or None (no answer: ``reason``).
+    """
+
+    method: str | None
+    estimates: Arrays | None
+    shots: int = 0
+    proxy: str | None = None
+    proxy_spearman: float | None = None
+    reason: str = ""
+
+    def info(self) -> dict[str, object]:
+        """The JSON the service reports as ``answered_by``."""
+        out: dict[str, object] = {"method": self.method, "shots": self.shots}
+        if self.proxy is not None:
+            out |= {"proxy": self.proxy, "proxy_spearman": self.proxy_spearman}
+        out["decision" if self.method else "reason"] = self.reason
+        return out
+
+
+def calibrated_scale(basis: TransferBasis, shots: int, rows: int = CALIBRATION_ROWS) -> float:
+    """The transfer's interval multiplier for this basis and shot count (seeded, so stable).
+
+    A property of the basis devices alone: calibrated by holding each out in turn, on at most
+    ``rows`` sampled designs so that it costs the same for a large space as for a small one.
+    """
+    sample = np.random.default_rng(0).permutation(basis.n_designs)[:rows]
+    small = TransferBasis(basis.cost[sample], basis.latency_ms[sample], basis.names)
+    return TransferModel(small).calibrate(max(shots, MIN_SHOTS))
+
+
+def answer(
+    basis: TransferBasis | None,
+    shots: np.ndarray,
+    measured: np.ndarray,
+    rows: np.ndarray | None = None,
+    *,
+    own: Arrays | None = None,
+    allow_proxy: bool = True,
+    interval_scale: float | None = None,
+    label: str = "the device",
+) -> Answer:
+    """Own model, else proxy, else transfer, else no answer: for ``rows`` of the basis.
+
+    Args:
+        basis: the registered devices' latencies (or predictions) and cost features over the
+            designs in question; None when no other device has a model.
+        shots: indices into the basis' designs that the device measured; ``measured`` their
+            values (same units as the basis).
+        rows: the designs to predict (default: all of the basis').
+        own: the device's own model's predictions for ``rows``, when it has one.
+        allow_proxy: False goes straight to transfer (``method: search``).
+        interval_scale: the transfer's calibrated multiplier (``calibrated_scale``).
+    """
+    shots = np.asarray(shots, dtype=int)
+    measured = np.asarray(measured, dtype=float)
+    if own is not None:
+        return Answer("device-model", own, len(shots), reason="the device's own model")
+    n_basis = 0 if basis is None else basis.latency_ms.shape[1]
+    if len(shots) < MIN_SHOTS or basis is None:
+        return Answer(
+            None,
+            None,
+            len(shots),
+            reason=(
+                f"no model for {label}: it has {len(shots)} measured designs (needs "
+                f"{MIN_SHOTS} to adapt) and {n_basis} other devices have a model to adapt from"
+            ),
+        )
+    want = np.arange(basis.n_designs) if rows is None else np.asarray(rows, dtype=int)
+    choice = rank_proxies(np.exp(basis.log_latency[shots]), measured)
+    name = basis.names[choice.index]
+    if allow_proxy and choice.spearman >= AGREEMENT:
+        column = np.exp(basis.log_latency[:, choice.index])
+        calibration = MonotoneCalibration.fit(column[shots], measured)
+        return Answer(
+            "proxy",
+            calibration.apply(column[want]),
+            len(shots),
+            name,
+            choice.spearman,
+            f"reused {name}: rank agreement {choice.spearman:.3f} >= {AGREEMENT}",
+        )
+    adapted = TransferModel(basis, interval_scale=interval_scale).adapt(shots, measured)
+    why = f" < {AGREEMENT}" if allow_proxy else " (proxy reuse not requested)"
+    return Answer(
+        "transfer",
+        adapted.predict(want),
+        len(shots),
+        name,
+        choice.spearman,
+        f"adapted: best proxy {name} agrees {choice.spearman:.3f}{why}; "
+        f"few-shot transfer over {n_basis} devices",
+    )
+
+
+def best_proxies(latency: np.ndarray, min_common: int = 10) -> list[tuple[int | None, float | None]]:
+    """For each device (column), the other device that ``answer`` would consider its proxy.
+
+    Agreement is measured on the designs both measured (NaN elsewhere), as ``answer`` measures
+    it on a device's shots; fewer than ``min_common`` common designs give no proxy.
+    """
+    out: list[tuple[int | None, float | None]] = []
+    for j in range(latency.shape[1]):
+        best: tuple[int | None, float | None] = (None, None)
+        for k in range(latency.shape[1]):
+            both = np.isfinite(latency[:, j]) & np.isfinite(latency[:, k])
+            if k == j or both.sum() < max(min_common, MIN_SHOTS):
+                continue
+            rho = rank_proxies(latency[both, k : k + 1], latency[both, j]).spearman
+            if best[1] is None or rho > best[1]:
+                best = (k, rho)
+        out.append(best)
+    return out
