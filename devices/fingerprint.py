@@ -1,14 +1,10 @@
 """Fingerprint: the fixed designs every new device measures first, per space.
 
-The set is the one that says the most about an unknown device: a greedy D-optimal choice
-(:meth:`predictors.transfer.TransferModel.choose_shots`) over the space's cost features and
-the two main directions of latency variation across every reference device. Those are the
-inputs the transfer predictor fits on, so measuring these designs pins its coefficients best.
-``benchmarks/fingerprint.py`` checks the choice on the reference data: each reference device
-held out in turn, predicted from the others with the fingerprint vs 10 random designs.
-
-The sets are computed once and shipped as JSON (``devices/fingerprints/<space>.json``) so that
-every server and agent agrees on them even if the reference data grows.
+The sets are computed once (``search/fingerprint.py``: a greedy D-optimal choice over the
+space's cost features and the main directions of latency variation across the reference
+devices) and shipped here as JSON (``devices/fingerprints/<space>.json``), so that every
+server and agent agrees on them even if the reference data grows. This module only reads
+them: an agent needs the list, not the numerics that chose it.
 """
 
 from __future__ import annotations
@@ -16,25 +12,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
-
-from devices.reference import load_reference
-from predictors.transfer import TransferBasis, TransferModel
-from search.spaces import get_space
-
 SIZE = 10
 FOLDER = Path(__file__).parent / "fingerprints"
-
-
-def choose(space: str, size: int = SIZE, seed: int = 0) -> list[str]:
-    """Compute the fingerprint from the shipped reference data (deterministic for a seed)."""
-    table = load_reference(space)
-    codec = get_space(space)
-    basis = TransferBasis(
-        codec.features(table.encodings), table.latency_ms, [d.name for d in table.devices]
-    )
-    rows = TransferModel(basis).choose_shots(size, np.random.default_rng(seed))
-    return [table.encodings[i] for i in rows]
 
 
 def fingerprint(space: str) -> list[str]:
@@ -43,15 +22,3 @@ def fingerprint(space: str) -> list[str]:
     if not path.is_file():
         raise ValueError(f"no fingerprint for space {space!r} (have nb201, fbnet)")
     return list(json.loads(path.read_text())["designs"])
-
-
-def write(space: str) -> Path:
-    path = FOLDER / f"{space}.json"
-    doc = {"space": space, "size": SIZE, "seed": 0, "designs": choose(space)}
-    path.write_text(json.dumps(doc, indent=2) + "\n")
-    return path
-
-
-if __name__ == "__main__":
-    for name in ("nb201", "fbnet"):
-        print(write(name))

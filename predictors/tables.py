@@ -11,10 +11,21 @@ import gzip
 import io
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 
-from search.spaces import InvalidEncoding, SearchSpace
+
+class Encodings(Protocol):
+    """What a table needs of a search space: its canonical form of an encoding.
+
+    A ``search.spaces.SearchSpace`` is one; predictors take it as this protocol so they never
+    import ``search`` (dependencies point app -> search -> predictors -> devices).
+    """
+
+    def canonical(self, encoding: str) -> str:
+        """The canonical encoding; raises ``ValueError`` for one the space cannot hold."""
+        ...
 
 
 class TableError(ValueError):
@@ -54,7 +65,7 @@ def _number(text: str, where: str) -> float:
     return value
 
 
-def read_tables(latency_path: Path, archs_path: Path, space: SearchSpace) -> LatencyTable:
+def read_tables(latency_path: Path, archs_path: Path, space: Encodings) -> LatencyTable:
     """Join a wide latency CSV with its archs CSV on ``arch_id``, validating every cell."""
     with _open(latency_path) as f:
         reader = csv.reader(f)
@@ -86,7 +97,7 @@ def read_tables(latency_path: Path, archs_path: Path, space: SearchSpace) -> Lat
             continue
         try:
             encodings.append(space.canonical(r["arch"]))
-        except InvalidEncoding as exc:
+        except ValueError as exc:  # search.spaces.InvalidEncoding is one
             raise TableError(f"{archs_path} row {line}: {exc}") from None
         ids.append(arch)
         values.append(rows[arch])

@@ -1,4 +1,5 @@
-"""The house rules a reader relies on: ML packages never import the web layer."""
+"""The house rules a reader relies on: ML packages never import the web layer, and the
+compute packages depend one way only: app -> search -> predictors -> devices."""
 
 from __future__ import annotations
 
@@ -25,6 +26,33 @@ def test_ml_packages_do_not_import_the_service() -> None:
     for package in ("devices", "predictors", "search"):
         for path in (ROOT / package).rglob("*.py"):
             assert "app" not in imported_modules(path), path
+
+
+# The project's own top-level packages, and which of them each may import (itself included).
+# Anything else imported is a third-party library and not this test's business.
+FIRST_PARTY = {"app", "search", "predictors", "devices", "benchmarks", "tests"}
+MAY_IMPORT = {
+    "devices": {"devices"},
+    "predictors": {"predictors", "devices"},
+    "search": {"search", "predictors", "devices"},
+    "app": {"app", "search", "predictors", "devices"},
+    "benchmarks": {"benchmarks", "app", "search", "predictors", "devices"},
+}
+
+
+def test_every_import_follows_an_allowed_arrow() -> None:
+    """Every .py file of a package, imports inside functions included (``ast.walk``)."""
+    wrong = []
+    for package, allowed in MAY_IMPORT.items():
+        for path in sorted((ROOT / package).rglob("*.py")):
+            for name in sorted((imported_modules(path) & FIRST_PARTY) - allowed):
+                wrong.append(f"{path.relative_to(ROOT)} imports {name}")
+    assert not wrong, "\n".join(wrong)
+
+
+def test_the_arrow_table_covers_every_package() -> None:
+    packages = {p.parent.name for p in ROOT.glob("*/__init__.py")} - {"tests", "migrations"}
+    assert packages <= set(MAY_IMPORT), packages - set(MAY_IMPORT)
 
 
 def test_every_operation_declares_the_error_body(client: TestClient) -> None:
