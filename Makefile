@@ -25,14 +25,20 @@ lint: install
 test: lint
 	$(BIN)/pytest -q
 
+# Figures that depend on the machine go under benchmarks/results/<hardware id>/; figures
+# computed on the reference data go under benchmarks/results/reference/.
+HARDWARE_ID = $(shell $(BIN)/python -c "from devices.measure import hardware_id, hardware_identity; print(hardware_id(hardware_identity()))")
+MACHINE_RESULTS = benchmarks/results/$(HARDWARE_ID)
+
 bench-import: install
-	$(BIN)/python benchmarks/import_reference.py --json benchmarks/results/import_reference_sqlite.json
+	$(BIN)/python benchmarks/import_reference.py --json $(MACHINE_RESULTS)/import_reference_sqlite.json
 
 bench-transfer: install
-	$(BIN)/python benchmarks/transfer.py
+	$(BIN)/python benchmarks/transfer.py --out benchmarks/results/reference
 
 bench-predictors: install
-	$(BIN)/python benchmarks/predictor_speed.py --json benchmarks/results/predictor_speed.json
+	mkdir -p $(MACHINE_RESULTS)
+	$(BIN)/python benchmarks/predictor_speed.py --json $(MACHINE_RESULTS)/predictor_speed.json
 
 bench-optimize: install
-	$(BIN)/python benchmarks/optimize.py
+	$(BIN)/python benchmarks/optimize.py --out benchmarks/results/reference

@@ -32,7 +32,9 @@ DEVICES = [
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--designs", type=int, default=5000)
-    parser.add_argument("--json", type=Path, default=Path("benchmarks/results/design_models.json"))
+    parser.add_argument(
+        "--json", type=Path, default=Path("benchmarks/results/reference/design_models.json")
+    )
     args = parser.parse_args()
     space = get_space("nb201")
     data = data_dir() / "nb201"

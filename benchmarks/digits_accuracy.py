@@ -25,7 +25,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--count", type=int, default=20)
     parser.add_argument(
-        "--json", type=Path, default=Path("benchmarks/results/digits_accuracy.json")
+        "--json", type=Path, default=Path("benchmarks/results/reference/digits_accuracy.json")
     )
     args = parser.parse_args()
     designs = get_space("nb201").sample(np.random.default_rng(0), args.count)

@@ -59,7 +59,9 @@ def run(space: str) -> dict[str, object]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--json", type=Path, default=Path("benchmarks/results/fingerprint.json"))
+    parser.add_argument(
+        "--json", type=Path, default=Path("benchmarks/results/reference/fingerprint.json")
+    )
     args = parser.parse_args()
     result = {space: run(space) for space in ("nb201", "fbnet")}
     args.json.write_text(json.dumps(result, indent=2) + "\n")

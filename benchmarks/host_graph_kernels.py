@@ -1,6 +1,7 @@
 """Benchmark: how much of the host latency the runtime's real graph explains, beyond the encoding.
 
-    python benchmarks/host_graph_kernels.py [--csv benchmarks/results/host_nb201_latency.csv]
+    python benchmarks/host_graph_kernels.py
+        [--csv benchmarks/results/d1ea52892bef/host_nb201_latency.csv]
         [--policy fp32 --policy fp32,int8,int8,int8,fp32] [--count 660] [--json OUT]
         [--cache counts.json]
 
@@ -65,12 +66,12 @@ def held_out_within(x: np.ndarray, y: np.ndarray, service: bool) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
-        "--csv", type=Path, default=Path("benchmarks/results/host_nb201_latency.csv")
+        "--csv", type=Path, default=Path("benchmarks/results/d1ea52892bef/host_nb201_latency.csv")
     )
     parser.add_argument("--policy", action="append", default=None)
     parser.add_argument("--count", type=int, default=660)
     parser.add_argument(
-        "--json", type=Path, default=Path("benchmarks/results/host_graph_kernels.json")
+        "--json", type=Path, default=Path("benchmarks/results/d1ea52892bef/host_graph_kernels.json")
     )
     parser.add_argument("--cache", type=Path, default=None)
     args = parser.parse_args()

@@ -59,7 +59,7 @@ def main() -> None:
     parser.add_argument("--pin-threads", action="store_true", help="Protocol(pinned=True)")
     parser.add_argument("--policies", nargs="+", default=POLICIES, help="default: all three")
     parser.add_argument("--threads", nargs="+", type=int, default=[1, 2], choices=[1, 2])
-    parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/this-host"))
     parser.add_argument(
         "--repeatability-only",
         action="store_true",

@@ -1,6 +1,7 @@
 """Benchmark: latency predictors on this host's measured devices (the nn-Meter figure).
 
-    python benchmarks/host_predictor.py [--csv benchmarks/results/host_nb201_latency.csv]
+    python benchmarks/host_predictor.py
+        [--csv benchmarks/results/d1ea52892bef/host_nb201_latency.csv]
         [--designs N] [--json OUT]
 
 Reads the table ``benchmarks/host_measurement.py`` wrote. For each host device and policy,
@@ -41,9 +42,11 @@ def lightgbm_only(x_fit: np.ndarray, y_fit: np.ndarray, x_test: np.ndarray, seed
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
-        "--csv", type=Path, default=Path("benchmarks/results/host_nb201_latency.csv")
+        "--csv", type=Path, default=Path("benchmarks/results/d1ea52892bef/host_nb201_latency.csv")
     )
-    parser.add_argument("--json", type=Path, default=Path("benchmarks/results/host_predictor.json"))
+    parser.add_argument(
+        "--json", type=Path, default=Path("benchmarks/results/d1ea52892bef/host_predictor.json")
+    )
     parser.add_argument("--designs", type=int, default=None)
     parser.add_argument("--stable", type=Path, default=None, help="host_nb201_stable.csv")
     args = parser.parse_args()

@@ -75,7 +75,9 @@ def main() -> None:
     parser.add_argument("--device", default="host-ort-cpu-1t")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--pin-threads", action="store_true", help="Protocol(pinned=True)")
-    parser.add_argument("--json", type=Path, default=Path("benchmarks/results/host_retest.json"))
+    parser.add_argument(
+        "--json", type=Path, default=Path("benchmarks/results/this-host/host_retest.json")
+    )
     parser.add_argument(
         "--database-url",
         default=None,

@@ -1,6 +1,7 @@
 """Benchmark: what moves a host latency measurement (the reasons behind protocol v3).
 
-    python benchmarks/measurement_noise.py [--json benchmarks/results/measurement_noise.json]
+    python benchmarks/measurement_noise.py
+        [--json benchmarks/results/this-host/measurement_noise.json]
 
 One NB201 design (fp32). (1) Four 2-thread sessions timed in interleaved rounds, with idle
 intra-op threads spinning and sleeping: the spread of the session medians. (2) The 1-thread
@@ -63,7 +64,7 @@ def with_neighbours(path: str, count: int) -> dict[str, float | None]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
-        "--json", type=Path, default=Path("benchmarks/results/measurement_noise.json")
+        "--json", type=Path, default=Path("benchmarks/results/this-host/measurement_noise.json")
     )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:

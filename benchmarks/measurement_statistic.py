@@ -1,7 +1,7 @@
 """Benchmark: which summary of the timed runs repeats best (test-retest per statistic).
 
     python benchmarks/measurement_statistic.py [--designs 40] [--rounds 9]
-        [--json benchmarks/results/measurement_statistic.json]
+        [--json benchmarks/results/this-host/measurement_statistic.json]
 
 Samples NB201 designs and times each twice (pass A, then pass B in another order, minutes
 later) for three host settings (fp32 1 thread, mixed 1 thread, fp32 2 threads), threads
@@ -147,7 +147,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=9)
     parser.add_argument("--seed", type=int, default=3)
     parser.add_argument(
-        "--json", type=Path, default=Path("benchmarks/results/measurement_statistic.json")
+        "--json", type=Path, default=Path("benchmarks/results/this-host/measurement_statistic.json")
     )
     parser.add_argument(
         "--settings",

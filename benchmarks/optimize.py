@@ -1,6 +1,6 @@
 """Benchmark: /optimize's methods on the 6 standard NB201 test devices, through the CLI.
 
-    python benchmarks/optimize.py [--data FOLDER] [--out benchmarks/results]
+    python benchmarks/optimize.py [--data FOLDER] [--out benchmarks/results/reference]
 
 Budgets at the 10/25/50/75th percentile of each device's true latencies, at most 20 designs
 measured per device, 5 seeds, CIFAR-10 accuracy from the reference data; writes one JSON per
@@ -27,7 +27,7 @@ TEST = "titan_rtx_256,gold_6226,fpga,pixel2,raspi4,eyeriss"
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=data_dir())
-    parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/reference"))
     args = parser.parse_args()
     lines = [
         "| method | mean regret (points) | budget violations | s / query | worst device regret |",

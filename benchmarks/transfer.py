@@ -1,6 +1,7 @@
 """Benchmark: few-shot latency transfer on the standard splits, through ``edgeopt eval transfer``.
 
-    python benchmarks/transfer.py [--data ../shared/data-like folder] [--out benchmarks/results]
+    python benchmarks/transfer.py [--data ../shared/data-like folder]
+        [--out benchmarks/results/reference]
 
 Runs NB201 (10 and 5 shots) and FBNet (10 shots, batch 64 in place of 256) on the HELP split
 of ../shared/data/README.md, 5 seeds each, with the shipped reference tables by default, and
@@ -28,7 +29,7 @@ RUNS = (("nb201", "256", 10), ("nb201", "256", 5), ("fbnet", "64", 10))
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=data_dir())
-    parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/reference"))
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     lines = [

@@ -1,7 +1,7 @@
 """Benchmark: would the transfer's ridge penalties be chosen without looking at the test split?
 
     python benchmarks/transfer_tuning.py [--data ../shared/data-like folder] [--seeds 3]
-        [--space nb201|fbnet] [--json benchmarks/results/transfer_tuning.json]
+        [--space nb201|fbnet] [--json benchmarks/results/reference/transfer_tuning.json]
 
 With ``--space`` only that space's runs are made, and their keys replaced in the JSON.
 
@@ -94,7 +94,7 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=data_dir())
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument(
-        "--json", type=Path, default=Path("benchmarks/results/transfer_tuning.json")
+        "--json", type=Path, default=Path("benchmarks/results/reference/transfer_tuning.json")
     )
     parser.add_argument("--space", choices=sorted({r[0] for r in RUNS}))
     args = parser.parse_args()
