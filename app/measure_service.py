@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import tempfile
 import time
-from dataclasses import replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -23,19 +22,13 @@ from sqlalchemy.orm import Session, sessionmaker
 from app.db import unit_of_work
 from app.jobs import JobContext, job_kind
 from app.models import AccuracyRecord, Architecture, Device, Measurement
+from devices.normaliser import REFERENCE_DESIGN, REFERENCE_SPACE, Measure, Normaliser
 from devices.profile import canonical_policy
 from search.policy import parse_policy
 from search.spaces import get_space
 
 HOST_SOURCE = "host"
-# Timed beside every host measurement (protocol edgeopt-ort/4) to cancel the machine's speed
-# level moving over minutes: a mid-sized cell with every kind of kernel.
-REFERENCE_DESIGN = "|avg_pool_3x3~0|+|nor_conv_1x1~0|none~1|+|none~0|skip_connect~1|nor_conv_3x3~2|"
 HOST_DEVICE_SOURCE = "measured on this host by edgeopt measure"
-# A reference slower than its baseline by more than this: the machine is in a slow spell,
-# which the reference does not cancel; measure again, up to ATTEMPTS times in all.
-SLOW_SPELL = 0.05
-ATTEMPTS = 3
 
 
 class DesignSelection(BaseModel):
@@ -176,99 +169,48 @@ def store_measurement(
     row.source = source
 
 
-def reference_policy(precisions: list[str]) -> str:
-    """The NB201 policy the reference runs in: the same kind of kernels as the design."""
-    if all(p == "fp32" for p in precisions):
-        return "fp32"
-    if all(p == "int8" for p in precisions):
-        return "int8"
-    return "fp32,int8,int8,int8,fp32"
+class DeviceBaselines:
+    """The normaliser's baselines, kept in each device's specs (``reference_ms`` per policy)."""
+
+    def __init__(self, factory: sessionmaker[Session]) -> None:
+        self.factory = factory
+
+    def get(self, device: int, policy: str) -> float | None:
+        with unit_of_work(self.factory) as s:
+            row = s.get(Device, device)
+            assert row is not None
+            known = (row.specs or {}).get("reference_ms", {}).get(policy)
+        return None if known is None else float(known)
+
+    def put(self, device: int, policy: str, value: float) -> None:
+        with unit_of_work(self.factory) as s:
+            row = s.get(Device, device)
+            assert row is not None
+            specs = dict(row.specs or {})
+            specs["reference_ms"] = {**specs.get("reference_ms", {}), policy: value}
+            row.specs = specs
 
 
-class Normaliser:
-    """Host measurements relative to the reference, scaled to the reference's baseline.
+class ReferenceExports:
+    """The reference design exported once per policy into ``folder``."""
 
-    value = measured x baseline / reference (timed in the same rounds). The baseline is the
-    reference's time on this device, measured once and kept in the device's specs, so every
-    later job (and verification) lands on the same scale.
-    """
-
-    def __init__(self, factory: sessionmaker[Session], folder: Path, measure: Any) -> None:
-        self.factory, self.folder, self.measure = factory, folder, measure
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
         self.paths: dict[str, str] = {}
 
-    def reference(self, policy: str) -> str:
-        from search.export import export_design
+    def __call__(self, policy: str) -> str:
+        from search.export import export_design  # torch loads on first export
 
         if policy not in self.paths:
             out = self.folder / f"reference-{len(self.paths)}.onnx"
-            self.paths[policy] = str(export_design("nb201", REFERENCE_DESIGN, policy, out).path)
+            exported = export_design(REFERENCE_SPACE, REFERENCE_DESIGN, policy, out)
+            self.paths[policy] = str(exported.path)
         return self.paths[policy]
 
-    def baseline(self, device_id: int, policy: str, protocol: Any) -> float:
-        with unit_of_work(self.factory) as s:
-            device = s.get(Device, device_id)
-            assert device is not None
-            known = (device.specs or {}).get("reference_ms", {}).get(policy)
-        if known:
-            return float(known)
-        # the scale every later value of this device lands on: taken only when uncontended
-        runs = [self.measure(self.reference(policy), protocol) for _ in range(3)]
-        clean = [r.median_ms for r in runs if not r.contended]
-        if not clean:
-            raise RuntimeError(
-                "other processes kept the CPU busy while the reference baseline was timed; "
-                "measure again on a quiet machine"
-            )
-        value = float(np.median(clean))
-        with unit_of_work(self.factory) as s:
-            device = s.get(Device, device_id)
-            assert device is not None
-            specs = dict(device.specs or {})
-            specs["reference_ms"] = {**specs.get("reference_ms", {}), policy: value}
-            device.specs = specs
-        return value
 
-    def __call__(self, model: str, device_id: int, precisions: list[str], protocol: Any) -> Any:
-        """Measure ``model`` with the reference interleaved; the normalised result.
-
-        Up to ``ATTEMPTS`` measurements, until one is uncontended and its reference ran
-        within ``SLOW_SPELL`` of the baseline; else the one whose reference ran closest,
-        flagged unstable. Dividing by the reference cancels a uniform slowdown only: in a
-        slow spell of a 2-vCPU VM the designs slowed more than the reference (2-thread
-        repeats within +-10%: 0.925 of 40 designs in all, 1.000 of the 21 whose references
-        ran within 5% of the quiet level both times, ``benchmarks/measurement_statistic.py``).
-        """
-        policy = reference_policy(precisions)
-        base = self.baseline(device_id, policy, protocol)
-
-        def quick(result: Any) -> bool:
-            return bool(result.reference_ms <= base * (1 + SLOW_SPELL))
-
-        attempts = []
-        for _ in range(ATTEMPTS):
-            raw = self.measure(model, protocol, reference=self.reference(policy))
-            attempts.append(raw)
-            if not raw.contended and quick(raw):
-                break
-        raw = min(attempts, key=lambda r: (r.contended, r.reference_ms))
-        return replace(
-            raw,
-            median_ms=raw.median_ms * base / raw.reference_ms,
-            stable=raw.stable and quick(raw),
-            protocol={
-                **raw.protocol,
-                "raw_median_ms": raw.median_ms,
-                "attempts": len(attempts),
-                "reference": {
-                    "design": REFERENCE_DESIGN,
-                    "policy": policy,
-                    "median_ms": raw.reference_ms,
-                    "baseline_ms": base,
-                    "slow_spell": SLOW_SPELL,
-                },
-            },
-        )
+def host_normaliser(factory: sessionmaker[Session], folder: Path, measure: Measure) -> Normaliser:
+    """The host job's normaliser: references exported under ``folder``, baselines stored."""
+    return Normaliser(measure, ReferenceExports(folder), DeviceBaselines(factory))
 
 
 def measure_on_host(
@@ -287,7 +229,7 @@ def measure_on_host(
     started = time.monotonic()
     fp32: dict[str, Any] = {}  # one fp32 export per design, quantized per policy
     with tempfile.TemporaryDirectory() as tmp:
-        normalised = Normaliser(factory, Path(tmp), measure)
+        normalised = host_normaliser(factory, Path(tmp), measure)
         for i, (design, policy) in enumerate(work):
             with factory() as s:
                 arch = s.scalar(

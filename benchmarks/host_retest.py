@@ -27,7 +27,7 @@ import numpy as np
 from sqlalchemy import select
 
 from app.db import session_factory
-from app.measure_service import Normaliser
+from app.measure_service import host_normaliser
 from app.models import Device
 from devices.measure import Protocol, host_specs, measure
 from search.export import export_design
@@ -58,7 +58,7 @@ def _timer(url: str | None, device: str, folder: Path) -> Callable[..., tuple[fl
         device_id = s.scalar(select(Device.id).where(Device.name == device))
     if device_id is None:
         raise SystemExit(f"{url}: no device {device}")
-    normalised = Normaliser(factory, folder, measure)
+    normalised = host_normaliser(factory, folder, measure)
 
     def timed(path: str, precisions: list[str], protocol: Protocol) -> tuple[float, bool]:
         result = normalised(path, device_id, precisions, protocol)

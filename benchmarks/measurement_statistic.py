@@ -27,8 +27,8 @@ from pathlib import Path
 
 import numpy as np
 
-from app.measure_service import REFERENCE_DESIGN
 from devices.measure import host_specs, pin_cpus, pinned, session
+from devices.normaliser import REFERENCE_DESIGN
 from search.export import export_design
 from search.spaces import NB201
 
@@ -128,7 +128,7 @@ def quiet_agreement(
 ) -> dict[str, float | None]:
     """The protocol's statistic on the designs whose reference ran within ``slow_spell`` of
     the quiet level (lower quartile of all reference times) in both passes: what the host
-    job's slow-spell check keeps (``app.measure_service.SLOW_SPELL``)."""
+    job's slow-spell check keeps (``devices.normaliser.SLOW_SPELL``)."""
     refs = np.array([[x["reference_ms"], y["reference_ms"]] for x, y in zip(a, b, strict=True)])
     quiet = np.percentile(refs, 25)
     keep = np.all(refs <= quiet * (1 + slow_spell), axis=1)

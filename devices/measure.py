@@ -13,7 +13,7 @@ the design, so a contended one is flagged unstable rather than trusted
 can be timed in the same rounds (since ``edgeopt-ort/4``): the host job divides by it to
 cancel the machine's speed level, which moves over minutes with no load to show for it
 (``benchmarks/host_retest.py``), and measures again in a slow spell
-(``app.measure_service.Normaliser``). The protocol is returned with the figure so it is
+(``devices.normaliser.Normaliser``). The protocol is returned with the figure so it is
 stored beside every measurement.
 """
 

@@ -8,9 +8,9 @@ import pytest
 from sqlalchemy import select
 
 from app.db import session_factory
-from app.measure_service import REFERENCE_DESIGN
 from app.models import AccuracyRecord, Device, Measurement
 from devices.measure import pin_cpus
+from devices.normaliser import REFERENCE_DESIGN
 from tests.processes import edgeopt
 
 CELL = "|nor_conv_1x1~0|+|skip_connect~0|nor_conv_1x1~1|+|avg_pool_3x3~0|none~1|nor_conv_3x3~2|"
