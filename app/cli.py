@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from pathlib import Path
 from typing import Annotated, Any
@@ -14,7 +15,7 @@ import app.measure_service
 import app.optimize_service
 import app.predictor_service
 import app.reference_import  # noqa: F401  (registers the import-reference job kind)
-from app.cli_common import clear_errors, console, fail, progress_bar
+from app.cli_common import JobProgress, clear_errors, console, fail
 from app.cli_eval import eval_cli
 from app.db import (
     check_schema,
@@ -25,7 +26,7 @@ from app.db import (
     upgrade,
 )
 from app.errors import ApiError
-from app.jobs import ACTIVE, JobRunner, mark_stale_jobs
+from app.jobs import ACTIVE, JobRunner, create_job, execute_job, mark_stale_jobs
 from app.models import Device, Job, Measurement, Predictor
 from app.predictor_service import stale_predictors
 from app.queries import find_device, get_job, measurement_counts
@@ -57,25 +58,42 @@ def _ready_factory():  # type: ignore[no-untyped-def]
 
 
 def _run_job(kind: str, params: dict[str, Any]) -> Job:
-    """Run a job in this process, recorded in the database, with a progress bar.
+    """Run a job in this process, recorded in the database, with live progress on stderr.
 
-    Exits with the job's error unless it succeeded.
+    The job runs in a thread while this one shows its progress, so the display starts at
+    once and keeps moving however long the job's steps take. Exits with the job's error
+    unless it succeeded.
     """
     factory = _ready_factory()
     settings = get_settings()
     runner = JobRunner(factory, 1, settings.job_heartbeat_s, settings.artifacts_dir)
+    latest: list[tuple[float, str | None]] = [(0.0, None)]  # what the job last reported
+    outcome: list[BaseException] = []
+
+    def report(fraction: float, message: str | None) -> None:
+        latest[0] = (fraction, message)
+
+    def work() -> None:
+        try:
+            execute_job(factory, job_id, report, runner.artifacts_dir)
+        except BaseException as exc:  # raised again in the calling thread
+            outcome.append(exc)
+
     try:
-        with progress_bar() as bar:
-            task = bar.add_task(kind, total=1.0, note="")
-
-            def show(fraction: float, message: str | None) -> None:
-                bar.update(task, completed=fraction, note=message or "")
-
-            job_id = runner.run_inline(kind, params, on_progress=show)
+        job_id = create_job(factory, kind, params, runner.owner)
+        with JobProgress(kind) as shown:
+            thread = threading.Thread(target=work, name=f"edgeopt-{kind}", daemon=True)
+            thread.start()
+            while thread.is_alive():
+                shown.update(*latest[0])
+                thread.join(0.2)
+            if outcome:
+                raise outcome[0]
+            with factory() as s:
+                job = get_job(s, job_id)
+            shown.update(job.progress, job.message)
     finally:
         runner.shutdown()
-    with factory() as s:
-        job = get_job(s, job_id)
     if job.status == "succeeded":
         return job
     raise fail(f"job {job.id} {job.status}: {job.error or ''}")
@@ -542,10 +560,9 @@ def jobs_watch(job_id: int, interval: float = 0.5) -> None:
     """Follow a job's progress until it ends; exit code 1 unless it succeeded."""
     with clear_errors():
         job = _load_job(job_id)
-        with progress_bar() as bar:
-            task = bar.add_task(f"job {job.id} {job.kind}", total=1.0, note="")
+        with JobProgress(f"job {job.id} {job.kind}") as shown:
             while True:
-                bar.update(task, completed=job.progress, note=job.message or job.status)
+                shown.update(job.progress, job.message or job.status)
                 if job.status not in ACTIVE:
                     break
                 time.sleep(interval)

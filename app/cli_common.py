@@ -3,13 +3,22 @@
 from __future__ import annotations
 
 import sys
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import timedelta
 
 import typer
 from pydantic import ValidationError
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    Progress,
+    TaskID,
+    TaskProgressColumn,
+    TextColumn,
+    TimeElapsedColumn,
+)
 from sqlalchemy.exc import OperationalError
 
 from app.db import SchemaBehindError
@@ -59,3 +68,57 @@ def progress_bar() -> Progress:
         TextColumn("{task.fields[note]}"),
         console=err,
     )
+
+
+class JobProgress:
+    """A job's progress on stderr from the moment it starts until it ends.
+
+    On a terminal: a live bar (its clock ticks even between updates). Elsewhere (a pipe,
+    ``docker logs``, CI) a live bar only shows at the end, so instead: a line at once, a line
+    when progress or note change (at most every ``min_interval_s``) and one at least every
+    ``every_s`` while nothing changes, so a long job never looks hung.
+    """
+
+    def __init__(self, description: str, every_s: float = 15.0, min_interval_s: float = 1.0):
+        self.description = description
+        self.every_s, self.min_interval_s = every_s, min_interval_s
+        self.live = err.is_terminal and not err.is_dumb_terminal
+        self._bar = progress_bar() if self.live else None
+        self._task: TaskID | None = None
+        self._state: tuple[float, str] = (0.0, "")
+        self._printed: tuple[float, str] | None = None
+        self._start = self._last = time.monotonic()
+
+    def __enter__(self) -> JobProgress:
+        if self._bar is not None:
+            self._bar.start()
+            self._task = self._bar.add_task(self.description, total=1.0, note="")
+        else:
+            self._line("started")
+        return self
+
+    def update(self, fraction: float, note: str | None = None) -> None:
+        self._state = (fraction, note or "")
+        if self._bar is not None and self._task is not None:
+            self._bar.update(self._task, completed=fraction, note=note or "")
+            return
+        since = time.monotonic() - self._last
+        changed = self._state != self._printed
+        if (changed and since >= self.min_interval_s) or since >= self.every_s:
+            self._line()
+
+    def __exit__(self, *exc: object) -> None:
+        if self._bar is not None:
+            self._bar.stop()
+        elif self._state != self._printed:
+            self._line()
+
+    def _line(self, note: str | None = None) -> None:
+        fraction, current = self._state
+        elapsed = timedelta(seconds=int(time.monotonic() - self._start))
+        err.print(
+            f"{self.description} {fraction:4.0%} {elapsed} {note or current}".rstrip(),
+            markup=False,
+            highlight=False,
+        )
+        self._printed, self._last = self._state, time.monotonic()

@@ -2,8 +2,18 @@
 
 from __future__ import annotations
 
+import os
+import queue
+import re
+import subprocess
+import sys
+import threading
 from pathlib import Path
 
+from sqlalchemy import select
+
+from app.db import session_factory
+from app.models import Job
 from app.settings import Settings
 from devices.reference import load_reference
 from tests.app.conftest import flag_unstable, seed_slice
@@ -41,6 +51,57 @@ def test_import_list_show_and_jobs(settings: Settings) -> None:
     assert "import-reference" in jobs.stdout and "succeeded" in jobs.stdout
     watched = edgeopt("jobs", "watch", "1", env=env)
     assert watched.returncode == 0 and "succeeded" in watched.stdout
+
+
+def test_a_job_shows_its_progress_while_it_runs(settings: Settings) -> None:
+    """Piped (as in docker logs or CI), a job's progress lines come while the job runs: one
+    at once, then more as it advances, each seen while the job row is still running."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "app", "import-reference", "--space", "nb201"],
+        env={**os.environ, **env_for(settings)},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stderr is not None
+    stderr = proc.stderr
+    lines: queue.Queue[str] = queue.Queue()
+
+    def read() -> None:
+        for line in stderr:
+            lines.put(line.rstrip("\n"))
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    factory = session_factory(settings.database_url)
+
+    def job_row() -> tuple[str, float]:
+        with factory() as s:
+            job = s.scalars(select(Job)).one()
+            return job.status, job.progress
+
+    try:
+        first = lines.get(timeout=120)
+        assert re.match(r"import-reference +0% \S+ started$", first), first
+        assert job_row()[0] in ("queued", "running")
+        during = []
+        while len(during) < 2:  # two distinct partial values, each while the job runs
+            line = lines.get(timeout=120)  # a line at least every 15 s while it runs
+            partial = re.match(r"import-reference +(\d+)% ", line)
+            assert partial, line
+            if 0 < int(partial[1]) < 100 and partial[1] not in {p for p, _ in during}:
+                during.append((partial[1], job_row()))
+        assert all(status == "running" and done < 1 for _, (status, done) in during), during
+        assert proc.wait(timeout=600) == 0
+        reader.join(10)
+        rest = []
+        while not lines.empty():
+            rest.append(lines.get())
+        assert re.match(r"import-reference 100% .*imported 421875 measurements", rest[-1]), rest
+        assert job_row() == ("succeeded", 1.0)
+    finally:
+        proc.kill()
+        proc.wait()
 
 
 def test_bad_arguments_exit_non_zero_with_a_message(settings: Settings) -> None:
