@@ -3,7 +3,7 @@ PYTHON ?= python3.11
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: install run test lint bench-import bench-transfer bench-predictors bench-optimize
+.PHONY: install run test test-setup lint bench-import bench-transfer bench-predictors bench-optimize
 
 install: $(VENV)/.installed
 
@@ -22,7 +22,12 @@ lint: install
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-test: lint
+# What the tests need outside .venv: the local PostgreSQL running, Debian's chromium and
+# chromium-driver installed (apt-get, only when missing). CI runs this same step.
+test-setup:
+	scripts/test-setup.sh
+
+test: lint test-setup
 	$(BIN)/pytest -q
 
 # Figures that depend on the machine go under benchmarks/results/<hardware id>/; figures
