@@ -22,6 +22,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from app.db import unit_of_work
 from app.jobs import JobContext, job_kind
 from app.models import AccuracyRecord, Architecture, Device, Measurement
+from app.repository import architecture_id, latency_row, upsert_measurements
 from devices.normaliser import REFERENCE_DESIGN, REFERENCE_SPACE, Measure, Normaliser
 from devices.profile import canonical_policy
 from search.policy import parse_policy
@@ -133,42 +134,6 @@ def is_this_host(device: Device) -> bool:
     return (device.specs or {}).get("hardware_id", here) == here
 
 
-def architecture_id(session: Session, space: str, encoding: str) -> int:
-    arch_id = session.scalar(
-        select(Architecture.id).where(
-            Architecture.space == space, Architecture.encoding == encoding
-        )
-    )
-    if arch_id is None:
-        arch = Architecture(space=space, encoding=encoding)
-        session.add(arch)
-        session.flush()
-        arch_id = arch.id
-    return arch_id
-
-
-def store_measurement(
-    session: Session, device_id: int, arch_id: int, policy: str, result: Any, source: str
-) -> None:
-    """Insert or replace one latency measurement with its protocol."""
-    row = session.scalar(
-        select(Measurement).where(
-            Measurement.device_id == device_id,
-            Measurement.architecture_id == arch_id,
-            Measurement.policy == policy,
-            Measurement.metric == "latency_ms",
-        )
-    )
-    if row is None:
-        row = Measurement(
-            device_id=device_id, architecture_id=arch_id, policy=policy, metric="latency_ms"
-        )
-        session.add(row)
-    row.value, row.repeats, row.dispersion = result.median_ms, result.repeats, result.dispersion
-    row.protocol = {**result.protocol, "stable": result.stable}
-    row.source = source
-
-
 class DeviceBaselines:
     """The normaliser's baselines, kept in each device's specs (``reference_ms`` per policy)."""
 
@@ -269,7 +234,8 @@ def measure_on_host(
                 with unit_of_work(factory) as s:
                     arch_id = architecture_id(s, params.space, design)
                     for t, result in results.items():
-                        store_measurement(s, devices[t], arch_id, policy, result, HOST_SOURCE)
+                        row = latency_row(arch_id, policy, result)
+                        upsert_measurements(s, devices[t], [row], HOST_SOURCE)
                 measured += len(todo)
                 worked += 1
             skipped += len(devices) - len(todo)

@@ -19,6 +19,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from app.db import unit_of_work
 from app.jobs import JobContext, job_kind
 from app.models import AccuracyRecord, Architecture, Device, Measurement
+from app.repository import MeasurementRow, architecture_ids, upsert_measurements
+from devices.profile import Metric
 from devices.reference import (
     ACCURACY_SOURCE,
     REFERENCE_SPACES,
@@ -32,25 +34,11 @@ _CHUNK = 20_000
 
 
 def _architecture_ids(session: Session, table: ReferenceTable) -> np.ndarray:
-    """Registry ids of the table's architectures (inserting those not yet registered)."""
-
-    def existing() -> dict[str, int]:
-        rows = session.execute(
-            select(Architecture.encoding, Architecture.id).where(Architecture.space == table.space)
-        )
-        return {enc: arch_id for enc, arch_id in rows}
-
-    known = existing()
-    missing = [
-        {"space": table.space, "encoding": enc, "ref_index": int(idx)}
-        for enc, idx in zip(table.encodings, table.arch_ids, strict=True)
-        if enc not in known
-    ]
-    for start in range(0, len(missing), _CHUNK):
-        session.execute(insert(Architecture), missing[start : start + _CHUNK])
-    if missing:
-        known = existing()
-    return np.array([known[enc] for enc in table.encodings], dtype=np.int64)
+    """Registry ids of the table's architectures (registering those not yet registered)."""
+    designs = [(table.space, enc) for enc in table.encodings]
+    ref_index = {d: int(i) for d, i in zip(designs, table.arch_ids, strict=True)}
+    ids = architecture_ids(session, designs, ref_index)
+    return np.array([ids[d] for d in designs], dtype=np.int64)
 
 
 def _import_accuracies(session: Session, table: ReferenceTable, arch_ids: np.ndarray) -> int:
@@ -122,18 +110,10 @@ def _import_device(
         )
     )
     rows = [
-        {
-            "device_id": device.id,
-            "architecture_id": int(a),
-            "policy": "fp32",
-            "metric": "latency_ms",
-            "value": float(v),
-            "source": REFERENCE_SOURCE,
-        }
+        MeasurementRow(int(a), "fp32", Metric.LATENCY_MS.value, float(v))
         for a, v in zip(arch_ids[finite], latency[finite], strict=True)
     ]
-    for start in range(0, len(rows), _CHUNK):
-        session.execute(insert(Measurement), rows[start : start + _CHUNK])
+    upsert_measurements(session, device.id, rows, REFERENCE_SOURCE)
     return created, len(rows)
 
 

@@ -21,9 +21,9 @@ from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
 from app.errors import ApiError
-from app.measure_service import architecture_id, store_measurement
 from app.models import Architecture, Device, Measurement, MeasurementTask
-from devices.profile import canonical_policy
+from app.repository import Timed, architecture_id, latency_row, upsert_measurements
+from devices.profile import Metric, canonical_policy
 from search.policy import UnsupportedPolicy, parse_policy
 from search.spaces import InvalidEncoding, get_space
 
@@ -147,7 +147,7 @@ def get_task(session: Session, task_id: int) -> MeasurementTask:
 
 
 def accept_result(
-    session: Session, task: MeasurementTask, agent: str, result: Any
+    session: Session, task: MeasurementTask, agent: str, result: Timed
 ) -> dict[str, Any]:
     """Store an agent's measurement once; a repeat is acknowledged, not stored."""
     if task.status == "done":
@@ -157,14 +157,14 @@ def accept_result(
         raise ApiError(409, f"task {task.id} is leased to another agent until {expires}")
     if task.status == "queued" and task.attempts == 0:
         raise ApiError(409, f"task {task.id} was never leased; lease it first")
-    store_measurement(session, task.device_id, task.architecture_id, task.policy, result, "agent")
-    session.flush()
+    row = latency_row(task.architecture_id, task.policy, result)
+    upsert_measurements(session, task.device_id, [row], "agent")
     task.measurement_id = session.scalar(
         select(Measurement.id).where(
             Measurement.device_id == task.device_id,
             Measurement.architecture_id == task.architecture_id,
             Measurement.policy == task.policy,
-            Measurement.metric == "latency_ms",
+            Measurement.metric == Metric.LATENCY_MS.value,
         )
     )
     task.status, task.finished_at, task.lease_owner = "done", _now(), agent

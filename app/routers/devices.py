@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
-from sqlalchemy import Select, delete, func, select, tuple_
+from sqlalchemy import Select, delete, func, select
 from sqlalchemy.orm import Session
 
 from app.db import commit
@@ -20,8 +20,9 @@ from app.deps import (
     WriteAccess,
 )
 from app.errors import ERROR_RESPONSES, ApiError, ErrorDetail
-from app.models import Architecture, Device, Measurement
+from app.models import Device, Measurement
 from app.queries import MeasurementFilters, get_device, list_measurements, measurement_counts
+from app.repository import AlreadyStored, MeasurementRow, architecture_ids, upsert_measurements
 from app.schemas import (
     DeviceCreate,
     DeviceDetail,
@@ -144,31 +145,6 @@ _UPLOAD_BODY = {
 }
 
 
-def _architecture_ids(session: Session, pairs: set[tuple[str, str]]) -> dict[tuple[str, str], int]:
-    """Registry ids for (space, encoding) pairs, registering the new ones."""
-
-    def lookup() -> dict[tuple[str, str], int]:
-        found: dict[tuple[str, str], int] = {}
-        items = sorted(pairs)
-        for start in range(0, len(items), 500):
-            chunk = items[start : start + 500]
-            rows = session.execute(
-                select(Architecture.space, Architecture.encoding, Architecture.id).where(
-                    tuple_(Architecture.space, Architecture.encoding).in_(chunk)
-                )
-            )
-            found.update({(s, e): i for s, e, i in rows})
-        return found
-
-    ids = lookup()
-    new = [Architecture(space=s, encoding=e) for s, e in pairs if (s, e) not in ids]
-    if new:
-        session.add_all(new)
-        session.flush()
-        ids.update({(a.space, a.encoding): a.id for a in new})
-    return ids
-
-
 @router.post(
     "/{device_id}/measurements",
     status_code=201,
@@ -196,51 +172,25 @@ def _store_upload(
 ) -> UploadResult:
     device = get_device(session, device_id)
     rows = parse_upload(body, content_type, max_rows)
-    arch_ids = _architecture_ids(session, {(r.space, r.arch) for r in rows})
-    keys = [(arch_ids[(r.space, r.arch)], r.policy, r.metric.value) for r in rows]
-    existing: dict[tuple[int, str, str], int] = {}
-    unique_archs = sorted({k[0] for k in keys})
-    for start in range(0, len(unique_archs), 500):
-        found = session.execute(
-            select(
-                Measurement.architecture_id, Measurement.policy, Measurement.metric, Measurement.id
-            ).where(
-                Measurement.device_id == device.id,
-                Measurement.architecture_id.in_(unique_archs[start : start + 500]),
-            )
+    arch_ids = architecture_ids(session, {(r.space, r.arch) for r in rows})
+    values = [
+        MeasurementRow(
+            architecture_id=arch_ids[(r.space, r.arch)],
+            policy=r.policy,
+            metric=r.metric.value,
+            value=r.value,
+            repeats=r.repeats,
+            dispersion=r.dispersion,
+            protocol=r.protocol,
         )
-        existing.update({(a, p, m): i for a, p, m, i in found})
-    clashes = [i for i, key in enumerate(keys, start=1) if key in existing]
-    if clashes and not replace:
-        raise ApiError(
-            409,
-            f"{len(clashes)} rows are already stored for this device "
-            f"(first: row {clashes[0]}); send replace=true to overwrite. "
-            "Nothing was stored",
-            [ErrorDetail(row=i, field="arch", message="already stored") for i in clashes[:20]],
-        )
-    if clashes:
-        ids = [existing[keys[i - 1]] for i in clashes]
-        for start in range(0, len(ids), 500):
-            session.execute(delete(Measurement).where(Measurement.id.in_(ids[start : start + 500])))
-    session.add_all(
-        Measurement(
-            device_id=device.id,
-            architecture_id=key[0],
-            policy=row.policy,
-            metric=row.metric.value,
-            value=row.value,
-            repeats=row.repeats,
-            dispersion=row.dispersion,
-            protocol=row.protocol,
-            source="upload",
-        )
-        for row, key in zip(rows, keys, strict=True)
-    )
+        for r in rows
+    ]
+    try:
+        stored = upsert_measurements(session, device.id, values, "upload", replace=replace)
+    except AlreadyStored as exc:
+        raise AlreadyStored(f"{exc.message}; send replace=true to overwrite", exc.details) from None
     commit(session)
-    return UploadResult(
-        device_id=device.id, inserted=len(rows) - len(clashes), replaced=len(clashes)
-    )
+    return UploadResult(device_id=device.id, inserted=stored.inserted, replaced=stored.replaced)
 
 
 @router.get(
