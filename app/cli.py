@@ -31,7 +31,7 @@ from app.models import Device, Job, Measurement, Predictor
 from app.predictor_service import stale_predictors
 from app.queries import find_device, get_job, measurement_counts
 from app.settings import get_settings
-from devices.profile import canonical_policy
+from devices.profile import Metric, canonical_policy
 from devices.reference import REFERENCE_SPACES
 
 cli = typer.Typer(
@@ -270,7 +270,7 @@ def optimize_cmd(
     d = view["design"]
     console.print(f"optimization {view['id']}: {view['message']}")
     console.print(f"design: {d['arch']}  policy: {d['policy']}")
-    for key in ("accuracy", "latency_ms", "energy_mj"):
+    for key in ("accuracy", *(m.value for m in Metric)):
         e = d[key]
         if e is not None:
             console.print(

@@ -26,6 +26,7 @@ from app.models import (
 )
 from app.predictor_service import load_model
 from devices.fingerprint import fingerprint
+from devices.profile import Metric
 
 BINS = 40
 AGREEMENT_ROWS = 3000
@@ -75,7 +76,7 @@ def device_detail(session: Session, device_id: int) -> dict[str, Any]:
     rows = session.execute(
         select(Architecture.space, Measurement.policy, Measurement.value)
         .join(Architecture)
-        .where(Measurement.device_id == device_id, Measurement.metric == "latency_ms")
+        .where(Measurement.device_id == device_id, Measurement.metric == Metric.LATENCY_MS.value)
     ).all()
     groups: dict[str, list[float]] = {}
     for space, policy, value in rows:
@@ -227,7 +228,7 @@ def rank_agreement(session: Session, space: str, policy: str = "fp32") -> dict[s
 def _rank_agreement(session: Session, space: str, policy: str) -> dict[str, Any]:
     scope = (
         Architecture.space == space,
-        Measurement.metric == "latency_ms",
+        Measurement.metric == Metric.LATENCY_MS.value,
         Measurement.policy == policy,
     )
     # the designs most devices measured, at most AGREEMENT_ROWS of them

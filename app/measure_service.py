@@ -24,7 +24,7 @@ from app.jobs import JobContext, job_kind
 from app.models import AccuracyRecord, Architecture, Device, Measurement
 from app.repository import architecture_id, latency_row, upsert_measurements
 from devices.normaliser import REFERENCE_DESIGN, REFERENCE_SPACE, Measure, Normaliser
-from devices.profile import canonical_policy
+from devices.profile import DeviceKind, Metric, canonical_policy
 from search.policy import parse_policy
 from search.spaces import get_space
 
@@ -92,7 +92,7 @@ def register_host(session: Session, threads: int, host: str = "host") -> Device:
     specs = host_specs()
     device = session.scalar(select(Device).where(Device.name == name))
     if device is None:
-        device = Device(name=name, kind="cpu")
+        device = Device(name=name, kind=DeviceKind.CPU.value)
         session.add(device)
     else:
         before = (device.specs or {}).get("hardware_id")
@@ -209,7 +209,7 @@ def measure_on_host(
                             select(Measurement.device_id).where(
                                 Measurement.architecture_id == arch,
                                 Measurement.policy == policy,
-                                Measurement.metric == "latency_ms",
+                                Measurement.metric == Metric.LATENCY_MS.value,
                             )
                         )
                     )

@@ -22,6 +22,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
+from devices.profile import DeviceKind, Metric
+
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
     "uq": "uq_%(table_name)s_%(column_0_name)s",
@@ -30,8 +32,9 @@ NAMING_CONVENTION = {
     "pk": "pk_%(table_name)s",
 }
 
-DEVICE_KINDS = ("cpu", "gpu", "npu", "dsp", "fpga", "asic", "mcu")
-METRICS = ("latency_ms", "energy_mj")
+# the check constraints' lists, from the one definition of each vocabulary (devices.profile)
+DEVICE_KINDS = tuple(kind.value for kind in DeviceKind)
+METRICS = tuple(metric.value for metric in Metric)
 JOB_STATUSES = ("queued", "running", "succeeded", "failed", "cancelled", "interrupted")
 
 
@@ -166,7 +169,7 @@ class JobLog(Base):
     job: Mapped[Job] = relationship(back_populates="logs")
 
 
-PREDICTOR_TARGETS = ("latency_ms", "energy_mj", "accuracy")
+PREDICTOR_TARGETS = (*METRICS, "accuracy")
 
 
 class Predictor(Base):

@@ -224,7 +224,7 @@ class PredictorTrain(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     spaces: list[Literal["nb201", "fbnet", "ofa_mbv3"]] | None = None
-    targets: list[Literal["latency_ms", "energy_mj", "accuracy"]] | None = None
+    targets: list[Metric | Literal["accuracy"]] | None = None
     devices: list[str] | None = Field(None, max_length=1000)
     min_rows: int = Field(200, ge=50, le=1_000_000)
 
