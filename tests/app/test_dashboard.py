@@ -164,5 +164,6 @@ def test_chart_data_stays_small_for_large_registries(settings, monkeypatch) -> N
         agreement = dashboard_data.rank_agreement(s, "nb201")
         detail = dashboard_data.device_detail(s, device_ids[0])
     assert len(agreement["devices"]) == 250 and agreement["designs_used"] == 150
+    assert agreement["proxies"]
     assert all(p["proxy"] and p["spearman"] > 0 for p in agreement["proxies"])
     assert len(detail["latency"]) == 1 and len(detail["latency"][0]["counts"]) == 40
