@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import os
+import queue
+import re
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Mapping
+from typing import IO
 
 import httpx
 
@@ -30,6 +34,56 @@ def edgeopt(
         timeout=timeout,
         cwd=cwd,
     )
+
+
+# A progress line of the CLI on a pipe: "KIND  42% 0:01:05 note" (app.cli_common.JobProgress).
+PROGRESS_LINE = re.compile(r"^(?P<job>.+?) +(?P<percent>\d+)% \d+:\d\d:\d\d ?(?P<note>.*)$")
+
+
+def edgeopt_job(
+    *args: str, env: Mapping[str, str], stall_s: float = 120.0, cwd: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run a CLI command that waits on a job, with no fixed deadline: it is killed (and the
+    test fails) only when the job's progress lines on stderr stop changing for ``stall_s``."""
+    cmd = [sys.executable, "-m", "app", *args]
+    proc = subprocess.Popen(
+        cmd, env={**os.environ, **env}, cwd=cwd, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    out: list[str] = []
+    err: list[str] = []
+    lines: queue.Queue[str] = queue.Queue()
+
+    def read(stream: IO[str], into: list[str], forward: bool) -> None:
+        for line in stream:
+            into.append(line)
+            if forward:
+                lines.put(line.rstrip("\n"))
+
+    readers = [
+        threading.Thread(target=read, args=(proc.stdout, out, False), daemon=True),
+        threading.Thread(target=read, args=(proc.stderr, err, True), daemon=True),
+    ]
+    for reader in readers:
+        reader.start()
+    state: tuple[str, ...] | None = None
+    changed = time.monotonic()
+    while proc.poll() is None:
+        try:
+            line = lines.get(timeout=0.5)
+        except queue.Empty:
+            line = ""
+        if (m := PROGRESS_LINE.match(line)) and m.groups() != state:
+            state, changed = m.groups(), time.monotonic()
+        if time.monotonic() - changed > stall_s:
+            proc.kill()
+            proc.wait()
+            raise AssertionError(
+                f"edgeopt {' '.join(args)}: no progress for {stall_s:.0f} s; stderr: {''.join(err)}"
+            )
+    for reader in readers:
+        reader.join(10)
+    return subprocess.CompletedProcess(cmd, proc.returncode, "".join(out), "".join(err))
 
 
 class Server:

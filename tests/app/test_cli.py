@@ -17,7 +17,7 @@ from app.models import Job
 from app.settings import Settings
 from devices.reference import load_reference
 from tests.app.conftest import flag_unstable, seed_slice
-from tests.processes import edgeopt
+from tests.processes import edgeopt, edgeopt_job
 
 
 def env_for(settings: Settings) -> dict[str, str]:
@@ -138,7 +138,7 @@ def test_predictor_list_scores_flagged_measurements_apart(settings: Settings) ->
     seed_slice(settings.database_url, load_reference("nb201"), ["gold_6226", "raspi4"], 300)
     flag_unstable(settings.database_url, "raspi4", 100)
     env = {**env_for(settings), "COLUMNS": "200"}
-    trained = edgeopt("predictors", "train", "--space", "nb201", "--min-rows", "100", env=env)
+    trained = edgeopt_job("predictors", "train", "--space", "nb201", "--min-rows", "100", env=env)
     assert trained.returncode == 0, trained.stderr
     listed = edgeopt("predictors", "list", env=env)
     assert listed.returncode == 0, listed.stderr

@@ -24,7 +24,7 @@ from app.models import Architecture, Device, Measurement
 from devices.reference import load_reference
 from tests.app.conftest import flag_unstable, seed_slice
 from tests.conftest import API_KEY
-from tests.processes import Server, edgeopt
+from tests.processes import Server, edgeopt_job
 
 SHOTS = Path("test-artifacts/dashboard")
 DEVICES = ["gold_6226", "pixel3", "raspi4", "eyeriss", "fpga", "titan_rtx_256"]
@@ -42,7 +42,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     upgrade(url)
     seed_slice(url, load_reference("nb201"), DEVICES, 600, specs={"cores": 4})
     flag_unstable(url, "raspi4", 200)
-    trained = edgeopt("predictors", "train", "--space", "nb201", "--min-rows", "100", env=env)
+    trained = edgeopt_job("predictors", "train", "--space", "nb201", "--min-rows", "100", env=env)
     assert trained.returncode == 0, trained.stderr
     srv = Server(env)
     head = {"X-API-Key": API_KEY}
