@@ -257,8 +257,8 @@ class Optimization(Base):
     space: Mapped[str] = mapped_column(String(32))
     method: Mapped[str] = mapped_column(String(16))
     feasible: Mapped[bool] = mapped_column(Boolean)
-    design: Mapped[str] = mapped_column(Text)
-    policy: Mapped[str] = mapped_column(String(400))
+    design: Mapped[str | None] = mapped_column(Text)  # None: nothing met the goals
+    policy: Mapped[str | None] = mapped_column(String(400))
     request: Mapped[dict[str, Any]] = mapped_column(default=dict)
     result: Mapped[dict[str, Any]] = mapped_column(default=dict)
     verification: Mapped[dict[str, Any] | None] = mapped_column(JSON)

@@ -1,13 +1,12 @@
-"""/optimize: from a device to the best design (architecture x quantization policy).
+"""/optimize in the service: load what the optimizer needs, call it, store the answer.
 
 Candidates are every design of the space (NB201: all 15,625 cells; FBNet: the registered
 designs plus a seeded random sample) in every requested policy that the device has a
-latency prediction for and the dataset has accuracy for. Each gets predicted accuracy,
-latency and energy with intervals, and the probability that each goal holds (log-normal
-latency and energy, normal accuracy; goals treated as independent). The answer is the best
-design by the objective among those whose probability of meeting every goal is at least
-``confidence``; when none is, the answer says so and lists the closest. Everything is
-vectorised, so a whole NB201 search answers in well under a second once models are loaded.
+latency prediction for and the dataset has accuracy for. Predictions come from
+``predictors.answer`` (own model, proxy or transfer) through ``app.predictor_service``; the
+choice is ``search.optimize.choose`` (from predictions) or ``search.optimize.refine``
+(measure-and-refine, a job, on a device that can measure: this host or an agent's). The
+benchmark ``edgeopt eval optimize`` calls the same two functions.
 """
 
 from __future__ import annotations
@@ -21,32 +20,39 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
 
 from app.db import unit_of_work
-from app.errors import ApiError
+from app.domain_errors import Conflict, InvalidInput, NoModel, NotFound, NotMeasurable
 from app.jobs import JobContext, job_kind
 from app.measure_service import HOST_DEVICE_SOURCE, is_this_host
-from app.models import (
-    AccuracyRecord,
-    Architecture,
-    Device,
-    Measurement,
-    MeasurementTask,
-    Optimization,
+from app.models import Architecture, Device, Job, Measurement, MeasurementTask, Optimization
+from app.predictor_service import (
+    accuracy_estimates,
+    device_metric,
+    device_shots,
+    metric_basis,
 )
-from app.predictor_service import device_metric, latest_predictors, load_model
 from app.queries import find_device
+from app.reference_import import REFERENCE_SOURCE
 from app.schemas import OptimizeRequest
 from app.task_service import queue_tasks
 from devices.profile import canonical_policy
-from search.optimize import Z90, pareto_front, probability_within
+from predictors.transfer import TransferModel
+from search.optimize import (
+    Candidates,
+    Choice,
+    Estimates,
+    Goals,
+    choose,
+    refine,
+    shot_count,
+)
 from search.policy import UnsupportedPolicy, parse_policy
 from search.spaces import NB201, InvalidEncoding, get_space
 
 FBNET_SAMPLE = 5000
-Arrays = tuple[np.ndarray, np.ndarray, np.ndarray]
-PARETO_POINTS = 200
+AGENT_WAIT_S = 900.0  # longest wait for an agent to measure one design
 
 
 def candidate_designs(session: Session, space: str) -> list[str]:
@@ -61,199 +67,18 @@ def candidate_designs(session: Session, space: str) -> list[str]:
     return list(dict.fromkeys([*known, *sampled]))
 
 
-def _accuracy(
-    session: Session, artifacts_dir: Path, space: str, dataset: str, policy: str, designs: list[str]
-) -> tuple[tuple[np.ndarray, np.ndarray, np.ndarray] | None, dict[str, Any]]:
-    """Recorded accuracy where the registry has it (exact), the predictor elsewhere."""
-    records = dict(
-        session.execute(
-            select(Architecture.encoding, AccuracyRecord.top1)
-            .join(Architecture)
-            .where(
-                Architecture.space == space,
-                AccuracyRecord.dataset == dataset,
-                AccuracyRecord.policy == policy,
-            )
-        ).all()
-    )
-    model_rows = [
-        p for p in latest_predictors(session, "accuracy", space, policy) if p.dataset == dataset
-    ]
-    n = len(designs)
-    centre, low, high = np.full(n, np.nan), np.full(n, np.nan), np.full(n, np.nan)
-    have = np.array([d in records for d in designs])
-    if have.any():
-        values = np.array([records[d] for d, h in zip(designs, have, strict=True) if h])
-        centre[have], low[have], high[have] = values, values, values
-    info: dict[str, Any] = {"recorded": int(have.sum())}
-    if (~have).any():
-        if not model_rows:
-            if not have.any():
-                return None, {
-                    "reason": f"no accuracy records or model for {space} on {dataset!r} at {policy}"
-                }
-            info["note"] = f"{int((~have).sum())} designs without a record were left out"
-        else:
-            missing = [d for d, h in zip(designs, have, strict=True) if not h]
-            model = load_model(artifacts_dir, model_rows[0])
-            c, lo, hi = model.predict(get_space(space).encode(missing, policy))
-            centre[~have], low[~have], high[~have] = c, lo, hi
-            info["predictor_id"] = model_rows[0].id
-    return (centre, low, high), info
+@dataclass(frozen=True)
+class Resolved:
+    """A request's device (registered, or an inline profile's shots) and its policies."""
+
+    device: Device | None
+    name: str
+    shots: list[tuple[str, float]] | None  # inline profile's measurements, in shot_policy
+    shot_policy: str
+    policies: list[str]
 
 
-def _p_at_least(centre: np.ndarray, low: np.ndarray, high: np.ndarray, floor: float) -> np.ndarray:
-    from scipy.special import ndtr
-
-    sigma = np.maximum((high - low) / (2 * Z90), 1e-6)
-    return np.asarray(ndtr((centre - floor) / sigma), dtype=float)
-
-
-def _estimate(arrays, i: int) -> dict[str, float] | None:
-    if arrays is None:
-        return None
-    c, lo, hi = arrays
-    return {"value": float(c[i]), "low": float(lo[i]), "high": float(hi[i])}
-
-
-@dataclass
-class Evaluation:
-    """Every candidate (design x policy) with predictions, goal odds and objective score."""
-
-    designs: list[str]
-    blocks: list[tuple[str, Any, Any, Any]]
-    acc: Arrays | None
-    lat: Arrays
-    energy: Arrays | None
-    probabilities: dict[str, np.ndarray]
-    p_all: np.ndarray
-    score: np.ndarray
-    valid: np.ndarray
-    design_idx: np.ndarray
-    policy_of: np.ndarray
-    notes: list[str]
-    answered: dict[str, Any]
-
-
-def evaluate(
-    session: Session,
-    artifacts_dir: Path,
-    req: OptimizeRequest,
-    device: Device | None,
-    shots: list[tuple[str, float]] | None,
-    shot_policy: str,
-    policies: list[str],
-    designs: list[str],
-) -> Evaluation:
-    """Predict and score designs x policies for the request (vectorised)."""
-    name = device.name if device is not None else (req.profile.name if req.profile else "?")
-    notes: list[str] = []
-    answered: dict[str, Any] = {}
-    blocks: list[tuple[str, Arrays | None, Arrays, Arrays | None]] = []
-    for policy in dict.fromkeys(policies):
-        acc, acc_info = _accuracy(session, artifacts_dir, req.space, req.dataset, policy, designs)
-        answered[f"accuracy.{policy}"] = acc_info
-        if (acc is None and req.goals.objective in ("accuracy", "weighted")) or (
-            acc is None and req.goals.min_accuracy is not None
-        ):
-            notes.append(f"{policy} left out: {acc_info['reason']}")
-            continue
-        policy_shots = shots if (shots is not None and policy == shot_policy) else None
-        if shots is not None and policy != shot_policy:
-            policy_shots = []
-        lat, lat_info = device_metric(
-            session, artifacts_dir, device, req.space, "latency_ms", policy, designs,
-            shots=policy_shots, allow_proxy=req.method != "search",
-        )  # fmt: skip
-        answered[f"latency_ms.{policy}"] = lat_info
-        if lat is None:
-            notes.append(f"{policy} left out: {lat_info['reason']}")
-            continue
-        energy, energy_info = device_metric(
-            session, artifacts_dir, device, req.space, "energy_mj", policy, designs,
-            shots=[] if shots is not None else None, allow_proxy=req.method != "search",
-        )  # fmt: skip
-        answered[f"energy_mj.{policy}"] = energy_info
-        if energy is None and req.goals.max_energy_mj is not None:
-            notes.append(f"{policy} left out for the energy goal: {energy_info['reason']}")
-            continue
-        if energy is None and req.goals.objective == "energy":
-            notes.append(f"{policy} left out: {energy_info['reason']}")
-            continue
-        blocks.append((policy, acc, lat, energy))
-    if not blocks:
-        raise ApiError(
-            422,
-            f"no policy can be evaluated for {name} in {req.space}: " + "; ".join(notes),
-        )
-    n = len(designs)
-    design_idx = np.concatenate([np.arange(n)] * len(blocks))
-    policy_of = np.repeat(np.arange(len(blocks)), n)
-
-    def stack(parts: list[Arrays | None]) -> Arrays | None:
-        if any(p is None for p in parts):
-            return None
-        full = [p for p in parts if p is not None]
-        return (
-            np.concatenate([p[0] for p in full]),
-            np.concatenate([p[1] for p in full]),
-            np.concatenate([p[2] for p in full]),
-        )
-
-    acc = stack([b[1] for b in blocks])
-    lat = stack([b[2] for b in blocks])
-    energy = stack([b[3] for b in blocks])
-    assert lat is not None
-    valid = np.isfinite(lat[0])
-    if acc is not None:
-        valid &= np.isfinite(acc[0])
-    p_all = np.where(valid, 1.0, 0.0)
-    probabilities: dict[str, np.ndarray] = {}
-    g = req.goals
-    if g.max_latency_ms is not None:
-        probabilities["latency"] = probability_within(*lat, g.max_latency_ms)
-    if g.max_energy_mj is not None and energy is not None:
-        probabilities["energy"] = probability_within(*energy, g.max_energy_mj)
-    if g.min_accuracy is not None and acc is not None:
-        probabilities["accuracy"] = _p_at_least(*acc, g.min_accuracy)
-    for p in probabilities.values():
-        p_all = p_all * np.nan_to_num(p)
-    score = _objective(req, acc, lat, energy)
-    score = np.where(valid, score, -np.inf)
-    return Evaluation(
-        designs, blocks, acc, lat, energy, probabilities, p_all, score, valid,
-        design_idx, policy_of, notes, answered,
-    )  # fmt: skip
-
-
-def study_evaluator(
-    session: Session,
-    artifacts_dir: Path,
-    req: OptimizeRequest,
-) -> Callable[[str, str], tuple[float, float, float]]:
-    """Score one design x policy for an Optuna trial, with the request's device and goals."""
-    device, shots, shot_policy, _ = _resolve(session, req)
-
-    def score(design: str, policy: str) -> tuple[float, float, float]:
-        try:
-            ev = evaluate(
-                session, artifacts_dir, req, device, shots, shot_policy, [policy], [design]
-            )
-        except ApiError:
-            return -1e9, 1e9, 0.0
-        ok = bool(ev.valid[0])
-        return (
-            float(ev.score[0]) if ok else -1e9,
-            float(ev.lat[0][0]) if ok else 1e9,
-            float(ev.p_all[0]),
-        )
-
-    return score
-
-
-def _resolve(
-    session: Session, req: OptimizeRequest
-) -> tuple[Device | None, list[tuple[str, float]] | None, str, list[str]]:
+def resolve(session: Session, req: OptimizeRequest) -> Resolved:
     """The device (or inline shots) and the canonical policies of a request."""
     codec = get_space(req.space)
     device: Device | None = None
@@ -267,146 +92,256 @@ def _resolve(
             shot_policy = canonical_policy(req.profile.policy)
             shots = [(codec.canonical(m.arch), m.latency_ms) for m in req.profile.measurements]
         except (InvalidEncoding, ValueError) as exc:
-            raise ApiError(422, f"profile: {exc}") from None
+            raise InvalidInput(f"profile: {exc}") from None
     policies = []
     for policy in req.policies:
         try:
             parse_policy(req.space, policy)
             policies.append(canonical_policy(policy))
         except (UnsupportedPolicy, ValueError) as exc:
-            raise ApiError(422, f"policy {policy!r}: {exc}") from None
-    return device, shots, shot_policy, list(dict.fromkeys(policies))
-
-
-def optimize(
-    session: Session, artifacts_dir: Path, req: OptimizeRequest, storage: str | None = None
-) -> Optimization:
-    """Answer an optimization request and store it (the caller commits)."""
-    started = time.perf_counter()
-    if req.method == "neural":
-        raise ApiError(
-            422,
-            "method 'neural' needs the learned optimizer, which is not built yet; "
-            "use proxy, search or auto",
-        )
-    device, shots, shot_policy, policies = _resolve(session, req)
+            raise InvalidInput(f"policy {policy!r}: {exc}") from None
     name = device.name if device is not None else (req.profile.name if req.profile else "?")
-    designs = candidate_designs(session, req.space)
-    study_note = None
-    if req.study is not None:
-        if storage is None:
-            raise ApiError(422, "no Optuna storage configured for studies")
-        found = run_study(session, artifacts_dir, req, storage)
-        designs = list(dict.fromkeys([*designs, *found]))
-        study_note = f"study {req.study.name!r}: {len(found)} designs from its trials joined"
-    ev = evaluate(session, artifacts_dir, req, device, shots, shot_policy, policies, designs)
-    blocks, acc, lat, energy = ev.blocks, ev.acc, ev.lat, ev.energy
-    probabilities, p_all, score, valid = ev.probabilities, ev.p_all, ev.score, ev.valid
-    design_idx, policy_of, notes, answered = ev.design_idx, ev.policy_of, ev.notes, ev.answered
-    if study_note:
-        notes.append(study_note)
-    feasible = p_all >= req.confidence
-    order = np.argsort(-np.where(feasible, score, -np.inf), kind="stable")
-    n_feasible = int(feasible.sum())
+    return Resolved(device, name, shots, shot_policy, list(dict.fromkeys(policies)))
 
-    def view(i: int) -> dict[str, Any]:
-        return {
-            "arch": designs[int(design_idx[i])],
-            "policy": blocks[int(policy_of[i])][0],
-            "accuracy": _estimate(acc, i),
-            "latency_ms": _estimate(lat, i),
-            "energy_mj": _estimate(energy, i),
-            "probabilities": {k: float(v[i]) for k, v in probabilities.items()}
-            | {"all": float(p_all[i])},
-        }
 
-    if n_feasible:
-        chosen = int(order[0])
-        alternatives = [view(int(i)) for i in order[1 : 1 + req.alternatives]]
-        closest: list[dict[str, Any]] = []
-        message = (
-            f"best of {n_feasible} designs meeting every goal with probability >= "
-            f"{req.confidence:.2f}"
+def goals_of(req: OptimizeRequest) -> Goals:
+    """The request's goals as the optimizer's value object."""
+    g = req.goals
+    return Goals(
+        max_latency_ms=g.max_latency_ms,
+        max_energy_mj=g.max_energy_mj,
+        min_accuracy=g.min_accuracy,
+        objective=g.objective,
+        weights=tuple(sorted((g.weights or {}).items())),
+    )
+
+
+@dataclass
+class Predicted:
+    """Every candidate (design x policy) with its predictions, and how each was answered."""
+
+    designs: list[str]
+    policies: list[str]  # the policies that could be evaluated, in block order
+    candidates: Candidates
+    answered: dict[str, Any]
+    notes: list[str]
+    shots: dict[str, int]
+
+
+def _shots_for(resolved: Resolved, policy: str, extra: dict[str, list[tuple[str, float]]]):
+    """The measurements that answer a policy: the profile's, or the device's plus ``extra``."""
+    if resolved.shots is not None:
+        return resolved.shots if policy == resolved.shot_policy else []
+    if not extra.get(policy):
+        return None  # the device's stored measurements
+    return extra[policy]
+
+
+def latency_blocks(
+    session: Session,
+    artifacts_dir: Path,
+    req: OptimizeRequest,
+    resolved: Resolved,
+    designs: list[str],
+    policies: list[str],
+    measured: dict[str, list[tuple[str, float]]] | None = None,
+) -> tuple[list[Estimates | None], dict[str, Any]]:
+    """Latency of every design per policy (None where nothing can answer), and how."""
+    out: list[Estimates | None] = []
+    answered: dict[str, Any] = {}
+    for policy in policies:
+        arrays, info = device_metric(
+            session, artifacts_dir, resolved.device, req.space, "latency_ms", policy, designs,
+            shots=_shots_for(resolved, policy, measured or {}), allow_proxy=req.method != "search",
+        )  # fmt: skip
+        answered[f"latency_ms.{policy}"] = info
+        out.append(None if arrays is None else Estimates(*arrays))
+    return out, answered
+
+
+def predict_candidates(
+    session: Session,
+    artifacts_dir: Path,
+    req: OptimizeRequest,
+    resolved: Resolved,
+    designs: list[str],
+) -> Predicted:
+    """Predict accuracy, latency and energy of designs x policies for the request."""
+    notes: list[str] = []
+    answered: dict[str, Any] = {}
+    needs_accuracy = req.goals.objective in ("accuracy", "weighted") or (
+        req.goals.min_accuracy is not None
+    )
+    latency, lat_info = latency_blocks(
+        session, artifacts_dir, req, resolved, designs, resolved.policies
+    )
+    answered |= lat_info
+    kept: list[str] = []
+    blocks: list[tuple[Estimates | None, Estimates, Estimates | None]] = []
+    for policy, lat in zip(resolved.policies, latency, strict=True):
+        acc, acc_info = accuracy_estimates(
+            session, artifacts_dir, req.space, req.dataset, policy, designs
         )
-    else:
-        likeliest = np.argsort(-p_all, kind="stable")
-        chosen = int(likeliest[0])
-        alternatives = []
-        closest = [view(int(i)) for i in likeliest[: max(3, req.alternatives)]]
-        message = (
-            f"no design meets the goals with probability >= {req.confidence:.2f}; the closest "
-            f"(highest probability {p_all[chosen]:.2f}) are listed"
+        answered[f"accuracy.{policy}"] = acc_info
+        if acc is None and needs_accuracy:
+            notes.append(f"{policy} left out: {acc_info['reason']}")
+            continue
+        if lat is None:
+            notes.append(f"{policy} left out: {answered[f'latency_ms.{policy}']['reason']}")
+            continue
+        energy, energy_info = device_metric(
+            session, artifacts_dir, resolved.device, req.space, "energy_mj", policy, designs,
+            shots=[] if resolved.shots is not None else None, allow_proxy=req.method != "search",
+        )  # fmt: skip
+        answered[f"energy_mj.{policy}"] = energy_info
+        if energy is None and (
+            req.goals.max_energy_mj is not None or req.goals.objective == "energy"
+        ):
+            notes.append(f"{policy} left out for the energy goal: {energy_info['reason']}")
+            continue
+        kept.append(policy)
+        blocks.append(
+            (
+                None if acc is None else Estimates(*acc),
+                lat,
+                None if energy is None else Estimates(*energy),
+            )
         )
-    front_metric = acc[0] if acc is not None else -lat[0]
-    front = pareto_front(np.where(valid, front_metric, -np.inf), np.where(valid, lat[0], np.inf))
-    if len(front) > PARETO_POINTS:
-        front = front[np.linspace(0, len(front) - 1, PARETO_POINTS).astype(int)]
+    if not blocks:
+        raise NoModel(
+            f"no policy can be evaluated for {resolved.name} in {req.space}: " + "; ".join(notes)
+        )
+    n = len(designs)
+    accs = [b[0] for b in blocks]
+    energies = [b[2] for b in blocks]
+    candidates = Candidates(
+        design=np.concatenate([np.arange(n)] * len(blocks)),
+        policy=np.repeat(np.arange(len(blocks)), n),
+        latency=Estimates.concat([b[1] for b in blocks]),
+        accuracy=None if any(a is None for a in accs) else Estimates.concat(accs),  # type: ignore[arg-type]
+        energy=None if any(e is None for e in energies) else Estimates.concat(energies),  # type: ignore[arg-type]
+    )
+    shots = {p: int(answered[f"latency_ms.{p}"].get("shots", 0)) for p in kept}
+    return Predicted(designs, kept, candidates, answered, notes, shots)
+
+
+def _view(predicted: Predicted, choice: Choice, i: int) -> dict[str, Any]:
+    c = predicted.candidates
+    return {
+        "arch": predicted.designs[int(c.design[i])],
+        "policy": predicted.policies[int(c.policy[i])],
+        "accuracy": c.accuracy.at(i) if c.accuracy is not None else None,
+        "latency_ms": c.latency.at(i),
+        "energy_mj": c.energy.at(i) if c.energy is not None else None,
+        "probabilities": {k: float(v[i]) for k, v in choice.probabilities.items()},
+        "measured_latency_ms": choice.measured.get(i),
+    }
+
+
+def answer_json(predicted: Predicted, choice: Choice) -> dict[str, Any]:
+    """The stored result of an optimization (the ``OptimizeAnswer`` fields it computes)."""
+    c = predicted.candidates
     pareto = [
         {
-            "arch": designs[int(design_idx[i])],
-            "policy": blocks[int(policy_of[i])][0],
-            "accuracy": float(acc[0][i]) if acc is not None else None,
-            "latency_ms": float(lat[0][i]),
-            "chosen": bool(i == chosen),
+            "arch": predicted.designs[int(c.design[i])],
+            "policy": predicted.policies[int(c.policy[i])],
+            "accuracy": float(c.accuracy.value[i]) if c.accuracy is not None else None,
+            "latency_ms": float(c.latency.value[i]),
+            "chosen": i == choice.index,
         }
-        for i in front
+        for i in choice.pareto
     ]
-    elapsed = time.perf_counter() - started
-    chosen_view = view(chosen)
-    result = {
-        "feasible": bool(n_feasible),
-        "message": message,
-        "design": chosen_view,
-        "alternatives": alternatives,
-        "closest": closest,
-        "candidates": int(valid.sum()),
-        "answered_by": answered,
+    return {
+        "feasible": choice.feasible,
+        "message": choice.message,
+        "design": None if choice.index is None else _view(predicted, choice, choice.index),
+        "alternatives": [_view(predicted, choice, i) for i in choice.alternatives],
+        "closest": [_view(predicted, choice, i) for i in choice.closest],
+        "candidates": choice.valid,
+        "shots": predicted.shots,
+        "measurements": 0,
+        "answered_by": predicted.answered,
         "pareto": pareto,
-        "notes": notes,
+        "notes": predicted.notes,
     }
-    record = Optimization(
-        device_id=device.id if device else None,
-        device_name=name,
+
+
+def _designs_for(
+    session: Session, artifacts_dir: Path, req: OptimizeRequest, storage: str | None
+) -> tuple[list[str], str | None]:
+    designs = candidate_designs(session, req.space)
+    if req.study is None:
+        return designs, None
+    if storage is None:
+        raise InvalidInput("no Optuna storage configured for studies")
+    found = run_study(session, artifacts_dir, req, storage)
+    return (
+        list(dict.fromkeys([*designs, *found])),
+        f"study {req.study.name!r}: {len(found)} designs from its trials joined",
+    )
+
+
+def _record(
+    req: OptimizeRequest, resolved: Resolved, result: dict[str, Any], elapsed: float
+) -> Optimization:
+    design = result["design"]
+    return Optimization(
+        device_id=resolved.device.id if resolved.device else None,
+        device_name=resolved.name,
         space=req.space,
         method=req.method,
-        feasible=bool(n_feasible),
-        design=chosen_view["arch"],
-        policy=chosen_view["policy"],
+        feasible=bool(result["feasible"]),
+        design=design["arch"] if design else None,
+        policy=design["policy"] if design else None,
         request=req.model_dump(mode="json"),
         result=result,
         verification=None,
         elapsed_s=elapsed,
     )
+
+
+def optimize(
+    session: Session, artifacts_dir: Path, req: OptimizeRequest, storage: str | None = None
+) -> Optimization:
+    """Answer an optimization request from predictions and store it (the caller commits)."""
+    started = time.perf_counter()
+    if req.method == "neural":
+        raise InvalidInput(
+            "method 'neural' needs the learned optimizer, which is not built yet; "
+            "use proxy, search or auto"
+        )
+    if req.max_measurements:
+        raise InvalidInput("a request with max_measurements runs as a job (start_refine)")
+    resolved = resolve(session, req)
+    designs, study_note = _designs_for(session, artifacts_dir, req, storage)
+    predicted = predict_candidates(session, artifacts_dir, req, resolved, designs)
+    if study_note:
+        predicted.notes.append(study_note)
+    try:
+        choice = choose(predicted.candidates, goals_of(req), req.confidence, req.alternatives)
+    except ValueError as exc:
+        raise NoModel(str(exc)) from None
+    record = _record(req, resolved, answer_json(predicted, choice), time.perf_counter() - started)
     session.add(record)
     session.flush()
     return record
 
 
-def _objective(req: OptimizeRequest, acc, lat, energy) -> np.ndarray:
-    g = req.goals
-    if g.objective == "latency":
-        return -lat[0]
-    if g.objective == "energy":
-        return -energy[0]
-    if g.objective == "accuracy":
-        return acc[0]
-    w = {"accuracy": 1.0, "latency": 0.1, "energy": 0.0, **(g.weights or {})}
-    score = w["accuracy"] * (acc[0] if acc is not None else 0.0) - w["latency"] * lat[0]
-    if energy is not None:
-        score = score - w["energy"] * energy[0]
-    return np.asarray(score)
-
-
 def optimization_view(record: Optimization) -> dict[str, Any]:
+    """The ``OptimizeAnswer`` of a stored optimization."""
+    request = record.request or {}
     return {
         "id": record.id,
         "device": record.device_name,
         "device_id": record.device_id,
         "space": record.space,
+        "dataset": request.get("dataset", "cifar10"),
         "method": record.method,
+        "goals": request.get("goals", {}),
+        "confidence": request.get("confidence", 0.9),
         "created_at": record.created_at,
         "elapsed_s": record.elapsed_s,
-        "model_url": f"/optimizations/{record.id}/model.onnx",
+        "model_url": f"/optimizations/{record.id}/model.onnx" if record.design else None,
         "verification": record.verification,
         **record.result,
     }
@@ -421,6 +356,33 @@ class VerifyParams(BaseModel):
 def is_host_device(device: Device) -> bool:
     """A thread setting of a machine measured by ``edgeopt measure`` (this one or another)."""
     return device.source == HOST_DEVICE_SOURCE and device.threads is not None
+
+
+def where_measured(session: Session, device: Device) -> str:
+    """``host`` (this machine) or ``agent``; NotMeasurable with the reason otherwise.
+
+    A reference device (imported published measurements) has no agent and is not this host:
+    nothing could ever measure on it, so a request to do so is refused, not queued forever.
+    """
+    if is_host_device(device):
+        if not is_this_host(device):
+            raise NotMeasurable(
+                f"device {device.name} was measured on other hardware (hardware id "
+                f"{(device.specs or {}).get('hardware_id')}); it cannot be measured from here"
+            )
+        return "host"
+    imported = session.scalar(
+        select(Measurement.id)
+        .where(Measurement.device_id == device.id, Measurement.source == REFERENCE_SOURCE)
+        .limit(1)
+    )
+    if imported is not None:
+        raise NotMeasurable(
+            f"device {device.name} holds imported reference measurements; no agent or host "
+            "can measure on it. Register the device you own and run `edgeopt agent` there, "
+            "or `edgeopt measure` on this host"
+        )
+    return "agent"
 
 
 def refresh_verification(session: Session, record: Optimization) -> None:
@@ -451,55 +413,54 @@ def _compared(record: Optimization, measured_ms: float, extra: dict[str, Any]) -
     }
 
 
+def _task_for(session: Session, device: Device, space: str, design: str, policy: str) -> int:
+    """Queue (or find) the agent task measuring one design x policy; its id."""
+    queue_tasks(session, device, space, [design], [policy], 0)
+    task_id = session.scalar(
+        select(MeasurementTask.id)
+        .join(Architecture)
+        .where(
+            MeasurementTask.device_id == device.id,
+            Architecture.space == space,
+            Architecture.encoding == design,
+            MeasurementTask.policy == policy,
+        )
+    )
+    assert task_id is not None
+    return int(task_id)
+
+
 def start_verification(session: Session, record: Optimization, runner: Any) -> dict[str, Any]:
     """Measure the chosen design on its device: a host job, or a task for the device's agent."""
     if record.device_id is None:
-        raise ApiError(409, "an inline profile has no registered device to verify on")
+        raise Conflict("an inline profile has no registered device to verify on")
+    if record.design is None or record.policy is None:
+        raise Conflict("this optimization chose no design (nothing met the goals)")
     device = session.get(Device, record.device_id)
-    assert device is not None
-    if is_host_device(device):
-        if not is_this_host(device):
-            raise ApiError(
-                409,
-                f"device {device.name} was measured on other hardware (hardware id "
-                f"{(device.specs or {}).get('hardware_id')}); it cannot be verified here",
-            )
+    if device is None:
+        raise NotFound(f"the device of optimization {record.id} was removed")
+    if where_measured(session, device) == "host":
         job_id = runner.submit("verify-optimization", {"optimization_id": record.id})
         record.verification = {"status": "running", "job_id": job_id, "where": "host"}
     else:
-        queue_tasks(session, device, record.space, [record.design], [record.policy], 0)
-        task = session.scalar(
-            select(MeasurementTask)
-            .join(Architecture)
-            .where(
-                MeasurementTask.device_id == device.id,
-                Architecture.encoding == record.design,
-                MeasurementTask.policy == record.policy,
-            )
-        )
-        assert task is not None
-        record.verification = {"status": "queued", "task_id": task.id, "where": "agent"}
+        task_id = _task_for(session, device, record.space, record.design, record.policy)
+        record.verification = {"status": "queued", "task_id": task_id, "where": "agent"}
         refresh_verification(session, record)
     return record.verification or {}
 
 
-@job_kind("verify-optimization", VerifyParams)
-def _verify_job(ctx: JobContext, params: dict[str, Any]) -> dict[str, Any]:
+def _measure_on_host(
+    factory: sessionmaker[Session], device_id: int, space: str, design: str, policy: str
+) -> float:
+    """Measure one design x policy on this host's device setting (stored as usual)."""
     from app.measure_service import MeasureParams, measure_on_host
 
-    optimization_id = VerifyParams.model_validate(params).optimization_id
-    with ctx.factory() as s:
-        record = s.get(Optimization, optimization_id)
-        if record is None or record.device_id is None:
-            raise ValueError(f"no optimization {optimization_id} on a registered device")
-        device = s.get(Device, record.device_id)
+    with factory() as s:
+        device = s.get(Device, device_id)
         assert device is not None and device.threads is not None
-        if not is_this_host(device):
-            raise ValueError(f"device {device.name} is not this machine; cannot verify here")
-        design, policy, space, threads = record.design, record.policy, record.space, device.threads
-        host = (device.specs or {}).get("host", "host")
+        threads, host = device.threads, (device.specs or {}).get("host", "host")
     measure_on_host(
-        ctx.factory,
+        factory,
         MeasureParams.model_validate(
             {
                 "space": space,
@@ -510,26 +471,257 @@ def _verify_job(ctx: JobContext, params: dict[str, Any]) -> dict[str, Any]:
                 "replace": True,
             }
         ),
-        ctx,
     )
-    with unit_of_work(ctx.factory) as s:
-        record = s.get(Optimization, optimization_id)
-        assert record is not None
-        measured = s.scalar(
+    return _stored_latency(factory, device_id, space, design, policy)
+
+
+def _stored_latency(
+    factory: sessionmaker[Session], device_id: int, space: str, design: str, policy: str
+) -> float:
+    with factory() as s:
+        value = s.scalar(
             select(Measurement.value)
             .join(Architecture)
             .where(
-                Measurement.device_id == record.device_id,
+                Measurement.device_id == device_id,
+                Architecture.space == space,
                 Architecture.encoding == design,
                 Measurement.policy == policy,
                 Measurement.metric == "latency_ms",
             )
         )
-        assert measured is not None
-        record.verification = _compared(
-            record, float(measured), {"job_id": ctx.job_id, "where": "host"}
-        )
+    if value is None:
+        raise RuntimeError(f"no latency stored for {design} at {policy} after measuring it")
+    return float(value)
+
+
+def _measure_by_agent(
+    ctx: JobContext,
+    device_id: int,
+    space: str,
+    design: str,
+    policy: str,
+    deadline_s: float,
+    waiting: Callable[[str], None],
+) -> float:
+    """Queue one design for the device's agent and wait (cancellable) for its result."""
+    with unit_of_work(ctx.factory) as s:
+        device = s.get(Device, device_id)
+        assert device is not None
+        task_id = _task_for(s, device, space, design, policy)
+    started = time.monotonic()
+    while True:
+        with ctx.factory() as s:
+            task = s.get(MeasurementTask, task_id)
+            assert task is not None
+            status, measurement_id, error = task.status, task.measurement_id, task.error
+            value = s.get(Measurement, measurement_id).value if measurement_id else None  # type: ignore[union-attr]
+        if status == "done" and value is not None:
+            return float(value)
+        if status == "failed":
+            raise RuntimeError(f"the agent could not measure {design} at {policy}: {error}")
+        waited = time.monotonic() - started
+        if waited > deadline_s:
+            raise RuntimeError(
+                f"no agent measured {design} at {policy} within {deadline_s:.0f} s; is "
+                "`edgeopt agent` running for this device?"
+            )
+        waiting(f"waiting for the agent to measure {design} ({waited:.0f} s)")
+        time.sleep(0.5)
+
+
+@job_kind("verify-optimization", VerifyParams)
+def _verify_job(ctx: JobContext, params: dict[str, Any]) -> dict[str, Any]:
+    optimization_id = VerifyParams.model_validate(params).optimization_id
+    with ctx.factory() as s:
+        record = s.get(Optimization, optimization_id)
+        if record is None or record.device_id is None or record.design is None:
+            raise ValueError(f"no optimization {optimization_id} with a design on a device")
+        device = s.get(Device, record.device_id)
+        assert device is not None
+        where_measured(s, device)
+        device_id, space, design, policy = device.id, record.space, record.design, record.policy
+        assert policy is not None
+    measured = _measure_on_host(ctx.factory, device_id, space, design, policy)
+    with unit_of_work(ctx.factory) as s:
+        record = s.get(Optimization, optimization_id)
+        assert record is not None
+        record.verification = _compared(record, measured, {"job_id": ctx.job_id, "where": "host"})
         return dict(record.verification)
+
+
+class RefineParams(BaseModel):
+    """A measure-and-refine optimization: the request (``max_measurements`` > 0)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    request: dict[str, Any]
+
+
+def start_refine(session: Session, req: OptimizeRequest, runner: Any) -> int:
+    """Check that the device can measure, then queue the measure-and-refine job; its id."""
+    if req.method == "neural":
+        raise InvalidInput("method 'neural' needs the learned optimizer, which is not built yet")
+    if req.study is not None:
+        raise InvalidInput("a study and max_measurements cannot be combined")
+    resolved = resolve(session, req)
+    assert resolved.device is not None  # the request model requires a device with measurements
+    where_measured(session, resolved.device)
+    return int(runner.submit("optimize-refine", {"request": req.model_dump(mode="json")}))
+
+
+def job_status(session: Session, job_id: int) -> str:
+    job = session.get(Job, job_id)
+    return job.status if job is not None else "queued"
+
+
+@job_kind("optimize-refine", RefineParams)
+def _refine_job(ctx: JobContext, params: dict[str, Any]) -> dict[str, Any]:
+    """Measure shots, refit, verify the most promising candidates, store the answer."""
+    started = time.perf_counter()
+    req = OptimizeRequest.model_validate(RefineParams.model_validate(params).request)
+    artifacts = ctx.artifacts_dir
+    with ctx.factory() as s:
+        resolved = resolve(s, req)
+        device = resolved.device
+        assert device is not None
+        where = where_measured(s, device)
+        designs = candidate_designs(s, req.space)
+        predicted = predict_candidates(s, artifacts, req, resolved, designs)
+        policies = predicted.policies
+        stored = {p: device_shots(s, device, req.space, "latency_ms", p) for p in policies}
+        basis = metric_basis(s, artifacts, device, req.space, "latency_ms", policies[0], designs)
+    device_id = device.id
+    index = {
+        (predicted.designs[int(d)], predicted.policies[int(p)]): i
+        for i, (d, p) in enumerate(
+            zip(predicted.candidates.design, predicted.candidates.policy, strict=True)
+        )
+    }
+    measured = {index[(e, p)]: v for p, rows in stored.items() for e, v in rows if (e, p) in index}
+    n_shots = shot_count(req.max_measurements)
+    # the shots: D-optimal designs over the registered devices in the first policy
+    shots: list[int] = []
+    if basis is not None:
+        done = {predicted.designs[int(predicted.candidates.design[i])] for i in measured}
+        free = np.array([k for k, e in enumerate(designs) if e not in done], dtype=int)
+        picks = TransferModel(basis).choose_shots(
+            min(n_shots, len(free)), np.random.default_rng(0), free
+        )
+        shots = [index[(designs[int(k)], policies[0])] for k in picks]
+    new: dict[int, float] = {}
+    state = {"fraction": 0.0}
+
+    def waiting(note: str) -> None:  # keeps the job alive and honours cancellation
+        ctx.progress(state["fraction"], note)
+
+    def measure(i: int) -> float:
+        design = predicted.designs[int(predicted.candidates.design[i])]
+        policy = predicted.policies[int(predicted.candidates.policy[i])]
+        if where == "host":
+            value = _measure_on_host(ctx.factory, device_id, req.space, design, policy)
+        else:
+            value = _measure_by_agent(
+                ctx, device_id, req.space, design, policy, AGENT_WAIT_S, waiting
+            )
+        new[i] = value
+        ctx.log(f"measured {design} at {policy}: {value:.4f} ms")
+        return value
+
+    def refit(now: dict[int, float]) -> Estimates:
+        extra: dict[str, list[tuple[str, float]]] = {p: list(stored[p]) for p in policies}
+        for i in new:
+            p = predicted.policies[int(predicted.candidates.policy[i])]
+            extra[p].append((predicted.designs[int(predicted.candidates.design[i])], now[i]))
+        with ctx.factory() as s:
+            blocks, info = latency_blocks(s, artifacts, req, resolved, designs, policies, extra)
+        predicted.answered.update(info)
+        parts = [
+            b if b is not None else Estimates(*(np.full(len(designs), np.nan),) * 3) for b in blocks
+        ]
+        return Estimates.concat(parts)
+
+    def progress(spent: int, total: int) -> None:
+        state["fraction"] = spent / max(total, 1)
+        ctx.progress(state["fraction"], f"{spent}/{total} designs measured")
+
+    try:
+        choice = refine(
+            predicted.candidates,
+            goals_of(req),
+            refit,
+            measure,
+            shots,
+            req.max_measurements,
+            req.confidence,
+            req.alternatives,
+            measured=measured,
+            progress=progress,
+        )
+    except ValueError as exc:
+        raise NoModel(str(exc)) from None
+    refined = Predicted(
+        designs,
+        policies,
+        predicted.candidates.with_latency(refit(choice.measured)),
+        predicted.answered,
+        predicted.notes,
+        _shot_counts(predicted, stored, new),
+    )
+    result = answer_json(refined, choice)
+    result["measurements"] = len(new)
+    with unit_of_work(ctx.factory) as s:
+        record = _record(req, resolved, result, time.perf_counter() - started)
+        if choice.index is not None and choice.index in choice.measured:
+            record.verification = {
+                "status": "done",
+                "where": where,
+                "job_id": ctx.job_id,
+                "measured_latency_ms": choice.measured[choice.index],
+                "meets_budget": req.goals.max_latency_ms is None
+                or choice.measured[choice.index] <= req.goals.max_latency_ms,
+            }
+        s.add(record)
+        s.flush()
+        return {"optimization_id": record.id, "measurements": len(new), "feasible": choice.feasible}
+
+
+def _shot_counts(
+    predicted: Predicted, stored: dict[str, list[tuple[str, float]]], new: dict[int, float]
+) -> dict[str, int]:
+    counts = {p: len(rows) for p, rows in stored.items()}
+    for i in new:
+        policy = predicted.policies[int(predicted.candidates.policy[i])]
+        counts[policy] = counts.get(policy, 0) + 1
+    return counts
+
+
+def study_evaluator(
+    session: Session,
+    artifacts_dir: Path,
+    req: OptimizeRequest,
+) -> Callable[[str, str], tuple[float, float, float]]:
+    """Score one design x policy for an Optuna trial, with the request's device and goals."""
+    resolved = resolve(session, req)
+    goals = goals_of(req)
+
+    def score(design: str, policy: str) -> tuple[float, float, float]:
+        one = Resolved(
+            resolved.device, resolved.name, resolved.shots, resolved.shot_policy, [policy]
+        )
+        try:
+            predicted = predict_candidates(session, artifacts_dir, req, one, [design])
+            choice = choose(predicted.candidates, goals, req.confidence, 0, 1)
+        except (NoModel, ValueError):
+            return -1e9, 1e9, 0.0
+        ok = bool(np.isfinite(choice.score[0]))
+        return (
+            float(choice.score[0]) if ok else -1e9,
+            float(predicted.candidates.latency.value[0]) if ok else 1e9,
+            float(choice.probabilities["all"][0]),
+        )
+
+    return score
 
 
 def run_study(
@@ -544,7 +736,7 @@ def run_study(
         study.set_user_attr("request", req.model_dump(mode="json", exclude={"study"}))
     if req.study.trials:
         evaluate_one = study_evaluator(session, artifacts_dir, req)
-        _, _, _, policies = _resolve(session, req)
+        policies = resolve(session, req).policies
         run_trials(
             study, req.space, policies, evaluate_one, req.study.trials, req.confidence, "api"
         )

@@ -25,12 +25,12 @@ from sqlalchemy import func, literal, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.db import unit_of_work
-from app.errors import ApiError
+from app.domain_errors import Conflict, InvalidInput
 from app.jobs import JobContext, job_kind
 from app.models import AccuracyRecord, Architecture, Device, Measurement, Predictor
+from predictors.answer import answer, calibrated_scale
 from predictors.design_model import DesignModel, fit_design_model, library_versions
-from predictors.proxy import AGREEMENT, MonotoneCalibration, rank_proxies
-from predictors.transfer import MIN_SHOTS, TransferBasis, TransferModel
+from predictors.transfer import MIN_SHOTS, TransferBasis
 from search.spaces import NB201, InvalidEncoding, get_space
 
 SpaceName = Literal["nb201", "fbnet", "ofa_mbv3"]
@@ -227,7 +227,6 @@ def _train_job(ctx: JobContext, params: dict[str, Any]) -> dict[str, Any]:
 
 
 Arrays = tuple[np.ndarray, np.ndarray, np.ndarray]
-CALIBRATION_ROWS = 3000
 _SCALES: dict[tuple[Any, ...], float] = {}  # interval scale per basis and shot count
 
 
@@ -261,7 +260,7 @@ def predict_model(
             return arrays[0][rows], arrays[1][rows], arrays[2][rows]
         return _load(path).predict(get_space(space).encode(encodings, predictor.policy))
     except (ValueError, OSError) as exc:  # a stale or missing artifact: say which and why
-        raise ApiError(409, f"predictor {predictor.id} cannot be used: {exc}") from None
+        raise Conflict(f"predictor {predictor.id} cannot be used: {exc}") from None
 
 
 def encoding_columns(session: Session, space: str) -> int | None:
@@ -340,6 +339,68 @@ def _estimates(centre: np.ndarray, low: np.ndarray, high: np.ndarray) -> list[di
     ]
 
 
+def device_shots(
+    session: Session, device: Device, space: str, metric: str, policy: str
+) -> list[tuple[str, float]]:
+    """The device's own measured designs of a space, metric and policy (the shots)."""
+    rows = session.execute(
+        select(Architecture.encoding, Measurement.value)
+        .join(Architecture)
+        .where(
+            Measurement.device_id == device.id,
+            Measurement.metric == metric,
+            Measurement.policy == policy,
+            Architecture.space == space,
+        )
+        .order_by(Architecture.id)
+    ).all()
+    return [(r[0], float(r[1])) for r in rows]
+
+
+def metric_basis(
+    session: Session,
+    artifacts_dir: Path,
+    device: Device | None,
+    space: str,
+    metric: str,
+    policy: str,
+    encodings: list[str],
+) -> TransferBasis | None:
+    """Every other device's model of the metric over ``encodings``, with cost features.
+
+    None when no other device has a model. The basis' designs are ``encodings`` in order.
+    """
+    mine = device.id if device is not None else None
+    others = [
+        p
+        for p in latest_predictors(session, metric, space, policy, any_device=True)
+        if p.device_id != mine
+    ]
+    if not others:
+        return None
+    names = dict(
+        session.execute(
+            select(Device.id, Device.name).where(Device.id.in_([p.device_id for p in others]))
+        ).all()
+    )
+    basis_ms = np.stack(
+        [predict_model(artifacts_dir, p, space, encodings)[0] for p in others], axis=1
+    )
+    return TransferBasis(
+        get_space(space).features(encodings),
+        basis_ms,
+        [names.get(p.device_id or 0, "?") for p in others],
+    )
+
+
+def interval_scale(basis: TransferBasis, space: str, policy: str, metric: str, shots: int) -> float:
+    """The transfer's calibrated interval scale, computed once per basis and shot count."""
+    key = (space, policy, metric, tuple(basis.names), shots)
+    if key not in _SCALES:
+        _SCALES[key] = calibrated_scale(basis, shots)
+    return _SCALES[key]
+
+
 def device_metric(
     session: Session,
     artifacts_dir: Path,
@@ -351,91 +412,104 @@ def device_metric(
     shots: list[tuple[str, float]] | None = None,
     allow_proxy: bool = True,
 ) -> tuple[Arrays | None, dict[str, Any]]:
-    """One metric over designs: own model, proxy, transfer, or an explanation.
+    """One metric over designs, answered by ``predictors.answer`` (own, proxy, transfer).
 
     ``device`` may be None for an inline profile, whose ``shots`` (design, value) are then
-    the only measurements. ``allow_proxy=False`` goes straight to few-shot transfer.
+    the only measurements; a registered device's shots default to its stored measurements.
+    ``allow_proxy=False`` goes straight to few-shot transfer.
     """
-    codec = get_space(space)
-    label = repr(device.name) if device is not None else "(inline profile)"
+    label = f"device {device.name!r}" if device is not None else "the inline profile"
+    label += f" ({metric} in {space} at policy {policy!r})"
     own = latest_predictors(session, metric, space, policy, device.id) if device else []
     if own:
-        return predict_model(artifacts_dir, own[0], space, encodings), {
-            "method": "device-model",
-            "predictor_id": own[0].id,
-        }
+        got = answer(None, np.zeros(0), np.zeros(0), own=predict_model(
+            artifacts_dir, own[0], space, encodings
+        ))  # fmt: skip
+        return got.estimates, got.info() | {"predictor_id": own[0].id}
     if shots is None and device is not None:
-        rows = session.execute(
-            select(Architecture.encoding, Measurement.value)
-            .join(Architecture)
-            .where(
-                Measurement.device_id == device.id,
-                Measurement.metric == metric,
-                Measurement.policy == policy,
-                Architecture.space == space,
-            )
-            .order_by(Architecture.id)
-        ).all()
-        shots = [(r[0], float(r[1])) for r in rows]
+        shots = device_shots(session, device, space, metric, policy)
     shots = shots or []
-    mine = device.id if device is not None else None
-    others = [
-        p
-        for p in latest_predictors(session, metric, space, policy, any_device=True)
-        if p.device_id != mine
-    ]
-    if len(shots) < MIN_SHOTS or not others:
-        why = (
-            f"no {metric} model for device {label} in {space} at policy {policy!r}: "
-            f"it has {len(shots)} measured designs there (needs {MIN_SHOTS} to adapt) and "
-            f"{len(others)} other devices have a model to adapt from"
-        )
-        return None, {"method": None, "reason": why}
     shot_enc = [e for e, _ in shots]
-    measured = np.array([v for _, v in shots], dtype=float)
     union = list(dict.fromkeys(shot_enc + encodings))
-    basis_ms = np.stack([predict_model(artifacts_dir, p, space, union)[0] for p in others], axis=1)
+    basis = (
+        metric_basis(session, artifacts_dir, device, space, metric, policy, union)
+        if len(shots) >= MIN_SHOTS
+        else None
+    )
     pos = {e: i for i, e in enumerate(union)}
-    shot_idx = np.array([pos[e] for e in shot_enc])
-    want_idx = np.array([pos[e] for e in encodings])
-    names = {
-        d.id: d.name
-        for d in session.scalars(select(Device).where(Device.id.in_([p.device_id for p in others])))
-    }
-    choice = rank_proxies(basis_ms[shot_idx], measured)
-    proxy = others[choice.index]
-    info: dict[str, Any] = {
-        "shots": len(shots),
-        "proxy": names.get(proxy.device_id or 0),
-        "proxy_spearman": choice.spearman,
-        "proxy_predictor_id": proxy.id,
-    }
-    if allow_proxy and choice.spearman >= AGREEMENT:
-        cal = MonotoneCalibration.fit(basis_ms[shot_idx, choice.index], measured)
-        centre, low, high = cal.apply(basis_ms[want_idx, choice.index])
-        info["method"] = "proxy"
-        info["decision"] = (
-            f"reused {info['proxy']}: rank agreement {choice.spearman:.3f} >= {AGREEMENT}"
+    shot_idx = np.array([pos[e] for e in shot_enc], dtype=int)
+    measured = np.array([v for _, v in shots], dtype=float)
+    scale = interval_scale(basis, space, policy, metric, len(shots)) if basis is not None else None
+    got = answer(
+        basis,
+        shot_idx,
+        measured,
+        np.array([pos[e] for e in encodings], dtype=int),
+        allow_proxy=allow_proxy,
+        interval_scale=scale,
+        label=label,
+    )
+    return got.estimates, got.info()
+
+
+def accuracy_estimates(
+    session: Session, artifacts_dir: Path, space: str, dataset: str, policy: str, designs: list[str]
+) -> tuple[Arrays | None, dict[str, Any]]:
+    """Recorded accuracy where the registry has it (exact), the dataset's model elsewhere.
+
+    None (with the reason) when neither records nor a model exist for the dataset and policy.
+    """
+    query = (
+        select(Architecture.encoding, AccuracyRecord.top1)
+        .join(Architecture)
+        .where(
+            Architecture.space == space,
+            AccuracyRecord.dataset == dataset,
+            AccuracyRecord.policy == policy,
         )
-        return (centre, low, high), info
-    basis = TransferBasis(
-        codec.features(union), basis_ms, [names.get(p.device_id or 0, "?") for p in others]
     )
-    key = (space, policy, metric, tuple(p.id for p in others), len(shots))
-    if key not in _SCALES:  # a property of the basis devices: calibrate once, on sampled rows
-        sample = np.random.default_rng(0).permutation(len(union))[:CALIBRATION_ROWS]
-        _SCALES[key] = TransferModel(
-            TransferBasis(basis.cost[sample], basis.latency_ms[sample], basis.names)
-        ).calibrate(len(shots))
-    scale = _SCALES[key]
-    adapted = TransferModel(basis, interval_scale=scale).adapt(shot_idx, measured)
-    info["method"] = "transfer"
-    info["decision"] = (
-        f"adapted: best proxy {info['proxy']} agrees {choice.spearman:.3f}"
-        + (f" < {AGREEMENT}" if allow_proxy else " (proxy reuse not requested)")
-        + f"; few-shot transfer over {len(others)} devices"
-    )
-    return adapted.predict(want_idx), info
+    if len(designs) <= 500:  # a few designs (``/predict``): fetch only theirs
+        query = query.where(Architecture.encoding.in_(designs))
+    records = dict(session.execute(query).all())
+    models = [
+        p for p in latest_predictors(session, "accuracy", space, policy) if p.dataset == dataset
+    ]
+    n = len(designs)
+    centre, low, high = np.full(n, np.nan), np.full(n, np.nan), np.full(n, np.nan)
+    have = np.array([d in records for d in designs], dtype=bool)
+    if have.any():
+        values = np.array([records[d] for d, h in zip(designs, have, strict=True) if h])
+        centre[have], low[have], high[have] = values, values, values
+    info: dict[str, Any] = {"method": "recorded" if have.all() else "space-model",
+                            "recorded": int(have.sum())}  # fmt: skip
+    if (~have).any():
+        if not models:
+            if not have.any():
+                return None, {
+                    "method": None,
+                    "reason": f"no accuracy records or model for {space} on {dataset!r} "
+                    f"at {policy}",
+                }
+            info["method"] = "recorded"
+            info["note"] = f"{int((~have).sum())} designs without a record were left out"
+        else:
+            missing = [d for d, h in zip(designs, have, strict=True) if not h]
+            c, lo, hi = predict_model(artifacts_dir, models[0], space, missing)
+            centre[~have], low[~have], high[~have] = c, lo, hi
+            info["predictor_id"] = models[0].id
+    return (centre, low, high), info
+
+
+def accuracy_datasets(session: Session, space: str, policy: str) -> list[str]:
+    """Datasets with accuracy records or a model for the space and policy."""
+    recorded = session.scalars(
+        select(AccuracyRecord.dataset)
+        .join(Architecture)
+        .where(Architecture.space == space, AccuracyRecord.policy == policy)
+        .distinct()
+    ).all()
+    modelled = [p.dataset for p in latest_predictors(session, "accuracy", space, policy)]
+    return sorted({d for d in [*recorded, *modelled] if d})
 
 
 def predict_designs(
@@ -453,20 +527,27 @@ def predict_designs(
         try:
             canonical.append(codec.canonical(e))
         except InvalidEncoding as exc:
-            raise ApiError(422, f"designs[{i}]: {exc}") from None
+            raise InvalidInput(f"designs[{i}]: {exc}") from None
     notes: list[str] = []
     answered: dict[str, Any] = {}
     accuracy: dict[str, list[dict[str, float]]] = {}
-    acc_models = latest_predictors(session, "accuracy", space, policy)
-    if not acc_models:
-        notes.append(f"no accuracy model for {space} at policy {policy!r}")
     try:  # one design tells whether the policy fits the space's units
         codec.encode(canonical[:1], policy)
     except ValueError as exc:
-        raise ApiError(422, f"policy: {exc}") from None
-    for p in acc_models:
-        accuracy[p.dataset or "?"] = _estimates(*predict_model(artifacts_dir, p, space, canonical))
-        answered[f"accuracy.{p.dataset}"] = {"method": "space-model", "predictor_id": p.id}
+        raise InvalidInput(f"policy: {exc}") from None
+    datasets = accuracy_datasets(session, space, policy)
+    if not datasets:
+        notes.append(f"no accuracy records or model for {space} at policy {policy!r}")
+    for dataset in datasets:
+        arrays, acc_info = accuracy_estimates(
+            session, artifacts_dir, space, dataset, policy, canonical
+        )
+        answered[f"accuracy.{dataset}"] = acc_info
+        if arrays is not None:
+            accuracy[dataset] = [
+                e if np.isfinite(e["value"]) else None  # type: ignore[misc]
+                for e in _estimates(*arrays)
+            ]
     metrics: dict[str, list[dict[str, float]] | None] = {}
     for metric in ("latency_ms", "energy_mj"):
         arrays, info = device_metric(

@@ -387,10 +387,21 @@ class OptimizeRequest(BaseModel):
     policies: list[str] = Field(default_factory=lambda: ["fp32", "int8"], min_length=1)
     alternatives: int = Field(3, ge=0, le=50)
     confidence: float = Field(0.9, gt=0, lt=1)
+    max_measurements: int = Field(
+        0,
+        ge=0,
+        le=200,
+        description="designs the device may measure (measure-and-refine, as a job); 0 answers "
+        "from predictions at once. Needs a device that can measure: this host or an agent's.",
+    )
     study: StudySpec | None = None
 
     @model_validator(mode="after")
     def _one_device(self) -> OptimizeRequest:
         if (self.profile is None) == (self.device is None):
             raise ValueError("give exactly one of device (registered) or profile (inline)")
+        if self.max_measurements and self.profile is not None:
+            raise ValueError("max_measurements needs a registered device that can measure")
+        if self.max_measurements and 0 < self.max_measurements < 6:
+            raise ValueError("max_measurements is 0 or at least 6 (3 shots to adapt, 3 checks)")
         return self

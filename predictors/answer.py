@@ -124,7 +124,9 @@ def answer(
     )
 
 
-def best_proxies(latency: np.ndarray, min_common: int = 10) -> list[tuple[int | None, float | None]]:
+def best_proxies(
+    latency: np.ndarray, min_common: int = 10
+) -> list[tuple[int | None, float | None]]:
     """For each device (column), the other device that ``answer`` would consider its proxy.
 
     Agreement is measured on the designs both measured (NaN elsewhere), as ``answer`` measures

@@ -1,4 +1,4 @@
-"""``edgeopt eval optimize``: regret and budget violations of the served optimizer on unseen devices.
+"""``edgeopt eval optimize``: regret and budget violations of the served optimizer on new devices.
 
 For each test device and latency budget (percentiles of its true latencies) the optimizer
 answers as ``POST /optimize`` would, through the same code (``predictors.answer.answer`` for
@@ -96,19 +96,7 @@ def evaluate_optimize(
             else:
                 shots = chooser.choose_shots(n_shots, rng, usable)
 
-            def refit(measured: dict[int, float]) -> Estimates:
-                idx = np.array([int(usable[k]) for k in measured], dtype=int)
-                got = answer(
-                    basis,
-                    idx,
-                    np.array(list(measured.values())),
-                    usable,
-                    allow_proxy=allow_proxy,
-                    interval_scale=scale,
-                )
-                assert got.estimates is not None
-                used[str(got.method)] = used.get(str(got.method), 0) + 1
-                return Estimates(*got.estimates)
+            refit = _refit(basis, usable, allow_proxy, scale, used)
 
             random_shots = rng.choice(usable, size=10, replace=False)
             base_pred = ridge_baseline(basis, random_shots, truth[random_shots])
@@ -125,7 +113,7 @@ def evaluate_optimize(
                         cands,
                         goals,
                         refit,
-                        lambda k: float(truth[usable[k]]),
+                        _measure(truth, usable),
                         [row_of[int(i)] for i in shots],
                         max_measurements,
                         confidence,
@@ -164,6 +152,36 @@ def evaluate_optimize(
             "interval_scale": scale,
         },
     }
+
+
+def _refit(
+    basis: TransferBasis,
+    usable: np.ndarray,
+    allow_proxy: bool,
+    scale: float,
+    used: dict[str, int],
+) -> Callable[[dict[int, float]], Estimates]:
+    """Latency over the usable designs from the measurements so far, as the service answers."""
+
+    def refit(measured: dict[int, float]) -> Estimates:
+        got = answer(
+            basis,
+            np.array([int(usable[k]) for k in measured], dtype=int),
+            np.array(list(measured.values())),
+            usable,
+            allow_proxy=allow_proxy,
+            interval_scale=scale,
+        )
+        assert got.estimates is not None
+        used[str(got.method)] = used.get(str(got.method), 0) + 1
+        return Estimates(*got.estimates)
+
+    return refit
+
+
+def _measure(truth: np.ndarray, usable: np.ndarray) -> Callable[[int], float]:
+    """A measurement of candidate k: its true latency, looked up."""
+    return lambda k: float(truth[usable[k]])
 
 
 def _score(

@@ -46,7 +46,11 @@ class Estimates:
         return Estimates(self.value[rows], self.low[rows], self.high[rows])
 
     def at(self, i: int) -> dict[str, float]:
-        return {"value": float(self.value[i]), "low": float(self.low[i]), "high": float(self.high[i])}
+        return {
+            "value": float(self.value[i]),
+            "low": float(self.low[i]),
+            "high": float(self.high[i]),
+        }
 
     @staticmethod
     def concat(parts: Sequence[Estimates]) -> Estimates:
@@ -266,6 +270,8 @@ Refit = Callable[[dict[int, float]], Estimates]
 def shot_count(max_measurements: int, min_shots: int = 3) -> int:
     """How many of the allowed measurements go to shots: half, at least enough to adapt."""
     return min(max_measurements, max(min_shots, max_measurements // 2))
+
+
 Measure = Callable[[int], float]
 
 

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from fastapi import APIRouter
-from fastapi.responses import FileResponse
+from fastapi.responses import FileResponse, JSONResponse
 from sqlalchemy import func, select
+from sqlalchemy.orm import Session
 
 from app.db import commit
 from app.deps import (
@@ -19,12 +18,20 @@ from app.deps import (
     SettingsDep,
     WriteAccess,
 )
-from app.errors import ERROR_RESPONSES, ApiError
+from app.domain_errors import Conflict, NotFound
+from app.errors import ERROR_RESPONSES
 from app.models import Optimization
+from app.optimize_schemas import (
+    OptimizationSummary,
+    OptimizeAnswer,
+    OptimizeJob,
+    VerificationView,
+)
 from app.optimize_service import (
     optimization_view,
     optimize,
     refresh_verification,
+    start_refine,
     start_verification,
 )
 from app.schemas import OptimizeRequest, Page
@@ -34,44 +41,61 @@ from devices.fingerprint import fingerprint
 router = APIRouter(tags=["optimize"], responses=ERROR_RESPONSES)
 
 
-def _get(session, optimization_id: int) -> Optimization:  # type: ignore[no-untyped-def]
+def _get(session: Session, optimization_id: int) -> Optimization:
     record = session.get(Optimization, optimization_id)
     if record is None:
-        raise ApiError(404, f"no optimization with id {optimization_id}")
+        raise NotFound(f"no optimization with id {optimization_id}")
     return record
 
 
-@router.post("/optimize", status_code=201, dependencies=[WriteAccess])
+@router.post(
+    "/optimize",
+    status_code=201,
+    dependencies=[WriteAccess],
+    response_model=OptimizeAnswer,
+    responses={202: {"model": OptimizeJob, "description": "measure-and-refine job started"}},
+)
 def optimize_design(
-    body: OptimizeRequest, session: SessionDep, settings: SettingsDep
-) -> dict[str, Any]:
+    body: OptimizeRequest, session: SessionDep, settings: SettingsDep, runner: RunnerDep
+) -> OptimizeAnswer | JSONResponse:
     """The best design for a device within its goals, with predictions, odds and Pareto front.
 
-    Stored as an optimization record; ``model_url`` downloads the design as ONNX.
+    Stored as an optimization record; ``model_url`` downloads the design as ONNX. With
+    ``max_measurements`` > 0 the device measures designs first (this host or its agent): the
+    answer is then a job (202) whose result names the optimization once it is done.
     """
+    if body.max_measurements:
+        job_id = start_refine(session, body, runner)
+        job = OptimizeJob(
+            job_id=job_id,
+            status="queued",
+            job_url=f"/jobs/{job_id}",
+            max_measurements=body.max_measurements,
+            message=f"measuring up to {body.max_measurements} designs on the device",
+        )
+        return JSONResponse(job.model_dump(mode="json"), status_code=202)
     record = optimize(session, settings.artifacts_dir, body, settings.optuna_storage)
     commit(session)
-    return optimization_view(record)
+    return OptimizeAnswer.model_validate(optimization_view(record))
 
 
 @router.get("/optimizations", dependencies=[ReadAccess])
-def list_optimizations(session: SessionDep, limit: Limit = 50, offset: Offset = 0) -> Page[dict]:
+def list_optimizations(
+    session: SessionDep, limit: Limit = 50, offset: Offset = 0
+) -> Page[OptimizationSummary]:
     total = session.scalar(select(func.count()).select_from(Optimization)) or 0
     rows = session.scalars(
         select(Optimization).order_by(Optimization.id.desc()).limit(limit).offset(offset)
     ).all()
-    items = [
-        {k: v for k, v in optimization_view(r).items() if k not in ("pareto", "answered_by")}
-        for r in rows
-    ]
+    items = [OptimizationSummary.model_validate(optimization_view(r)) for r in rows]
     return Page(items=items, total=total, limit=limit, offset=offset)
 
 
 @router.get("/optimizations/{optimization_id}", dependencies=[ReadAccess])
-def read_optimization(optimization_id: ResourceId, session: SessionDep) -> dict[str, Any]:
+def read_optimization(optimization_id: ResourceId, session: SessionDep) -> OptimizeAnswer:
     record = _get(session, optimization_id)
     refresh_verification(session, record)
-    return optimization_view(record)
+    return OptimizeAnswer.model_validate(optimization_view(record))
 
 
 @router.get("/optimizations/{optimization_id}/model.onnx", dependencies=[ReadAccess])
@@ -80,6 +104,8 @@ def optimization_model(
 ) -> FileResponse:
     """The chosen design as an ONNX model in its policy (quantized where it says int8)."""
     record = _get(session, optimization_id)
+    if record.design is None or record.policy is None:
+        raise Conflict(f"optimization {optimization_id} chose no design: nothing met the goals")
     path = model_file(settings.artifacts_dir, record.space, record.design, record.policy)
     return FileResponse(
         path, media_type="application/octet-stream", filename=f"edgeopt-{optimization_id}.onnx"
@@ -87,18 +113,21 @@ def optimization_model(
 
 
 @router.post("/optimizations/{optimization_id}/verify", status_code=202, dependencies=[WriteAccess])
-def verify(optimization_id: ResourceId, session: SessionDep, runner: RunnerDep) -> dict[str, Any]:
-    """Measure the chosen design on the device: a job on this host, a task for an agent."""
+def verify(optimization_id: ResourceId, session: SessionDep, runner: RunnerDep) -> VerificationView:
+    """Measure the chosen design on the device: a job on this host, a task for an agent.
+
+    Refused (409) for a device nothing can measure on: a reference device, other hardware.
+    """
     record = _get(session, optimization_id)
     verification = start_verification(session, record, runner)
     commit(session)
-    return verification
+    return VerificationView.model_validate(verification)
 
 
 @router.get("/spaces/{space}/fingerprint", dependencies=[ReadAccess])
-def space_fingerprint(space: str) -> dict[str, Any]:
+def space_fingerprint(space: str) -> dict[str, object]:
     """The designs a new device should measure first (send them back in ``profile``)."""
     try:
         return {"space": space, "designs": fingerprint(space)}
     except ValueError as exc:
-        raise ApiError(404, str(exc)) from None
+        raise NotFound(str(exc)) from None

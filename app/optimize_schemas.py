@@ -1,0 +1,122 @@
+"""What ``/optimize`` and ``/optimizations/*`` answer: typed, so the OpenAPI schema says it."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+
+class Estimate(BaseModel):
+    """A prediction (median for latency and energy, mean for accuracy) and its 90% interval;
+    a recorded or measured value has ``low == high == value``."""
+
+    value: float
+    low: float
+    high: float
+
+
+class CandidateView(BaseModel):
+    """One design in one quantization policy, with its predictions and goal probabilities."""
+
+    arch: str
+    policy: str
+    accuracy: Estimate | None
+    latency_ms: Estimate
+    energy_mj: Estimate | None
+    probabilities: dict[str, float] = Field(
+        description="P(goal holds) per goal, and 'all' for every goal together"
+    )
+    measured_latency_ms: float | None = Field(
+        None, description="measured on the device by measure-and-refine"
+    )
+
+
+class ParetoPoint(BaseModel):
+    arch: str
+    policy: str
+    accuracy: float | None
+    latency_ms: float
+    chosen: bool
+
+
+class GoalsView(BaseModel):
+    max_latency_ms: float | None = None
+    max_energy_mj: float | None = None
+    min_accuracy: float | None = None
+    objective: str = "accuracy"
+    weights: dict[str, float] | None = None
+
+
+class OptimizeAnswer(BaseModel):
+    """An optimization: the chosen design (None when nothing met the goals: then ``closest``
+    lists the candidates likeliest to meet them), alternatives, Pareto front, provenance."""
+
+    id: int
+    device: str
+    device_id: int | None
+    space: str
+    dataset: str
+    method: str
+    goals: GoalsView
+    confidence: float
+    created_at: datetime
+    elapsed_s: float
+    feasible: bool
+    message: str
+    design: CandidateView | None
+    model_url: str | None
+    alternatives: list[CandidateView]
+    closest: list[CandidateView]
+    candidates: int = Field(description="designs x policies with a prediction")
+    shots: dict[str, int] = Field(
+        default_factory=dict, description="measured designs that answered, per policy"
+    )
+    measurements: int = Field(0, description="designs measured on the device for this answer")
+    answered_by: dict[str, dict[str, Any]]
+    pareto: list[ParetoPoint]
+    notes: list[str]
+    verification: dict[str, Any] | None
+
+
+class OptimizationSummary(BaseModel):
+    """A line of ``GET /optimizations``: the answer without its front and provenance."""
+
+    id: int
+    device: str
+    device_id: int | None
+    space: str
+    method: str
+    created_at: datetime
+    feasible: bool
+    message: str
+    design: CandidateView | None
+    model_url: str | None
+    measurements: int = 0
+
+
+class OptimizeJob(BaseModel):
+    """A measure-and-refine optimization running as a job; its result names the
+    optimization (``result.optimization_id``) once done."""
+
+    job_id: int
+    status: Literal["queued", "running", "done", "failed", "cancelled", "interrupted"]
+    job_url: str
+    max_measurements: int
+    message: str
+
+
+class VerificationView(BaseModel):
+    """Predicted against measured on the device; ``status`` queued or running until then."""
+
+    status: str
+    where: str | None = None
+    job_id: int | None = None
+    task_id: int | None = None
+    measured_latency_ms: float | None = None
+    predicted_latency_ms: float | None = None
+    interval: list[float] | None = None
+    within_interval: bool | None = None
+    error_pct: float | None = None
+    meets_budget: bool | None = None
