@@ -8,9 +8,11 @@ Set EDGEOPT_TEST_BACKENDS=sqlite to run without PostgreSQL.
 from __future__ import annotations
 
 import os
+import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any, Protocol
 
 import pytest
 from fastapi.testclient import TestClient
@@ -89,3 +91,56 @@ def writer(client: TestClient) -> TestClient:
     """The same client, sending the API key on every request."""
     client.headers["X-API-Key"] = API_KEY
     return client
+
+
+class JobClient(Protocol):
+    def get(self, url: str) -> Any: ...
+
+
+def wait_for_job(
+    client: JobClient,
+    job_id: int,
+    status: str | None = "succeeded",
+    stall_s: float = 120.0,
+    poll_s: float = 0.1,
+) -> dict[str, Any]:
+    """Wait for a job (``GET /jobs/{id}``) to end and return it.
+
+    There is no fixed deadline: a job on a busy machine may take long, but it must keep
+    moving. This fails only when its progress and message stay unchanged for ``stall_s``
+    seconds, or when it ends in another status than ``status`` (None: any end will do);
+    the message then names the job's error and its last log lines.
+    """
+    seen: tuple[object, object] | None = None
+    changed = time.monotonic()
+    while True:
+        response = client.get(f"/jobs/{job_id}")
+        assert response.status_code == 200, response.text
+        job: dict[str, Any] = response.json()
+        if job["status"] not in ("queued", "running"):
+            if status is not None and job["status"] != status:
+                logs = [line["line"] for line in job.get("logs", [])][-5:]
+                raise AssertionError(
+                    f"job {job_id} ({job['kind']}) ended {job['status']}, not {status}: "
+                    f"error={job.get('error')!r}, last logs={logs}"
+                )
+            return job
+        now = time.monotonic()
+        state = (job["progress"], job.get("message"))
+        if state != seen:
+            seen, changed = state, now
+        elif now - changed > stall_s:
+            raise AssertionError(
+                f"job {job_id} ({job['kind']}) made no progress for {stall_s:.0f} s: "
+                f"{job['status']} at {job['progress']:.0%} ({job.get('message')!r})"
+            )
+        time.sleep(poll_s)
+
+
+def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None:
+    """Poll ``condition`` until it holds; fail after ``timeout`` seconds naming ``what``."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what}: not reached within {timeout:.0f} s")
+        time.sleep(0.05)

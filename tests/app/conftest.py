@@ -11,7 +11,7 @@ from app.db import session_factory, unit_of_work
 from app.models import AccuracyRecord, Architecture, Device, Measurement
 from app.settings import Settings
 from devices.reference import ReferenceTable, load_reference
-from tests.app.test_jobs import wait
+from tests.conftest import wait_for_job
 
 DEVICES = ["gold_6226", "pixel3", "raspi4", "eyeriss"]
 N = 400
@@ -69,14 +69,15 @@ def seeded(settings: Settings, nb201: ReferenceTable) -> dict[str, np.ndarray]:
     return seed_slice(settings.database_url, nb201, DEVICES, N)
 
 
-def train(writer: TestClient, **body: object) -> dict:
+def train(writer: TestClient, expect: str = "succeeded", **body: object) -> dict:
+    """Train predictors as a job and wait for it to end in status ``expect``."""
     started = writer.post("/predictors/train", json={"spaces": ["nb201"], "min_rows": 100, **body})
     assert started.status_code == 202, started.text
-    return wait(writer, started.json()["id"])
+    return wait_for_job(writer, started.json()["id"], status=expect)
 
 
 @pytest.fixture
 def trained(writer: TestClient, seeded: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """The slice with its predictors trained (4 latency models, 1 accuracy model)."""
-    assert train(writer)["status"] == "succeeded"
+    train(writer)
     return seeded

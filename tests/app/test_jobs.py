@@ -10,24 +10,14 @@ from app.db import session_factory
 from app.jobs import JobRunner, create_job, mark_stale_jobs
 from app.models import Job
 from app.settings import Settings
-
-
-def wait(client: TestClient, job_id: int, timeout: float = 120) -> dict:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        job = client.get(f"/jobs/{job_id}").json()
-        if job["status"] not in ("queued", "running"):
-            return job
-        time.sleep(0.1)
-    raise AssertionError(f"job {job_id} still running after {timeout}s")
+from tests.conftest import wait_for_job, wait_until
 
 
 def test_import_reference_job_is_idempotent(writer: TestClient) -> None:
     body = {"kind": "import-reference", "params": {"spaces": ["ofa_mbv3"]}}
     started = writer.post("/jobs", json=body)
     assert started.status_code == 202, started.text
-    job = wait(writer, started.json()["id"])
-    assert job["status"] == "succeeded", job
+    job = wait_for_job(writer, started.json()["id"])
     assert job["progress"] == 1.0
     assert job["result"]["ofa_mbv3"]["measurements_inserted"] == 60_000
     assert any("ofa_mbv3" in line["line"] for line in job["logs"])
@@ -40,7 +30,7 @@ def test_import_reference_job_is_idempotent(writer: TestClient) -> None:
     first = writer.get("/measurements", params={"device_id": v100["id"], "limit": 1}).json()
     assert first["total"] == 5000
 
-    again = wait(writer, writer.post("/jobs", json=body).json()["id"])
+    again = wait_for_job(writer, writer.post("/jobs", json=body).json()["id"])
     assert again["result"]["ofa_mbv3"] == {
         "devices_created": 0,
         "devices_unchanged": 12,
@@ -56,12 +46,12 @@ def test_cancel_stops_a_running_import(writer: TestClient) -> None:
     job_id = writer.post(
         "/jobs", json={"kind": "import-reference", "params": {"spaces": ["nb201"]}}
     ).json()["id"]
-    while writer.get(f"/jobs/{job_id}").json()["progress"] == 0:
-        time.sleep(0.05)
+    wait_until(
+        lambda: writer.get(f"/jobs/{job_id}").json()["progress"] > 0, 120, "the import started"
+    )
     cancel = writer.post(f"/jobs/{job_id}/cancel")
     assert cancel.status_code == 200
-    job = wait(writer, job_id)
-    assert job["status"] == "cancelled"
+    wait_for_job(writer, job_id, status="cancelled")
     # What was written is whole devices: every stored device has all 15,625 measurements.
     devices = writer.get("/devices", params={"limit": 100}).json()["items"]
     assert 1 <= len(devices) < 27
@@ -110,12 +100,12 @@ def test_stopping_the_service_interrupts_its_jobs(settings: Settings) -> None:
     runner = JobRunner(factory, heartbeat_s=0.05)
     running = runner.submit("import-reference", {"spaces": ["nb201"]})
     queued = runner.submit("import-reference", {"spaces": ["ofa_mbv3"]})
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
+
+    def started() -> bool:
         with factory() as s:
-            if s.get(Job, running).progress > 0:  # type: ignore[union-attr]
-                break
-        time.sleep(0.05)
+            return s.get(Job, running).progress > 0  # type: ignore[union-attr]
+
+    wait_until(started, 120, f"job {running} started")
     runner.shutdown()
     with factory() as s:
         for job_id in (running, queued):

@@ -139,9 +139,9 @@ def test_a_stored_policy_that_fits_no_network_is_skipped_and_named(
 
 def test_training_refusals(writer: TestClient, seeded) -> None:
     assert writer.post("/predictors/train", json={"min_rows": 5}).status_code == 422
-    unknown = train(writer, devices=["nowhere"])
+    unknown = train(writer, "failed", devices=["nowhere"])
     assert unknown["status"] == "failed" and "nowhere" in unknown["error"]
-    too_much = train(writer, min_rows=100_000)
+    too_much = train(writer, "failed", min_rows=100_000)
     assert too_much["status"] == "failed" and "no scope" in too_much["error"]
     assert writer.get("/predictors").json()["total"] == 0
     assert writer.get("/predictors/999").status_code == 404

@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from app.db import get_engine, upgrade
-from tests.conftest import API_KEY, BACKENDS, fresh_database
+from tests.conftest import API_KEY, BACKENDS, fresh_database, wait_for_job
 from tests.processes import Server, edgeopt
 
 
@@ -63,10 +63,8 @@ def test_killed_server_leaves_an_interrupted_job_and_a_rerun_completes(
         assert "stopped" in job["error"]
 
         rerun = httpx.post(f"{second.url}/jobs", json=job_body, headers=headers).json()
-        done = poll(
-            f"{second.url}/jobs/{rerun['id']}", lambda j: j["status"] not in ("queued", "running")
-        )
-        assert done["status"] == "succeeded", done
+        with httpx.Client(base_url=second.url, timeout=10) as api:
+            wait_for_job(api, rerun["id"])
         total = httpx.get(f"{second.url}/measurements", params={"limit": 1}).json()["total"]
         assert total == 27 * 15_625  # nothing lost, nothing twice
     finally:

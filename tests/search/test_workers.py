@@ -18,8 +18,7 @@ from app.models import Architecture, Device, Measurement
 from app.settings import Settings
 from devices.reference import load_reference
 from search.optuna_search import open_study
-from tests.app.test_jobs import wait
-from tests.conftest import API_KEY, fresh_database
+from tests.conftest import API_KEY, fresh_database, wait_for_job
 
 
 @pytest.fixture
@@ -60,7 +59,7 @@ def test_two_workers_share_one_study(database_url: str, storage: str, tmp_path: 
     with TestClient(create_app(settings)) as client:
         client.headers["X-API-Key"] = API_KEY
         job = client.post("/predictors/train", json={"spaces": ["fbnet"], "min_rows": 100})
-        assert wait(client, job.json()["id"])["status"] == "succeeded"
+        wait_for_job(client, job.json()["id"])
         first = client.post("/optimize", json=request)
         assert first.status_code == 201, first.text
 
