@@ -25,13 +25,13 @@ from app.db import (
     unit_of_work,
     upgrade,
 )
-from app.errors import ApiError
+from app.domain_errors import Conflict
 from app.jobs import ACTIVE, JobRunner, create_job, execute_job, mark_stale_jobs
-from app.models import Device, Job, Measurement, Predictor
+from app.models import Device, Job, Measurement, Optimization, Predictor
 from app.predictor_service import stale_predictors
 from app.queries import find_device, get_job, measurement_counts
 from app.settings import get_settings
-from devices.profile import Metric, canonical_policy
+from devices.profile import canonical_policy
 from devices.reference import REFERENCE_SPACES
 
 cli = typer.Typer(
@@ -235,12 +235,19 @@ def optimize_cmd(
     method: Annotated[str, typer.Option(help="proxy, search or auto")] = "auto",
     dataset: Annotated[str, typer.Option()] = "cifar10",
     policy: Annotated[list[str] | None, typer.Option(help="policies to consider")] = None,
+    confidence: Annotated[float, typer.Option(help="P(goals met) asked for")] = 0.9,
+    max_measurements: Annotated[
+        int,
+        typer.Option(
+            help="designs the device may measure first (measure-and-refine: this host or an "
+            "agent's device); 0 answers from predictions"
+        ),
+    ] = 0,
     out: Annotated[Path | None, typer.Option(help="write the design's ONNX model here")] = None,
     verify: Annotated[bool, typer.Option(help="measure it on this host (host devices)")] = False,
 ) -> None:
     """The best design for a device within its goals; prints it and writes the ONNX model."""
-    from app.measure_service import is_this_host
-    from app.optimize_service import optimization_view, optimize
+    from app.optimize_service import optimization_view, optimize, where_measured
     from app.schemas import OptimizeRequest
     from app.task_service import model_file
 
@@ -252,6 +259,8 @@ def optimize_cmd(
                 "dataset": dataset,
                 "method": method,
                 "policies": policy or ["fp32", "int8"],
+                "confidence": confidence,
+                "max_measurements": max_measurements,
                 "goals": {
                     "max_latency_ms": max_latency_ms,
                     "max_energy_mj": max_energy_mj,
@@ -262,21 +271,48 @@ def optimize_cmd(
         )
         settings = get_settings()
         factory = _ready_factory()
-        with unit_of_work(factory) as s:
-            record = optimize(s, settings.artifacts_dir, request, settings.optuna_storage)
-            view = optimization_view(record)
-            owner = s.get(Device, record.device_id) if record.device_id else None
-            host = owner is not None and is_this_host(owner)
-    d = view["design"]
+        if max_measurements:
+            from app.optimize_service import resolve
+
+            with factory() as s:
+                owner = resolve(s, request).device
+                assert owner is not None
+                where_measured(s, owner)  # refuse a device nothing can measure, before the job
+            job = _run_job(
+                "optimize-refine",
+                {"request": request.model_dump(mode="json"), "budget_s": settings.measure_budget_s},
+            )
+            optimization_id = int((job.result or {})["optimization_id"])
+            with factory() as s:
+                record = s.get(Optimization, optimization_id)
+                assert record is not None
+                view = optimization_view(record)
+        else:
+            with unit_of_work(factory) as s:
+                record = optimize(s, settings.artifacts_dir, request, settings.optuna_storage)
+                view = optimization_view(record)
     console.print(f"optimization {view['id']}: {view['message']}")
+    d = view["design"]
+    if d is None:
+        console.print("no design chosen; the closest (by the probability of meeting the goals):")
+        for c in view["closest"]:
+            console.print(
+                f"  {c['arch']}  policy {c['policy']}  P(goals met) = "
+                f"{c['probabilities']['all']:.3f}"
+            )
+        raise typer.Exit(2)
     console.print(f"design: {d['arch']}  policy: {d['policy']}")
-    for key in ("accuracy", *(m.value for m in Metric)):
+    for key in ("accuracy", "latency_ms", "energy_mj"):
         e = d[key]
         if e is not None:
             console.print(
                 f"  {key}: {e['value']:.3f} (90% interval {e['low']:.3f} .. {e['high']:.3f})"
             )
+    if d.get("measured_latency_ms") is not None:
+        console.print(f"  measured latency: {d['measured_latency_ms']:.3f} ms on the device")
     console.print(f"  P(goals met) = {d['probabilities']['all']:.3f}; {view['elapsed_s']:.2f} s")
+    if view.get("measurements"):
+        console.print(f"  {view['measurements']} designs measured on the device")
     for note in view["notes"]:
         console.print(f"  note: {note}")
     if out:
@@ -286,20 +322,23 @@ def optimize_cmd(
             )
         console.print(f"wrote {out}")
     if verify:
-        if not host:
-            raise fail(
-                "--verify measures on this host; this device is not this machine measured"
-                " by edgeopt measure"
-            )
-        job = _run_job("verify-optimization", {"optimization_id": view["id"]})
+        with clear_errors(), factory() as s:
+            owner = s.get(Device, view["device_id"]) if view["device_id"] else None
+            if owner is None or where_measured(s, owner) != "host":
+                raise ValueError(
+                    "--verify measures on this host; this device is not this machine measured"
+                    " by edgeopt measure (an agent's device: POST /optimizations/ID/verify)"
+                )
+        job = _run_job(
+            "verify-optimization",
+            {"optimization_id": view["id"], "budget_s": settings.measure_budget_s},
+        )
         v = job.result or {}
         console.print(
             f"verified: measured {v['measured_latency_ms']:.3f} ms vs predicted "
             f"{v['predicted_latency_ms']:.3f} ms ({v['error_pct']:+.1f}%), "
             f"within interval: {v['within_interval']}, meets budget: {v['meets_budget']}"
         )
-    if not view["feasible"]:
-        raise typer.Exit(2)
 
 
 @cli.command("worker")
@@ -579,7 +618,7 @@ def jobs_cancel(job_id: int) -> None:
         with unit_of_work(factory) as s:
             job = get_job(s, job_id)
             if job.status not in ACTIVE:
-                raise ApiError(409, f"job {job_id} already ended ({job.status})")
+                raise Conflict(f"job {job_id} already ended ({job.status})")
             job.cancel_requested = True
     console.print(f"cancel requested for job {job_id}")
 

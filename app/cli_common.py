@@ -22,6 +22,7 @@ from rich.progress import (
 from sqlalchemy.exc import OperationalError
 
 from app.db import SchemaBehindError
+from app.domain_errors import DomainError
 from app.errors import ApiError
 from app.settings import get_settings
 
@@ -37,9 +38,16 @@ def fail(message: str) -> typer.Exit:
 
 @contextmanager
 def clear_errors() -> Iterator[None]:
-    """Turn the errors a user can cause into a message and exit code 1, not a traceback."""
+    """Turn the errors a user can cause into a message and exit code 1, not a traceback.
+
+    A service's :class:`~app.domain_errors.DomainError` (an unknown device, a job that already
+    ended, a bad input) becomes its message on one line of stderr (the message already names
+    the first bad row or field; the HTTP body carries the full details).
+    """
     try:
         yield
+    except DomainError as exc:
+        raise fail(one_line(exc.message)) from exc
     except ApiError as exc:
         raise fail(exc.message) from exc
     except SchemaBehindError as exc:
@@ -57,6 +65,11 @@ def clear_errors() -> Iterator[None]:
         raise fail("; ".join(parts)) from exc
     except ValueError as exc:
         raise fail(str(exc)) from exc
+
+
+def one_line(message: str) -> str:
+    """A message on one line: newlines and runs of space folded, so scripts can grep it."""
+    return " ".join(message.split())
 
 
 def progress_bar() -> Progress:

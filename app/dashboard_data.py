@@ -14,7 +14,7 @@ import numpy as np
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from app.errors import ApiError
+from app.domain_errors import NotFound, UnknownDevice
 from app.models import (
     Architecture,
     Device,
@@ -72,7 +72,7 @@ def overview(session: Session) -> dict[str, Any]:
 def device_detail(session: Session, device_id: int) -> dict[str, Any]:
     device = session.get(Device, device_id)
     if device is None:
-        raise ApiError(404, f"no device with id {device_id}")
+        raise UnknownDevice(f"no device with id {device_id}")
     rows = session.execute(
         select(Architecture.space, Measurement.policy, Measurement.value)
         .join(Architecture)
@@ -130,7 +130,7 @@ def device_detail(session: Session, device_id: int) -> dict[str, Any]:
 def predictor_quality(session: Session, artifacts_dir: Path, predictor_id: int) -> dict[str, Any]:
     p = session.get(Predictor, predictor_id)
     if p is None:
-        raise ApiError(404, f"no predictor with id {predictor_id}")
+        raise NotFound(f"no predictor with id {predictor_id}")
     held = load_model(artifacts_dir, p).held_out or {}
     measured = np.asarray(held.get("measured", []))
     predicted = np.asarray(held.get("predicted", []))
@@ -319,6 +319,6 @@ def optimization_detail(session: Session, optimization_id: int) -> dict[str, Any
 
     record = session.get(Optimization, optimization_id)
     if record is None:
-        raise ApiError(404, f"no optimization with id {optimization_id}")
+        raise NotFound(f"no optimization with id {optimization_id}")
     refresh_verification(session, record)
     return optimization_view(record)

@@ -63,3 +63,9 @@ class TooLarge(DomainError):
     """A body or a request bigger than the service accepts."""
 
     status = 413
+
+
+class UnsupportedMediaType(DomainError):
+    """A body in a format the service does not read (an upload neither JSON nor CSV)."""
+
+    status = 415

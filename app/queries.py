@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from sqlalchemy import Select, func, select
 from sqlalchemy.orm import Session
 
-from app.errors import ApiError
+from app.domain_errors import NotFound, UnknownDevice
 from app.models import AccuracyRecord, Architecture, Device, Job, Measurement
 from app.schemas import AccuracyRead, MeasurementCount, MeasurementRead, Page
 
@@ -15,7 +15,7 @@ from app.schemas import AccuracyRead, MeasurementCount, MeasurementRead, Page
 def get_device(session: Session, device_id: int) -> Device:
     device = session.get(Device, device_id)
     if device is None:
-        raise ApiError(404, f"no device with id {device_id}")
+        raise UnknownDevice(f"no device with id {device_id}")
     return device
 
 
@@ -25,7 +25,7 @@ def find_device(session: Session, name_or_id: str) -> Device:
     if device is None and name_or_id.isdigit():
         device = session.get(Device, int(name_or_id))
     if device is None:
-        raise ApiError(404, f"no device named {name_or_id!r}")
+        raise UnknownDevice(f"no device named {name_or_id!r}")
     return device
 
 
@@ -44,7 +44,7 @@ def measurement_counts(session: Session, device_id: int) -> list[MeasurementCoun
 def get_job(session: Session, job_id: int) -> Job:
     job = session.get(Job, job_id)
     if job is None:
-        raise ApiError(404, f"no job with id {job_id}")
+        raise NotFound(f"no job with id {job_id}")
     return job
 
 

@@ -20,7 +20,7 @@ from typing import Any
 from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
-from app.errors import ApiError
+from app.domain_errors import Conflict, InvalidInput, NotFound
 from app.models import Architecture, Device, Measurement, MeasurementTask
 from app.repository import Timed, architecture_id, latency_row, upsert_measurements
 from devices.profile import Metric, canonical_policy
@@ -56,13 +56,13 @@ def queue_tasks(
         try:
             encoding = codec.canonical(design)
         except InvalidEncoding as exc:
-            raise ApiError(422, f"designs[{i}]: {exc}") from None
+            raise InvalidInput(f"designs[{i}]: {exc}") from None
         for policy in policies:
             try:
                 parse_policy(space, policy)
                 keys.append((encoding, canonical_policy(policy)))
             except (UnsupportedPolicy, ValueError) as exc:
-                raise ApiError(422, f"policy {policy!r}: {exc}") from None
+                raise InvalidInput(f"policy {policy!r}: {exc}") from None
     created = existing = 0
     for encoding, policy in dict.fromkeys(keys):
         arch_id = architecture_id(session, space, encoding)
@@ -142,7 +142,7 @@ def task_view(session: Session, task: MeasurementTask) -> dict[str, Any]:
 def get_task(session: Session, task_id: int) -> MeasurementTask:
     task = session.get(MeasurementTask, task_id)
     if task is None:
-        raise ApiError(404, f"no measurement task with id {task_id}")
+        raise NotFound(f"no measurement task with id {task_id}")
     return task
 
 
@@ -154,9 +154,9 @@ def accept_result(
         return {"task_id": task.id, "measurement_id": task.measurement_id, "duplicate": True}
     expires = _aware(task.lease_expires_at)
     if task.status == "leased" and task.lease_owner != agent and expires and expires > _now():
-        raise ApiError(409, f"task {task.id} is leased to another agent until {expires}")
+        raise Conflict(f"task {task.id} is leased to another agent until {expires}")
     if task.status == "queued" and task.attempts == 0:
-        raise ApiError(409, f"task {task.id} was never leased; lease it first")
+        raise Conflict(f"task {task.id} was never leased; lease it first")
     row = latency_row(task.architecture_id, task.policy, result)
     upsert_measurements(session, task.device_id, [row], "agent")
     task.measurement_id = session.scalar(
