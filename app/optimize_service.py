@@ -26,7 +26,7 @@ from app.db import unit_of_work
 from app.domain_errors import Conflict, InvalidInput, NoModel, NotFound, NotMeasurable
 from app.jobs import JobContext, job_kind
 from app.measure_service import HOST_DEVICE_SOURCE, is_this_host
-from app.models import Architecture, Device, Job, Measurement, MeasurementTask, Optimization
+from app.models import Architecture, Device, Measurement, MeasurementTask, Optimization
 from app.predictor_service import (
     accuracy_estimates,
     device_metric,
@@ -165,8 +165,13 @@ def predict_candidates(
     req: OptimizeRequest,
     resolved: Resolved,
     designs: list[str],
+    latency_optional: bool = False,
 ) -> Predicted:
-    """Predict accuracy, latency and energy of designs x policies for the request."""
+    """Predict accuracy, latency and energy of designs x policies for the request.
+
+    ``latency_optional`` keeps a policy whose latency nothing can answer yet (NaN), for
+    measure-and-refine, whose shots will answer it.
+    """
     notes: list[str] = []
     answered: dict[str, Any] = {}
     needs_accuracy = req.goals.objective in ("accuracy", "weighted") or (
@@ -186,6 +191,8 @@ def predict_candidates(
         if acc is None and needs_accuracy:
             notes.append(f"{policy} left out: {acc_info['reason']}")
             continue
+        if lat is None and latency_optional:
+            lat = Estimates(*(np.full(len(designs), np.nan),) * 3)
         if lat is None:
             notes.append(f"{policy} left out: {answered[f'latency_ms.{policy}']['reason']}")
             continue
@@ -311,7 +318,7 @@ def optimize(
             "use proxy, search or auto"
         )
     if req.max_measurements:
-        raise InvalidInput("a request with max_measurements runs as a job (start_refine)")
+        raise InvalidInput("a request with max_measurements runs as a job (refine_job)")
     resolved = resolve(session, req)
     designs, study_note = _designs_for(session, artifacts_dir, req, storage)
     predicted = predict_candidates(session, artifacts_dir, req, resolved, designs)
@@ -351,6 +358,7 @@ class VerifyParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     optimization_id: int = Field(ge=1)
+    budget_s: float = Field(20.0, gt=0, le=600, description="timing per design on this host")
 
 
 def is_host_device(device: Device) -> bool:
@@ -430,8 +438,12 @@ def _task_for(session: Session, device: Device, space: str, design: str, policy:
     return int(task_id)
 
 
-def start_verification(session: Session, record: Optimization, runner: Any) -> dict[str, Any]:
-    """Measure the chosen design on its device: a host job, or a task for the device's agent."""
+def start_verification(
+    session: Session, record: Optimization, budget_s: float = 20.0
+) -> tuple[str, dict[str, Any]] | None:
+    """Measure the chosen design on its device: a task for the device's agent (queued here),
+    or, on this host, the job to submit (returned: the caller submits it once its own
+    transaction is committed, so the job's row is visible to the worker that runs it)."""
     if record.device_id is None:
         raise Conflict("an inline profile has no registered device to verify on")
     if record.design is None or record.policy is None:
@@ -440,17 +452,20 @@ def start_verification(session: Session, record: Optimization, runner: Any) -> d
     if device is None:
         raise NotFound(f"the device of optimization {record.id} was removed")
     if where_measured(session, device) == "host":
-        job_id = runner.submit("verify-optimization", {"optimization_id": record.id})
-        record.verification = {"status": "running", "job_id": job_id, "where": "host"}
-    else:
-        task_id = _task_for(session, device, record.space, record.design, record.policy)
-        record.verification = {"status": "queued", "task_id": task_id, "where": "agent"}
-        refresh_verification(session, record)
-    return record.verification or {}
+        return "verify-optimization", {"optimization_id": record.id, "budget_s": budget_s}
+    task_id = _task_for(session, device, record.space, record.design, record.policy)
+    record.verification = {"status": "queued", "task_id": task_id, "where": "agent"}
+    refresh_verification(session, record)
+    return None
 
 
 def _measure_on_host(
-    factory: sessionmaker[Session], device_id: int, space: str, design: str, policy: str
+    factory: sessionmaker[Session],
+    device_id: int,
+    space: str,
+    design: str,
+    policy: str,
+    budget_s: float,
 ) -> float:
     """Measure one design x policy on this host's device setting (stored as usual)."""
     from app.measure_service import MeasureParams, measure_on_host
@@ -469,6 +484,7 @@ def _measure_on_host(
                 "threads": [threads],
                 "host": host,
                 "replace": True,
+                "budget_s": budget_s,
             }
         ),
     )
@@ -532,7 +548,8 @@ def _measure_by_agent(
 
 @job_kind("verify-optimization", VerifyParams)
 def _verify_job(ctx: JobContext, params: dict[str, Any]) -> dict[str, Any]:
-    optimization_id = VerifyParams.model_validate(params).optimization_id
+    verify = VerifyParams.model_validate(params)
+    optimization_id = verify.optimization_id
     with ctx.factory() as s:
         record = s.get(Optimization, optimization_id)
         if record is None or record.device_id is None or record.design is None:
@@ -542,7 +559,7 @@ def _verify_job(ctx: JobContext, params: dict[str, Any]) -> dict[str, Any]:
         where_measured(s, device)
         device_id, space, design, policy = device.id, record.space, record.design, record.policy
         assert policy is not None
-    measured = _measure_on_host(ctx.factory, device_id, space, design, policy)
+    measured = _measure_on_host(ctx.factory, device_id, space, design, policy, verify.budget_s)
     with unit_of_work(ctx.factory) as s:
         record = s.get(Optimization, optimization_id)
         assert record is not None
@@ -556,10 +573,13 @@ class RefineParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     request: dict[str, Any]
+    budget_s: float = Field(20.0, gt=0, le=600, description="timing per design on this host")
 
 
-def start_refine(session: Session, req: OptimizeRequest, runner: Any) -> int:
-    """Check that the device can measure, then queue the measure-and-refine job; its id."""
+def refine_job(
+    session: Session, req: OptimizeRequest, budget_s: float = 20.0
+) -> tuple[str, dict[str, Any]]:
+    """Check that the device can measure; the measure-and-refine job to submit."""
     if req.method == "neural":
         raise InvalidInput("method 'neural' needs the learned optimizer, which is not built yet")
     if req.study is not None:
@@ -567,19 +587,15 @@ def start_refine(session: Session, req: OptimizeRequest, runner: Any) -> int:
     resolved = resolve(session, req)
     assert resolved.device is not None  # the request model requires a device with measurements
     where_measured(session, resolved.device)
-    return int(runner.submit("optimize-refine", {"request": req.model_dump(mode="json")}))
-
-
-def job_status(session: Session, job_id: int) -> str:
-    job = session.get(Job, job_id)
-    return job.status if job is not None else "queued"
+    return "optimize-refine", {"request": req.model_dump(mode="json"), "budget_s": budget_s}
 
 
 @job_kind("optimize-refine", RefineParams)
 def _refine_job(ctx: JobContext, params: dict[str, Any]) -> dict[str, Any]:
     """Measure shots, refit, verify the most promising candidates, store the answer."""
     started = time.perf_counter()
-    req = OptimizeRequest.model_validate(RefineParams.model_validate(params).request)
+    job = RefineParams.model_validate(params)
+    req = OptimizeRequest.model_validate(job.request)
     artifacts = ctx.artifacts_dir
     with ctx.factory() as s:
         resolved = resolve(s, req)
@@ -587,7 +603,7 @@ def _refine_job(ctx: JobContext, params: dict[str, Any]) -> dict[str, Any]:
         assert device is not None
         where = where_measured(s, device)
         designs = candidate_designs(s, req.space)
-        predicted = predict_candidates(s, artifacts, req, resolved, designs)
+        predicted = predict_candidates(s, artifacts, req, resolved, designs, True)
         policies = predicted.policies
         stored = {p: device_shots(s, device, req.space, "latency_ms", p) for p in policies}
         basis = metric_basis(s, artifacts, device, req.space, "latency_ms", policies[0], designs)
@@ -619,7 +635,9 @@ def _refine_job(ctx: JobContext, params: dict[str, Any]) -> dict[str, Any]:
         design = predicted.designs[int(predicted.candidates.design[i])]
         policy = predicted.policies[int(predicted.candidates.policy[i])]
         if where == "host":
-            value = _measure_on_host(ctx.factory, device_id, req.space, design, policy)
+            value = _measure_on_host(
+                ctx.factory, device_id, req.space, design, policy, job.budget_s
+            )
         else:
             value = _measure_by_agent(
                 ctx, device_id, req.space, design, policy, AGENT_WAIT_S, waiting

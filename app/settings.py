@@ -35,6 +35,13 @@ class Settings(BaseSettings):
     port: int = 8000
     max_request_bytes: int = 32 * 1024 * 1024
     max_upload_rows: int = 200_000
+    measure_budget_s: float = Field(
+        default=20.0,
+        gt=0,
+        le=600,
+        description="Seconds of timing per design when a job measures on this host "
+        "(verification, measure-and-refine)",
+    )
     job_workers: int = 1
     job_heartbeat_s: float = 2.0
     job_stale_after_s: float = 15.0

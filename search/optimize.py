@@ -141,7 +141,8 @@ def probability_within(
     with np.errstate(divide="ignore", invalid="ignore"):
         sigma = np.maximum((np.log(high) - np.log(low)) / (2 * Z90), 1e-9)
         z = (np.log(budget) - np.log(median)) / sigma
-    return np.asarray(ndtr(z), dtype=float)
+    exact = low == high  # a measurement: a budget it equals is met
+    return np.where(exact, (median <= budget).astype(float), np.asarray(ndtr(z), dtype=float))
 
 
 def probability_at_least(estimates: Estimates, floor: float) -> np.ndarray:
@@ -149,7 +150,9 @@ def probability_at_least(estimates: Estimates, floor: float) -> np.ndarray:
     from scipy.special import ndtr
 
     sigma = np.maximum((estimates.high - estimates.low) / (2 * Z90), 1e-9)
-    return np.asarray(ndtr((estimates.value - floor) / sigma), dtype=float)
+    p = np.asarray(ndtr((estimates.value - floor) / sigma), dtype=float)
+    exact = estimates.high == estimates.low  # a recorded value: a floor it equals is met
+    return np.where(exact, (estimates.value >= floor).astype(float), p)
 
 
 def pareto_front(objective_max: np.ndarray, cost_min: np.ndarray) -> np.ndarray:

@@ -30,8 +30,8 @@ from app.optimize_schemas import (
 from app.optimize_service import (
     optimization_view,
     optimize,
+    refine_job,
     refresh_verification,
-    start_refine,
     start_verification,
 )
 from app.schemas import OptimizeRequest, Page
@@ -65,7 +65,9 @@ def optimize_design(
     answer is then a job (202) whose result names the optimization once it is done.
     """
     if body.max_measurements:
-        job_id = start_refine(session, body, runner)
+        kind, params = refine_job(session, body, settings.measure_budget_s)
+        commit(session)  # the job's worker reads the registry in its own transactions
+        job_id = runner.submit(kind, params)
         job = OptimizeJob(
             job_id=job_id,
             status="queued",
@@ -113,15 +115,22 @@ def optimization_model(
 
 
 @router.post("/optimizations/{optimization_id}/verify", status_code=202, dependencies=[WriteAccess])
-def verify(optimization_id: ResourceId, session: SessionDep, runner: RunnerDep) -> VerificationView:
+def verify(
+    optimization_id: ResourceId, session: SessionDep, runner: RunnerDep, settings: SettingsDep
+) -> VerificationView:
     """Measure the chosen design on the device: a job on this host, a task for an agent.
 
     Refused (409) for a device nothing can measure on: a reference device, other hardware.
     """
     record = _get(session, optimization_id)
-    verification = start_verification(session, record, runner)
+    job = start_verification(session, record, settings.measure_budget_s)
     commit(session)
-    return VerificationView.model_validate(verification)
+    if job is not None:  # on this host: a job, submitted once the session is committed
+        job_id = runner.submit(*job)
+        record = _get(session, optimization_id)
+        record.verification = {"status": "running", "job_id": job_id, "where": "host"}
+        commit(session)
+    return VerificationView.model_validate(record.verification or {})
 
 
 @router.get("/spaces/{space}/fingerprint", dependencies=[ReadAccess])

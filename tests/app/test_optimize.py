@@ -3,13 +3,22 @@
 from __future__ import annotations
 
 import itertools
+from collections.abc import Iterator
 
 import numpy as np
 import onnxruntime as ort
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import select, update
 
+from app.db import session_factory, unit_of_work
+from app.main import create_app
+from app.measure_service import register_host
+from app.models import Device, Measurement
+from app.reference_import import REFERENCE_SOURCE
+from app.settings import Settings
 from tests.app.conftest import N
+from tests.conftest import API_KEY, wait_for_job
 
 
 def test_best_design_within_budget_and_its_model(writer: TestClient, trained) -> None:
@@ -44,6 +53,11 @@ def test_infeasible_goals_get_the_closest_designs(writer: TestClient, trained) -
     body = r.json()
     assert body["feasible"] is False and "no design meets the goals" in body["message"]
     assert len(body["closest"]) >= 3
+    # an infeasible answer names no chosen design and offers no model to download
+    assert body["design"] is None and body["model_url"] is None
+    assert body["goals"]["max_latency_ms"] == 1e-4 and body["confidence"] == 0.9
+    assert writer.get(f"/optimizations/{body['id']}/model.onnx").status_code == 409
+    assert writer.post(f"/optimizations/{body['id']}/verify").status_code == 409
 
 
 def test_inline_profile_uses_its_measurements(writer: TestClient, trained, nb201) -> None:
@@ -82,6 +96,59 @@ def test_agent_devices_are_verified_through_a_task(writer: TestClient, trained) 
     assert verification["status"] == "queued" and verification["where"] == "agent"
 
 
+def test_a_reference_device_is_not_verified_or_measured(
+    writer: TestClient, trained, settings: Settings
+) -> None:
+    with unit_of_work(session_factory(settings.database_url)) as s:
+        device_id = s.scalar(select(Device.id).where(Device.name == "gold_6226"))
+        s.execute(
+            update(Measurement)
+            .where(Measurement.device_id == device_id)
+            .values(source=REFERENCE_SOURCE)
+        )
+    body = writer.post("/optimize", json={"device": "gold_6226"}).json()
+    refused = writer.post(f"/optimizations/{body['id']}/verify")
+    assert refused.status_code == 409 and "imported reference" in refused.text
+    again = writer.post("/optimize", json={"device": "gold_6226", "max_measurements": 10})
+    assert again.status_code == 409 and "edgeopt agent" in again.text
+
+
+@pytest.fixture
+def quick(settings: Settings) -> Iterator[TestClient]:
+    """A client whose host measurements take 1 s of timing each (not 20)."""
+    app = create_app(settings.model_copy(update={"measure_budget_s": 1.0}))
+    with TestClient(app, headers={"X-API-Key": API_KEY}) as c:
+        yield c
+
+
+def test_measure_and_refine_on_this_host(quick: TestClient, trained, settings: Settings) -> None:
+    with unit_of_work(session_factory(settings.database_url)) as s:
+        host = register_host(s, 1)
+        name, host_id = host.name, host.id
+    budget = 50.0
+    started = quick.post(
+        "/optimize",
+        json={
+            "device": name,
+            "policies": ["fp32"],
+            "goals": {"max_latency_ms": budget},
+            "max_measurements": 6,
+        },
+    )
+    assert started.status_code == 202, started.text
+    job = wait_for_job(quick, started.json()["job_id"])
+    assert job["result"]["measurements"] <= 6
+    answer = quick.get(f"/optimizations/{job['result']['optimization_id']}").json()
+    design = answer["design"]
+    # the answer is a design measured on this host within the budget
+    assert design["measured_latency_ms"] is not None and design["measured_latency_ms"] <= budget
+    assert answer["verification"]["where"] == "host" and answer["verification"]["meets_budget"]
+    assert answer["answered_by"]["latency_ms.fp32"]["method"] in ("proxy", "transfer")
+    assert answer["shots"]["fp32"] == answer["measurements"] >= 3
+    stored = quick.get("/measurements", params={"device_id": host_id, "limit": 100}).json()
+    assert stored["total"] == answer["measurements"]
+
+
 @pytest.mark.parametrize(
     ("request_body", "status", "needle"),
     [
@@ -92,6 +159,8 @@ def test_agent_devices_are_verified_through_a_task(writer: TestClient, trained) 
         ({"device": "gold_6226", "policies": ["fp16"]}, 422, "fp16"),
         ({"device": "gold_6226", "goals": {"objective": "energy"}}, 422, "energy_mj"),
         ({"device": "gold_6226", "goals": {"max_latency_ms": -1}}, 422, "max_latency_ms"),
+        ({"device": "gold_6226", "max_measurements": 3}, 422, "at least 6"),
+        ({"profile": {"measurements": []}, "max_measurements": 10}, 422, "registered device"),
     ],
 )
 def test_bad_optimize_requests(writer: TestClient, trained, request_body, status, needle) -> None:

@@ -1,4 +1,4 @@
-"""The optimizer core on real reference latencies: odds, fronts, verified choices."""
+"""The one optimizer as pure functions: odds, choices, fronts, measure-and-refine."""
 
 from __future__ import annotations
 
@@ -8,7 +8,15 @@ import pytest
 from devices.reference import load_reference
 from predictors.tables import LatencyTable, TableError
 from search.evaluation import evaluate_optimize
-from search.optimize import pareto_front, probability_within, verified_search
+from search.optimize import (
+    Candidates,
+    Estimates,
+    Goals,
+    choose,
+    pareto_front,
+    probability_within,
+    refine,
+)
 from search.spaces import get_space
 
 
@@ -30,22 +38,75 @@ def test_pareto_front_keeps_only_undominated_designs() -> None:
     assert pareto_front(accuracy, latency).tolist() == [0, 1, 3]
 
 
-def test_verified_search_returns_a_measured_design_within_budget() -> None:
+def _candidates(latency: np.ndarray, accuracy: np.ndarray, spread: float = 1.25) -> Candidates:
+    n = len(latency)
+    return Candidates(
+        design=np.arange(n),
+        policy=np.zeros(n, dtype=int),
+        latency=Estimates(latency, latency / spread, latency * spread),
+        accuracy=Estimates.exact(accuracy),
+    )
+
+
+def test_choose_takes_the_most_accurate_design_confidently_within_budget() -> None:
+    latency = np.array([1.0, 2.0, 2.9, 4.0])
+    accuracy = np.array([80.0, 85.0, 90.0, 95.0])
+    choice = choose(_candidates(latency, accuracy), Goals(max_latency_ms=3.0), 0.9, 2)
+    # 2.9 ms is within 3 ms but not with 90% confidence given a +-25% interval
+    assert choice.index == 1 and choice.feasible and choice.n_feasible == 2
+    assert choice.alternatives == [0]
+    assert choice.probabilities["latency"][2] < 0.9 <= choice.probabilities["latency"][1]
+    assert choice.pareto == [0, 1, 2, 3]
+    lax = choose(_candidates(latency, accuracy), Goals(max_latency_ms=3.0), 0.5)
+    assert lax.index == 2  # asking for less confidence accepts the closer call
+
+
+def test_an_infeasible_choice_names_no_design_but_the_closest() -> None:
+    latency = np.array([1.0, 2.0, 4.0])
+    accuracy = np.array([80.0, 85.0, 95.0])
+    uncertain = Estimates(accuracy, accuracy - 5, accuracy + 5)
+    cands = Candidates(np.arange(3), np.zeros(3, dtype=int), Estimates.exact(latency), uncertain)
+    choice = choose(cands, Goals(min_accuracy=99.0), 0.9)
+    assert choice.index is None and not choice.feasible
+    assert choice.closest[0] == 2 and "no design meets the goals" in choice.message
+
+
+def test_goals_on_a_metric_without_predictions_are_refused() -> None:
+    cands = _candidates(np.ones(3), np.ones(3))
+    with pytest.raises(ValueError, match="energy"):
+        choose(cands, Goals(max_energy_mj=1.0))
+
+
+def test_refine_measures_and_answers_a_measured_design_within_budget() -> None:
     rng = np.random.default_rng(0)
     truth = rng.lognormal(size=500)
     accuracy = 80 + 10 * np.log1p(truth) + rng.normal(scale=0.5, size=500)  # slower = better
+    noisy = truth * np.exp(rng.normal(scale=0.1, size=500))
+    cands = _candidates(noisy, accuracy)
+    calls: list[int] = []
 
-    def predict(idx: np.ndarray, y: np.ndarray):
-        noisy = truth * np.exp(rng.normal(scale=0.1, size=500))
-        return noisy, noisy * 0.8, noisy * 1.25
+    def refit(measured: dict[int, float]) -> Estimates:
+        return Estimates(noisy, noisy * 0.8, noisy * 1.25)
+
+    def measure(i: int) -> float:
+        calls.append(i)
+        return float(truth[i])
 
     budget = float(np.percentile(truth, 30))
-    shots = np.arange(5)
-    choice = verified_search(accuracy, budget, predict, truth.item, shots, truth[shots], 10)
-    assert choice.verified and truth[choice.index] <= budget
+    choice = refine(cands, Goals(max_latency_ms=budget), refit, measure, range(5), 12)
+    assert choice.verified and choice.index is not None and truth[choice.index] <= budget
+    assert choice.measured[choice.index] == truth[choice.index]
+    assert len(calls) <= 12 and calls[:5] == [0, 1, 2, 3, 4]
     best = accuracy[truth <= budget].max()
     assert best - accuracy[choice.index] < 1.0
-    assert len(choice.measured) <= 15
+
+
+def test_refine_without_measurements_is_choose() -> None:
+    latency = np.array([1.0, 2.0, 2.9, 4.0])
+    cands = _candidates(latency, np.array([80.0, 85.0, 90.0, 95.0]))
+    goals = Goals(max_latency_ms=3.0)
+    refined = refine(cands, goals, lambda m: cands.latency, lambda i: 0.0, [], 0)
+    assert refined.index == choose(cands, goals).index and not refined.verified
 
 
 @pytest.fixture(scope="module")
@@ -72,9 +133,27 @@ def test_evaluate_optimize_reports_regret_and_violations(small) -> None:
         table, accuracy, cost, train, ["eyeriss", "gold_6226"], [25, 50], 20, 2, "search"
     )
     assert set(result["devices"]) == {"eyeriss", "gold_6226"}
-    assert set(result["mean"]) == {"regret", "violation_rate", "seconds_per_query"}
+    assert set(result["mean"]) == {
+        "regret",
+        "violation_rate",
+        "no_answer_rate",
+        "seconds_per_query",
+    }
     assert result["mean"]["violation_rate"] <= result["baseline"]["mean"]["violation_rate"]
     assert result["mean"]["regret"] < 1.0
+
+
+def test_evaluate_optimize_replays_a_profile_only_request(small) -> None:
+    table, cost = small
+    train = ["1080ti_1", "silver_4114", "pixel3", "samsung_a50"]
+    accuracy = table.columns["acc_cifar10"]
+    prints = table.encodings[:10]  # ten measured designs, as an inline profile sends
+    result = evaluate_optimize(
+        table, accuracy, cost, train, ["gold_6226"], [50], 0, 1, "auto", prints, 0.9
+    )
+    assert result["setup"]["shots"] == 10 and result["setup"]["shots_from"] == "fingerprint"
+    assert 0 <= result["mean"]["violation_rate"] <= 1
+    assert result["mean"]["no_answer_rate"] == 0.0
 
 
 def test_evaluate_optimize_refuses_what_it_cannot_do(small) -> None:
@@ -84,5 +163,7 @@ def test_evaluate_optimize_refuses_what_it_cannot_do(small) -> None:
         evaluate_optimize(*args, [50], 20, 1, "neural")
     with pytest.raises(TableError, match="percentiles"):
         evaluate_optimize(*args, [150], 20, 1, "search")
-    with pytest.raises(TableError, match="at least 4"):
+    with pytest.raises(TableError, match="0 or at least 6"):
         evaluate_optimize(*args, [50], 2, 1, "search")
+    with pytest.raises(TableError, match="fingerprint"):
+        evaluate_optimize(*args, [50], 0, 1, "search", ["not-a-row"])

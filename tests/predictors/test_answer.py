@@ -1,0 +1,60 @@
+"""The one proxy-or-transfer decision, on real reference latencies."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from devices.reference import ReferenceTable
+from predictors.answer import answer, best_proxies, calibrated_scale
+from predictors.transfer import TransferBasis
+from search.spaces import get_space
+from tests.predictors.conftest import columns
+
+ROWS = 1500
+
+
+def _basis(nb201: ReferenceTable, names: list[str]) -> TransferBasis:
+    rows = np.arange(ROWS)
+    cost = get_space("nb201").features([nb201.encodings[i] for i in rows])
+    return TransferBasis(cost, columns(nb201, names)[rows], names)
+
+
+def test_an_agreeing_device_is_reused_as_proxy(nb201: ReferenceTable) -> None:
+    basis = _basis(nb201, ["1080ti_1", "pixel3", "eyeriss"])
+    target = columns(nb201, ["raspi4"])[:ROWS, 0]  # an ARM CPU, ranked like pixel3's
+    shots = np.arange(0, 300, 10)
+    got = answer(basis, shots, target[shots], label="raspi4")
+    assert got.method == "proxy" and got.proxy == "pixel3" and got.proxy_spearman >= 0.9
+    assert got.estimates is not None and len(got.estimates[0]) == ROWS
+    assert got.info()["method"] == "proxy" and "reused pixel3" in got.info()["decision"]
+
+
+def test_without_an_agreeing_device_transfer_adapts(nb201: ReferenceTable) -> None:
+    basis = _basis(nb201, ["1080ti_1", "pixel3"])
+    target = columns(nb201, ["fpga"])[:ROWS, 0]
+    shots = np.arange(0, 100, 10)
+    scale = calibrated_scale(basis, len(shots))
+    got = answer(basis, shots, target[shots], interval_scale=scale)
+    assert got.method == "transfer" and got.proxy_spearman is not None
+    assert got.proxy_spearman < 0.9
+    centre, low, high = got.estimates  # type: ignore[misc]
+    assert (low <= centre).all() and (centre <= high).all()
+    forced = answer(basis, shots, target[shots], allow_proxy=False, interval_scale=scale)
+    assert forced.method == "transfer" and "not requested" in forced.reason
+
+
+def test_own_model_first_and_too_few_shots_give_no_number(nb201: ReferenceTable) -> None:
+    basis = _basis(nb201, ["1080ti_1"])
+    own = (np.ones(3), np.ones(3) * 0.9, np.ones(3) * 1.1)
+    assert answer(basis, np.arange(2), np.ones(2), own=own).method == "device-model"
+    none = answer(basis, np.arange(2), np.ones(2), label="my-board")
+    assert none.method is None and none.estimates is None and "my-board" in none.reason
+    assert answer(None, np.arange(5), np.ones(5)).method is None
+
+
+def test_best_proxies_uses_common_designs_only(nb201: ReferenceTable) -> None:
+    latency = columns(nb201, ["titan_rtx_256", "2080ti_256", "fpga"])[:400].copy()
+    latency[:200, 2] = np.nan  # the FPGA measured half of them
+    proxies = best_proxies(latency)
+    assert proxies[0][0] == 1 and proxies[1][0] == 0
+    assert proxies[2][0] is not None and proxies[2][1] is not None and proxies[2][1] < 1
