@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import itertools
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
 
+import httpx
 import numpy as np
 import onnxruntime as ort
 import pytest
@@ -18,7 +22,8 @@ from app.models import Device, Measurement
 from app.reference_import import REFERENCE_SOURCE
 from app.settings import Settings
 from tests.app.conftest import N
-from tests.conftest import API_KEY, wait_for_job
+from tests.conftest import API_KEY, wait_for_job, wait_until
+from tests.processes import Server
 
 
 def test_best_design_within_budget_and_its_model(writer: TestClient, trained) -> None:
@@ -147,6 +152,55 @@ def test_measure_and_refine_on_this_host(quick: TestClient, trained, settings: S
     assert answer["shots"]["fp32"] == answer["measurements"] >= 3
     stored = quick.get("/measurements", params={"device_id": host_id, "limit": 100}).json()
     assert stored["total"] == answer["measurements"]
+
+
+def test_measure_and_refine_through_an_agent(trained, settings: Settings, tmp_path) -> None:
+    """The server and the device's agent as two processes, as deployed."""
+    env = {
+        "EDGEOPT_DATABASE_URL": settings.database_url,
+        "EDGEOPT_ARTIFACTS_DIR": str(settings.artifacts_dir),
+        "EDGEOPT_API_KEYS": API_KEY,
+    }
+    server = Server(env)
+    args = [
+        sys.executable, "-m", "app", "agent", "--server", server.url,
+        "--device", "field-unit", "--api-key", API_KEY,
+        "--journal", str(tmp_path / "journal.json"), "--round-size", "3",
+        "--budget-s", "1", "--poll-s", "0.2",
+    ]  # fmt: skip
+    agent = subprocess.Popen(
+        args,
+        env={**os.environ, **env},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        with httpx.Client(base_url=server.url, headers={"X-API-Key": API_KEY}, timeout=30) as api:
+            wait_until(
+                lambda: api.get("/devices", params={"q": "field-unit"}).json()["total"] == 1,
+                60,
+                "the agent registers its device",
+            )
+            started = api.post(
+                "/optimize",
+                json={
+                    "device": "field-unit",
+                    "policies": ["fp32"],
+                    "goals": {"max_latency_ms": 500.0},
+                    "max_measurements": 6,
+                },
+            )
+            assert started.status_code == 202, started.text
+            job = wait_for_job(api, started.json()["job_id"])
+            answer = api.get(f"/optimizations/{job['result']['optimization_id']}").json()
+    finally:
+        agent.kill()
+        server.stop()
+    design = answer["design"]
+    assert design["measured_latency_ms"] is not None and design["measured_latency_ms"] <= 500
+    assert answer["verification"]["where"] == "agent" and answer["verification"]["meets_budget"]
+    assert 3 <= answer["measurements"] <= 6
 
 
 @pytest.mark.parametrize(
