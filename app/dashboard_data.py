@@ -27,6 +27,8 @@ from app.models import (
 from app.predictor_service import load_model
 from devices.fingerprint import fingerprint
 from devices.profile import Metric
+from predictors.answer import best_proxies
+from predictors.proxy import AGREEMENT
 
 BINS = 40
 AGREEMENT_ROWS = 3000
@@ -270,15 +272,17 @@ def _rank_agreement(session: Session, space: str, policy: str) -> dict[str, Any]
     )
     labels = [names[int(dev_ids[k])] for k in leaves]
     ordered = rho[np.ix_(leaves, leaves)]
+    # each device's proxy as /predict would choose it from its designs (predictors.answer)
+    best = best_proxies(matrix)
     proxies = []
     for a, k in enumerate(leaves):
-        others = np.where(np.arange(n) == k, -np.inf, np.nan_to_num(rho[k], nan=-np.inf))
-        best = int(np.argmax(others))
+        j, rho_best = best[k]
         proxies.append(
             {
                 "device": labels[a],
-                "proxy": names[int(dev_ids[best])] if np.isfinite(others[best]) else None,
-                "spearman": float(others[best]) if np.isfinite(others[best]) else None,
+                "proxy": names[int(dev_ids[j])] if j is not None else None,
+                "spearman": rho_best,
+                "reused": rho_best is not None and rho_best >= AGREEMENT,
             }
         )
     return {

@@ -129,18 +129,28 @@ def best_proxies(
 ) -> list[tuple[int | None, float | None]]:
     """For each device (column), the other device that ``answer`` would consider its proxy.
 
-    Agreement is measured on the designs both measured (NaN elsewhere), as ``answer`` measures
-    it on a device's shots; fewer than ``min_common`` common designs give no proxy.
+    Agreement is Spearman on the designs both measured (NaN elsewhere), as ``answer``
+    measures it on a device's shots; fewer than ``min_common`` common designs give no proxy.
     """
+    from scipy.stats import rankdata
+
+    n = latency.shape[1]
+    finite = np.isfinite(latency)
+    rho = np.full((n, n), np.nan)
+    if finite.all() and len(latency) >= max(min_common, MIN_SHOTS):  # one matrix product
+        with np.errstate(invalid="ignore", divide="ignore"):
+            rho = np.corrcoef(rankdata(latency, axis=0), rowvar=False)
+    else:
+        for j in range(n):
+            for k in range(j + 1, n):
+                both = finite[:, j] & finite[:, k]
+                if both.sum() >= max(min_common, MIN_SHOTS):
+                    pair = latency[both][:, [k]]
+                    rho[j, k] = rho[k, j] = rank_proxies(pair, latency[both, j]).spearman
+    np.fill_diagonal(rho, np.nan)
     out: list[tuple[int | None, float | None]] = []
-    for j in range(latency.shape[1]):
-        best: tuple[int | None, float | None] = (None, None)
-        for k in range(latency.shape[1]):
-            both = np.isfinite(latency[:, j]) & np.isfinite(latency[:, k])
-            if k == j or both.sum() < max(min_common, MIN_SHOTS):
-                continue
-            rho = rank_proxies(latency[both, k : k + 1], latency[both, j]).spearman
-            if best[1] is None or rho > best[1]:
-                best = (k, rho)
-        out.append(best)
+    for j in range(n):
+        row = np.where(np.isfinite(rho[j]), rho[j], -np.inf)
+        k = int(np.argmax(row)) if n > 1 else 0
+        out.append((k, float(row[k])) if n > 1 and np.isfinite(row[k]) else (None, None))
     return out

@@ -85,7 +85,7 @@ const EdgeOpt = (() => {
     if (!d.devices.length) { $("heatmap-chart").innerHTML = '<p class="muted">no latency measurements in this space</p>'; status("no data"); return; }
     Plotly.newPlot($("heatmap-chart"), [{ type: "heatmap", z: d.matrix, x: d.devices, y: d.devices, zmin: -1, zmax: 1, colorscale: "RdBu", reversescale: true, colorbar: { title: "Spearman" } }],
       { margin: { t: 10, l: 160, b: 160 }, yaxis: { autorange: "reversed" } }, config);
-    table($("proxies"), d.proxies, [["device", "device"], ["proxy", "proxy"], ["spearman", "Spearman", (r) => fmt(r.spearman, 3)]]);
+    table($("proxies"), d.proxies, [["device", "device"], ["proxy", "proxy"], ["spearman", "Spearman", (r) => fmt(r.spearman, 3)], ["reused", "reused by /predict", (r) => (r.reused ? "yes" : "no: transfer adapts")]]);
     status(`${d.devices.length} devices, ${d.designs_used} designs`);
   }
 
@@ -93,18 +93,28 @@ const EdgeOpt = (() => {
     const d = await get(`/api/charts/optimizations/${id}`);
     $("title").textContent = `Optimization ${d.id} for ${d.device}`;
     $("message").textContent = `${d.message} (method ${d.method}, ${fmt(d.elapsed_s, 2)} s)`;
+    const g = d.goals || {};
+    const asked = [["latency budget (ms)", g.max_latency_ms], ["energy budget (mJ)", g.max_energy_mj], ["minimum accuracy (%)", g.min_accuracy], ["objective", g.objective], ["confidence", d.confidence], ["dataset", d.dataset], ["measurements allowed", d.measurements ? `${d.measurements} used` : "none (predictions only)"]];
+    $("goals").innerHTML = `<table>${asked.map(([k, x]) => `<tr><th>${esc(k)}</th><td>${esc(x === null || x === undefined ? "none" : x)}</td></tr>`).join("")}</table>`;
     const front = d.pareto, c = d.design;
-    Plotly.newPlot($("pareto-chart"), [
-      { type: "scatter", mode: "lines+markers", name: "Pareto front", x: front.map((p) => p.latency_ms), y: front.map((p) => p.accuracy), text: front.map((p) => `${p.arch} ${p.policy}`) },
-      { type: "scatter", mode: "markers", name: "chosen", x: [c.latency_ms.value], y: [c.accuracy ? c.accuracy.value : null], marker: { size: 14, symbol: "star", color: "#d62728" } },
-    ], { margin: { t: 10 }, xaxis: { title: "predicted latency (ms)", type: "log" }, yaxis: { title: "accuracy (%)" } }, config);
+    const traces = [{ type: "scatter", mode: "lines+markers", name: "Pareto front", x: front.map((p) => p.latency_ms), y: front.map((p) => p.accuracy), text: front.map((p) => `${p.arch} ${p.policy}`) }];
+    if (c) traces.push({ type: "scatter", mode: "markers", name: "chosen", x: [c.latency_ms.value], y: [c.accuracy ? c.accuracy.value : null], marker: { size: 14, symbol: "star", color: "#d62728" } });
+    Plotly.newPlot($("pareto-chart"), traces, { margin: { t: 10 }, xaxis: { title: "predicted latency (ms)", type: "log" }, yaxis: { title: "accuracy (%)" } }, config);
+    if (!c) {
+      $("design-title").textContent = "Nothing met the goals";
+      $("download").hidden = true;
+      const closest = d.closest.map((x) => `<tr><td>${esc(x.arch)}</td><td>${esc(x.policy)}</td><td>${fmt(x.probabilities.all)}</td></tr>`).join("");
+      $("design").innerHTML = `<p>No design meets every goal with probability at least ${esc(d.confidence)}. The closest, by that probability:</p><table><tr><th>design</th><th>policy</th><th>P(goals met)</th></tr>${closest}</table>`;
+      status(`${front.length} Pareto designs`);
+      return;
+    }
     const v = d.verification || {};
     const rows = [["design", c.arch], ["policy", c.policy],
       ["accuracy", c.accuracy ? `${fmt(c.accuracy.value, 2)} [${fmt(c.accuracy.low, 2)}, ${fmt(c.accuracy.high, 2)}]` : "no model"],
       ["latency (ms)", `${fmt(c.latency_ms.value)} [${fmt(c.latency_ms.low)}, ${fmt(c.latency_ms.high)}]`],
       ["energy (mJ)", c.energy_mj ? fmt(c.energy_mj.value) : "no energy model"],
       ["P(goals met)", fmt(c.probabilities.all)],
-      ["verified latency (ms)", v.status === "done" ? `${fmt(v.measured_latency_ms)} (${fmt(v.error_pct, 1)}% error, in interval: ${v.within_interval})` : v.status || "not verified"]];
+      ["verified latency (ms)", v.status === "done" ? `${fmt(v.measured_latency_ms)}${v.error_pct !== undefined && v.error_pct !== null ? ` (${fmt(v.error_pct, 1)}% error, in interval: ${v.within_interval})` : " (measured by measure-and-refine)"}` : v.status || "not verified"]];
     $("design").innerHTML = `<table>${rows.map(([k, x]) => `<tr><th>${esc(k)}</th><td>${esc(x)}</td></tr>`).join("")}</table>`;
     status(`${front.length} Pareto designs`);
   }

@@ -127,6 +127,27 @@ def test_optimization_page_links_the_model(server: Server, browser: webdriver.Ch
     link = WebDriverWait(browser, 30).until(lambda b: b.find_element(By.ID, "download"))
     model = httpx.get(link.get_attribute("href"), timeout=120)
     assert model.status_code == 200 and len(model.content) > 10_000
+    goals = WebDriverWait(browser, 30).until(lambda b: b.find_element(By.ID, "goals").text)
+    assert "latency budget (ms)" in goals and "confidence" in goals
+
+
+def test_an_infeasible_optimization_shows_no_chosen_design(
+    server: Server, browser: webdriver.Chrome
+) -> None:
+    r = httpx.post(
+        f"{server.url}/optimize",
+        json={"device": "gold_6226", "goals": {"min_accuracy": 99}},
+        headers={"X-API-Key": API_KEY},
+        timeout=120,
+    )
+    assert r.status_code == 201 and r.json()["design"] is None
+    browser.get(f"{server.url}/ui/optimizations/{r.json()['id']}")
+    title = WebDriverWait(browser, 30).until(
+        lambda b: b.find_element(By.ID, "design-title").text == "Nothing met the goals"
+    )
+    assert title
+    assert not browser.find_element(By.ID, "download").is_displayed()
+    assert "closest" in browser.find_element(By.ID, "design").text
 
 
 def test_chart_data_stays_small_for_large_registries(settings, monkeypatch) -> None:
