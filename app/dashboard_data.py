@@ -276,11 +276,11 @@ def _rank_agreement(session: Session, space: str, policy: str) -> dict[str, Any]
     best = best_proxies(matrix)
     proxies = []
     for a, k in enumerate(leaves):
-        j, rho_best = best[k]
+        proxy, rho_best = best[k]
         proxies.append(
             {
                 "device": labels[a],
-                "proxy": names[int(dev_ids[j])] if j is not None else None,
+                "proxy": names[int(dev_ids[proxy])] if proxy is not None else None,
                 "spearman": rho_best,
                 "reused": rho_best is not None and rho_best >= AGREEMENT,
             }

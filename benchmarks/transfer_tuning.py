@@ -27,7 +27,6 @@ from pathlib import Path
 import numpy as np
 from transfer import RUNS, TEST, TRAIN
 
-import predictors.transfer as transfer
 from devices.reference import data_dir
 from predictors.evaluation import evaluate_transfer
 from predictors.tables import read_tables
@@ -44,12 +43,8 @@ def held_out_training(score, train: list[str], seeds: int) -> float:
 def spearman_at(scale: float, run: tuple, train: list[str], test: list[str], seeds: int) -> float:
     """Mean test Spearman with every penalty multiplied by ``scale``."""
     table, cost, shots = run
-    shipped = dict(transfer.PENALTY)
-    transfer.PENALTY.update({k: v * scale for k, v in shipped.items()})
-    try:
-        return float(evaluate_transfer(table, cost, train, test, shots, seeds)["mean"]["spearman"])
-    finally:
-        transfer.PENALTY.update(shipped)
+    result = evaluate_transfer(table, cost, train, test, shots, seeds, penalty_scale=scale)
+    return float(result["mean"]["spearman"])
 
 
 def depthwise_split(encodings: list[str]) -> np.ndarray:

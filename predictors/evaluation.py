@@ -21,6 +21,7 @@ def evaluate_transfer(
     shots: int,
     seeds: int,
     progress: Progress | None = None,
+    penalty_scale: float = 1.0,
 ) -> dict:
     """Quality of EdgeOpt's transfer and of the ridge baseline on every test device.
 
@@ -38,7 +39,7 @@ def evaluate_transfer(
     if seeds < 1:
         raise TableError("--seeds must be at least 1")
     basis = TransferBasis(cost, np.stack([table.column(d) for d in train], axis=1), list(train))
-    model = TransferModel(basis)
+    model = TransferModel(basis, penalty_scale=penalty_scale)
     model.calibrate(shots)
     devices, baseline, cover = {}, {}, {}
     total, done = len(test) * seeds, 0

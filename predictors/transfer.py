@@ -105,14 +105,14 @@ class TransferBasis:
         return TransferBasis(self.cost, self.latency_ms[:, keep], [self.names[j] for j in keep])
 
     # The three component models: each maps (shots, measured ms) to a predictor of log-latency.
-    def _cost_model(self, idx: np.ndarray, y: np.ndarray):
+    def _cost_model(self, idx: np.ndarray, y: np.ndarray, penalties: dict[str, float]):
         x = np.c_[np.ones(self.n_designs), self._cost, self._basis_ms]
         scale = float(np.median(y))
         n_cost = self._cost.shape[1]
         penalty = np.r_[
             0.0,
-            np.full(n_cost, PENALTY["cost"]),
-            np.full(self._basis_ms.shape[1], PENALTY["cost_basis"]),
+            np.full(n_cost, penalties["cost"]),
+            np.full(self._basis_ms.shape[1], penalties["cost_basis"]),
         ]
         coef = _ridge(x[idx], y / scale, penalty, (scale / y) ** 2)
         floor = _FLOOR * float(y.min())
@@ -122,21 +122,23 @@ class TransferBasis:
 
         return predict
 
-    def _log_model(self, idx: np.ndarray, y: np.ndarray):
+    def _log_model(self, idx: np.ndarray, y: np.ndarray, penalties: dict[str, float]):
         x = np.c_[np.ones(self.n_designs), np.log1p(self._cost), self.z_latency]
         n_cost = self._cost.shape[1]
         penalty = np.r_[
             0.0,
-            np.full(n_cost, PENALTY["log_cost"]),
-            np.full(self.z_latency.shape[1], PENALTY["log_basis"]),
+            np.full(n_cost, penalties["log_cost"]),
+            np.full(self.z_latency.shape[1], penalties["log_basis"]),
         ]
         coef = _ridge(x[idx], np.log(y), penalty)
         return lambda rows: x[rows] @ coef
 
-    def _device_model(self, idx: np.ndarray, y: np.ndarray):
+    def _device_model(self, idx: np.ndarray, y: np.ndarray, penalties: dict[str, float]):
         x = np.c_[np.ones(self.n_designs), self.log_latency]
         coef = _ridge(
-            x[idx], np.log(y), np.r_[0.0, np.full(self.log_latency.shape[1], PENALTY["devices"])]
+            x[idx],
+            np.log(y),
+            np.r_[0.0, np.full(self.log_latency.shape[1], penalties["devices"])],
         )
         return lambda rows: x[rows] @ coef
 
@@ -177,11 +179,25 @@ class Adapted:
 
 
 class TransferModel:
-    """Few-shot adaptation over one basis; the interval scale is calibrated once per basis."""
+    """Few-shot adaptation over one basis; the interval scale is calibrated once per basis.
 
-    def __init__(self, basis: TransferBasis, interval_scale: float | None = None) -> None:
+    Hyperparameters are the constructor's: ``penalty_scale`` multiplies every ridge penalty
+    of ``PENALTY`` (what tuning varies), so a study never edits the module's defaults.
+    """
+
+    def __init__(
+        self,
+        basis: TransferBasis,
+        interval_scale: float | None = None,
+        penalty_scale: float = 1.0,
+    ) -> None:
         self.basis = basis
         self.interval_scale = interval_scale
+        self.penalty_scale = penalty_scale
+
+    @property
+    def penalties(self) -> dict[str, float]:
+        return {k: v * self.penalty_scale for k, v in PENALTY.items()}
 
     def choose_shots(
         self, k: int, rng: np.random.Generator, available: np.ndarray | None = None
@@ -207,11 +223,11 @@ class TransferModel:
         return cand[chosen]
 
     def _fit(self, idx: np.ndarray, y: np.ndarray) -> list:
-        b = self.basis
+        b, penalties = self.basis, self.penalties
         return [
-            b._cost_model(idx, y),
-            b._log_model(idx, y),
-            b._device_model(idx, y),
+            b._cost_model(idx, y, penalties),
+            b._log_model(idx, y, penalties),
+            b._device_model(idx, y, penalties),
         ]
 
     def adapt(self, shots: np.ndarray, measured_ms: np.ndarray) -> Adapted:
@@ -249,7 +265,9 @@ class TransferModel:
         for j in range(n_dev):
             column = self.basis.latency_ms[:, j]
             available = np.flatnonzero(np.isfinite(column))
-            inner = TransferModel(self.basis.without(j), interval_scale=1.0)
+            inner = TransferModel(
+                self.basis.without(j), interval_scale=1.0, penalty_scale=self.penalty_scale
+            )
             idx = inner.choose_shots(shots, rng, available)
             adapted = inner.adapt(idx, column[idx])
             rest = np.setdiff1d(available, idx)
