@@ -1,0 +1,132 @@
+"""What the dashboards' data endpoints (``/api/charts/*``) answer, typed for the schema."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel
+
+
+class DeviceLine(BaseModel):
+    id: int
+    name: str
+    kind: str
+    measurements: int
+
+
+class PredictorCount(BaseModel):
+    target: str
+    space: str
+    count: int
+
+
+class OptimizationLine(BaseModel):
+    id: int
+    device: str
+    space: str
+    design: str | None
+    policy: str | None
+    feasible: bool
+    latency_ms: float | None
+
+
+class JobLine(BaseModel):
+    id: int
+    kind: str
+    status: str
+    progress: float
+
+
+class OverviewData(BaseModel):
+    devices: list[DeviceLine]
+    predictors: list[PredictorCount]
+    optimizations: list[OptimizationLine]
+    jobs: list[JobLine]
+
+
+class Histogram(BaseModel):
+    label: str
+    n: int
+    centers: list[float]
+    counts: list[int]
+    median_ms: float
+
+
+class FingerprintDesign(BaseModel):
+    design: str
+    measured: bool
+
+
+class DeviceData(BaseModel):
+    device: dict[str, Any]
+    fingerprint: list[FingerprintDesign]
+    latency: list[Histogram]
+    tasks: dict[str, int]
+
+
+class Scatter(BaseModel):
+    measured: list[float]
+    predicted: list[float]
+    low: list[float]
+    high: list[float]
+
+
+class ErrorHistogram(BaseModel):
+    unit: str
+    centers: list[float]
+    counts: list[int]
+
+
+class PredictorData(BaseModel):
+    predictor: dict[str, Any]
+    scatter: Scatter
+    errors: ErrorHistogram
+    versions: list[dict[str, Any]]
+
+
+class ProxyLine(BaseModel):
+    device: str
+    proxy: str | None
+    spearman: float | None
+    reused: bool
+
+
+class AgreementData(BaseModel):
+    """Spearman between every pair of devices (clustered order) and each one's proxy."""
+
+    space: str
+    policy: str | None = None
+    designs_used: int | None = None
+    devices: list[str]
+    matrix: list[list[float | None]]
+    proxies: list[ProxyLine]
+
+
+class Fingerprint(BaseModel):
+    """The designs a new device should measure first."""
+
+    space: str
+    designs: list[str]
+
+
+class TasksQueued(BaseModel):
+    created: int
+    existing: int
+
+
+class PredictorLine(BaseModel):
+    """A row of the predictors table: scope and held-out quality."""
+
+    id: int
+    target: str
+    space: str
+    scope: str | None
+    policy: str
+    version: int
+    spearman: float | None = None
+    kendall: float | None = None
+    mape: float | None = None
+    within_10pct: float | None = None
+    within_10pct_reliable: float | None = None
+    rmse: float | None = None
+    coverage: float | None = None
