@@ -61,7 +61,7 @@ def overview(session: Session) -> dict[str, Any]:
                 "design": o.design,
                 "policy": o.policy,
                 "feasible": o.feasible,
-                "latency_ms": o.result["design"]["latency_ms"]["value"],
+                "latency_ms": (o.result.get("design") or {}).get("latency_ms", {}).get("value"),
             }
             for o in recent
         ],

@@ -58,6 +58,12 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
 }
 
 
+# A route answering an ONNX model file declares it so (not a JSON body).
+ONNX_FILE: dict[int | str, dict[str, Any]] = {
+    200: {"content": {"application/octet-stream": {}}, "description": "an ONNX model"}
+}
+
+
 class ApiError(Exception):
     """An error the client can act on; carries its status and optional per-field details."""
 

@@ -77,3 +77,25 @@ def test_compose_runs_the_api_on_postgres_with_health_checks() -> None:
     assert (
         'CMD ["edgeopt", "up"]' in (ROOT / "Dockerfile").read_text()
     )  # upgrade, import, train, serve
+
+
+def _typed(schema: dict) -> bool:
+    if "$ref" in schema:
+        return True
+    if schema.get("type") == "array":
+        return _typed(schema.get("items", {}))
+    if "anyOf" in schema:
+        return all(_typed(s) or s.get("type") == "null" for s in schema["anyOf"])
+    return False
+
+
+def test_every_json_answer_has_a_declared_model(client: TestClient) -> None:
+    schema = client.get("/openapi.json").json()
+    untyped = []
+    for path, operations in schema["paths"].items():
+        for method, operation in operations.items():
+            for code, response in operation["responses"].items():
+                body = response.get("content", {}).get("application/json")
+                if code.startswith("2") and body is not None and not _typed(body["schema"]):
+                    untyped.append(f"{method.upper()} {path} {code}")
+    assert not untyped, untyped

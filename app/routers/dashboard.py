@@ -14,8 +14,16 @@ from fastapi.responses import FileResponse, HTMLResponse
 from fastapi.templating import Jinja2Templates
 
 from app import dashboard_data as data
+from app.dashboard_schemas import (
+    AgreementData,
+    DeviceData,
+    OverviewData,
+    PredictorData,
+    PredictorLine,
+)
 from app.deps import ReadAccess, ResourceId, SessionDep, SettingsDep
 from app.errors import ERROR_RESPONSES, ApiError
+from app.optimize_schemas import OptimizeAnswer
 
 router = APIRouter(responses=ERROR_RESPONSES, dependencies=[ReadAccess])
 templates = Jinja2Templates(directory=str(Path(__file__).parent.parent / "templates"))
@@ -79,34 +87,36 @@ def jobs_page(request: Request) -> HTMLResponse:
 
 # -- chart data ----------------------------------------------------------------------
 @router.get("/api/charts/overview", tags=["dashboard"])
-def overview_data(session: SessionDep) -> dict[str, Any]:
-    return data.overview(session)
+def overview_data(session: SessionDep) -> OverviewData:
+    return OverviewData.model_validate(data.overview(session))
 
 
 @router.get("/api/charts/devices/{device_id}", tags=["dashboard"])
-def device_data(device_id: ResourceId, session: SessionDep) -> dict[str, Any]:
-    return data.device_detail(session, device_id)
+def device_data(device_id: ResourceId, session: SessionDep) -> DeviceData:
+    return DeviceData.model_validate(data.device_detail(session, device_id))
 
 
 @router.get("/api/charts/predictors", tags=["dashboard"])
-def predictors_data(session: SessionDep) -> list[dict[str, Any]]:
-    return data.predictor_table(session)
+def predictors_data(session: SessionDep) -> list[PredictorLine]:
+    return [PredictorLine.model_validate(row) for row in data.predictor_table(session)]
 
 
 @router.get("/api/charts/predictors/{predictor_id}", tags=["dashboard"])
 def predictor_data(
     predictor_id: ResourceId, session: SessionDep, settings: SettingsDep
-) -> dict[str, Any]:
-    return data.predictor_quality(session, settings.artifacts_dir, predictor_id)
+) -> PredictorData:
+    return PredictorData.model_validate(
+        data.predictor_quality(session, settings.artifacts_dir, predictor_id)
+    )
 
 
 @router.get("/api/charts/agreement/{space}", tags=["dashboard"])
-def agreement_data(space: str, session: SessionDep, policy: str = "fp32") -> dict[str, Any]:
+def agreement_data(space: str, session: SessionDep, policy: str = "fp32") -> AgreementData:
     if space not in SPACES:
         raise ApiError(404, f"unknown space {space!r}")
-    return data.rank_agreement(session, space, policy)
+    return AgreementData.model_validate(data.rank_agreement(session, space, policy))
 
 
 @router.get("/api/charts/optimizations/{optimization_id}", tags=["dashboard"])
-def optimization_data(optimization_id: ResourceId, session: SessionDep) -> dict[str, Any]:
-    return data.optimization_detail(session, optimization_id)
+def optimization_data(optimization_id: ResourceId, session: SessionDep) -> OptimizeAnswer:
+    return OptimizeAnswer.model_validate(data.optimization_detail(session, optimization_id))

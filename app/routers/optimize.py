@@ -7,6 +7,7 @@ from fastapi.responses import FileResponse, JSONResponse
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from app.dashboard_schemas import Fingerprint
 from app.db import commit
 from app.deps import (
     Limit,
@@ -19,7 +20,7 @@ from app.deps import (
     WriteAccess,
 )
 from app.domain_errors import Conflict, NotFound
-from app.errors import ERROR_RESPONSES
+from app.errors import ERROR_RESPONSES, ONNX_FILE
 from app.models import Optimization
 from app.optimize_schemas import (
     OptimizationSummary,
@@ -100,7 +101,12 @@ def read_optimization(optimization_id: ResourceId, session: SessionDep) -> Optim
     return OptimizeAnswer.model_validate(optimization_view(record))
 
 
-@router.get("/optimizations/{optimization_id}/model.onnx", dependencies=[ReadAccess])
+@router.get(
+    "/optimizations/{optimization_id}/model.onnx",
+    dependencies=[ReadAccess],
+    response_class=FileResponse,
+    responses=ONNX_FILE,
+)
 def optimization_model(
     optimization_id: ResourceId, session: SessionDep, settings: SettingsDep
 ) -> FileResponse:
@@ -134,9 +140,9 @@ def verify(
 
 
 @router.get("/spaces/{space}/fingerprint", dependencies=[ReadAccess])
-def space_fingerprint(space: str) -> dict[str, object]:
+def space_fingerprint(space: str) -> Fingerprint:
     """The designs a new device should measure first (send them back in ``profile``)."""
     try:
-        return {"space": space, "designs": fingerprint(space)}
+        return Fingerprint(space=space, designs=fingerprint(space))
     except ValueError as exc:
         raise NotFound(str(exc)) from None

@@ -8,9 +8,10 @@ from fastapi import APIRouter, Path, Query
 from fastapi.responses import FileResponse
 from sqlalchemy import func, select
 
+from app.dashboard_schemas import TasksQueued
 from app.db import commit
 from app.deps import Limit, Offset, ReadAccess, ResourceId, SessionDep, SettingsDep, WriteAccess
-from app.errors import ERROR_RESPONSES
+from app.errors import ERROR_RESPONSES, ONNX_FILE
 from app.models import Architecture, Device, MeasurementTask
 from app.queries import get_device
 from app.schemas import (
@@ -63,12 +64,12 @@ def register_agent_device(name: DeviceName, body: AgentProfile, session: Session
 
 
 @router.post("/devices/{device_id}/tasks", status_code=201, dependencies=[WriteAccess])
-def queue(device_id: ResourceId, body: TaskQueue, session: SessionDep) -> dict[str, int]:
+def queue(device_id: ResourceId, body: TaskQueue, session: SessionDep) -> TasksQueued:
     """Queue designs for the device's agent; designs already queued or done are kept."""
     device = get_device(session, device_id)
     counts = queue_tasks(session, device, body.space, body.designs, body.policies)
     commit(session)
-    return counts
+    return TasksQueued.model_validate(counts)
 
 
 @router.get("/devices/{device_id}/tasks", response_model=Page[TaskRead], dependencies=[ReadAccess])
@@ -101,7 +102,12 @@ def lease(device_id: ResourceId, body: LeaseRequest, session: SessionDep) -> lis
     return views
 
 
-@router.get("/tasks/{task_id}/model.onnx", dependencies=[ReadAccess])
+@router.get(
+    "/tasks/{task_id}/model.onnx",
+    dependencies=[ReadAccess],
+    response_class=FileResponse,
+    responses=ONNX_FILE,
+)
 def task_model(task_id: ResourceId, session: SessionDep, settings: SettingsDep) -> FileResponse:
     """The task's design as an ONNX model in its policy (exported once, then cached)."""
     task = get_task(session, task_id)
