@@ -28,7 +28,7 @@ from app.db import unit_of_work
 from app.domain_errors import Conflict, InvalidInput
 from app.jobs import JobContext, job_kind
 from app.models import AccuracyRecord, Architecture, Device, Measurement, Predictor
-from predictors.answer import answer, calibrated_scale
+from predictors.answer import answer, calibrated_proxy_scale, calibrated_scale
 from predictors.design_model import DesignModel, fit_design_model, library_versions
 from predictors.transfer import MIN_SHOTS, TransferBasis
 from search.spaces import NB201, InvalidEncoding, get_space
@@ -227,7 +227,7 @@ def _train_job(ctx: JobContext, params: dict[str, Any]) -> dict[str, Any]:
 
 
 Arrays = tuple[np.ndarray, np.ndarray, np.ndarray]
-_SCALES: dict[tuple[Any, ...], float] = {}  # interval scale per basis and shot count
+_SCALES: dict[tuple[Any, ...], tuple[float, float]] = {}  # interval scales per basis, shots
 
 
 @lru_cache(maxsize=256)
@@ -393,11 +393,14 @@ def metric_basis(
     )
 
 
-def interval_scale(basis: TransferBasis, space: str, policy: str, metric: str, shots: int) -> float:
-    """The transfer's calibrated interval scale, computed once per basis and shot count."""
+def interval_scales(
+    basis: TransferBasis, space: str, policy: str, metric: str, shots: int
+) -> tuple[float, float]:
+    """The transfer's and a reused proxy's calibrated interval multipliers, computed once per
+    basis and shot count (a property of the registered devices, not of the request)."""
     key = (space, policy, metric, tuple(basis.names), shots)
     if key not in _SCALES:
-        _SCALES[key] = calibrated_scale(basis, shots)
+        _SCALES[key] = (calibrated_scale(basis, shots), calibrated_proxy_scale(basis, shots))
     return _SCALES[key]
 
 
@@ -439,14 +442,19 @@ def device_metric(
     pos = {e: i for i, e in enumerate(union)}
     shot_idx = np.array([pos[e] for e in shot_enc], dtype=int)
     measured = np.array([v for _, v in shots], dtype=float)
-    scale = interval_scale(basis, space, policy, metric, len(shots)) if basis is not None else None
+    scales: tuple[float | None, float] = (
+        interval_scales(basis, space, policy, metric, len(shots))
+        if basis is not None
+        else (None, 1.0)
+    )
     got = answer(
         basis,
         shot_idx,
         measured,
         np.array([pos[e] for e in encodings], dtype=int),
         allow_proxy=allow_proxy,
-        interval_scale=scale,
+        interval_scale=scales[0],
+        proxy_scale=scales[1],
         label=label,
     )
     return got.estimates, got.info()

@@ -7,22 +7,24 @@ answer whichever door it came through:
 1. the device's own model, when it has one for the metric and policy;
 2. otherwise, from its measured designs (the shots, at least ``MIN_SHOTS``): the registered
    device whose ranking agrees best with them, reused through a monotone calibration when
-   that agreement reaches ``AGREEMENT`` (OneProxy);
+   that agreement reaches ``AGREEMENT`` (OneProxy) and the calibration predicts the shots,
+   each left out in turn, at least as well as transfer does;
 3. otherwise few-shot transfer over every registered (basis) device;
 4. otherwise no number, and the reason.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
 from predictors.proxy import AGREEMENT, MonotoneCalibration, rank_proxies
-from predictors.transfer import MIN_SHOTS, TransferBasis, TransferModel
+from predictors.transfer import LEVEL, MIN_SHOTS, TransferBasis, TransferModel
 
 Arrays = tuple[np.ndarray, np.ndarray, np.ndarray]
 CALIBRATION_ROWS = 3000  # designs sampled to calibrate a basis' interval scale
+Z90 = 1.6448536269514722  # MonotoneCalibration's half-width is z90 x the LOO RMSE
 
 
 @dataclass(frozen=True)
@@ -59,6 +61,41 @@ def calibrated_scale(basis: TransferBasis, shots: int, rows: int = CALIBRATION_R
     return TransferModel(small).calibrate(max(shots, MIN_SHOTS))
 
 
+def calibrated_proxy_scale(basis: TransferBasis, shots: int, rows: int = CALIBRATION_ROWS) -> float:
+    """The multiplier that makes a reused proxy's 90% interval cover 90% (seeded, so stable).
+
+    A monotone calibration's interval comes from its leave-one-out residuals on a few shots,
+    which understate its tail. Each basis device is held out in turn, its best-agreeing peer
+    reused from ``shots`` D-optimal designs as ``answer`` would (only where the agreement
+    reaches ``AGREEMENT``), and the LEVEL quantile of |error| / half-width over the rest of
+    its designs is the multiplier; 1 where no basis device would reuse a proxy.
+    """
+    rng = np.random.default_rng(0)
+    sample = rng.permutation(basis.n_designs)[:rows]
+    latency = basis.latency_ms[sample]
+    ratios = []
+    for j in range(latency.shape[1]):
+        if latency.shape[1] < 2:
+            break
+        truth = latency[:, j]
+        available = np.flatnonzero(np.isfinite(truth))
+        names = [n for k, n in enumerate(basis.names) if k != j]
+        peers = TransferBasis(basis.cost[sample], np.delete(latency, j, axis=1), names)
+        idx = TransferModel(peers).choose_shots(max(shots, MIN_SHOTS), rng, available)
+        choice = rank_proxies(np.exp(peers.log_latency[idx]), truth[idx])
+        if choice.spearman < AGREEMENT:
+            continue
+        column = np.exp(peers.log_latency[:, choice.index])
+        calibration = MonotoneCalibration.fit(column[idx], truth[idx])
+        rest = np.setdiff1d(available, idx)
+        centre, low, _ = calibration.apply(column[rest])
+        half = max(float(np.log(centre[0]) - np.log(low[0])), 1e-9)
+        ratios.append(np.abs(np.log(truth[rest]) - np.log(centre)) / half)
+    if not ratios:
+        return 1.0
+    return float(np.quantile(np.concatenate(ratios), LEVEL))
+
+
 def answer(
     basis: TransferBasis | None,
     shots: np.ndarray,
@@ -68,6 +105,7 @@ def answer(
     own: Arrays | None = None,
     allow_proxy: bool = True,
     interval_scale: float | None = None,
+    proxy_scale: float = 1.0,
     label: str = "the device",
 ) -> Answer:
     """Own model, else proxy, else transfer, else no answer: for ``rows`` of the basis.
@@ -81,6 +119,7 @@ def answer(
         own: the device's own model's predictions for ``rows``, when it has one.
         allow_proxy: False goes straight to transfer (``method: search``).
         interval_scale: the transfer's calibrated multiplier (``calibrated_scale``).
+        proxy_scale: a reused proxy's calibrated multiplier (``calibrated_proxy_scale``).
     """
     shots = np.asarray(shots, dtype=int)
     measured = np.asarray(measured, dtype=float)
@@ -100,19 +139,30 @@ def answer(
     want = np.arange(basis.n_designs) if rows is None else np.asarray(rows, dtype=int)
     choice = rank_proxies(np.exp(basis.log_latency[shots]), measured)
     name = basis.names[choice.index]
+    adapted = TransferModel(basis, interval_scale=interval_scale).adapt(shots, measured)
     if allow_proxy and choice.spearman >= AGREEMENT:
         column = np.exp(basis.log_latency[:, choice.index])
         calibration = MonotoneCalibration.fit(column[shots], measured)
-        return Answer(
-            "proxy",
-            calibration.apply(column[want]),
-            len(shots),
-            name,
-            choice.spearman,
-            f"reused {name}: rank agreement {choice.spearman:.3f} >= {AGREEMENT}",
+        # reuse the proxy only where it also predicts the shots (each left out in turn) at
+        # least as well as transfer does: agreement in rank is not agreement in scale
+        proxy_error = calibration.half_width / Z90
+        if proxy_error <= adapted.sigma:
+            widened = replace(calibration, half_width=calibration.half_width * proxy_scale)
+            return Answer(
+                "proxy",
+                widened.apply(column[want]),
+                len(shots),
+                name,
+                choice.spearman,
+                f"reused {name}: rank agreement {choice.spearman:.3f} >= {AGREEMENT}, "
+                f"leave-one-out error {proxy_error:.3f} <= transfer's {adapted.sigma:.3f}",
+            )
+        why = (
+            f" >= {AGREEMENT} but its leave-one-out error {proxy_error:.3f} > "
+            f"transfer's {adapted.sigma:.3f}"
         )
-    adapted = TransferModel(basis, interval_scale=interval_scale).adapt(shots, measured)
-    why = f" < {AGREEMENT}" if allow_proxy else " (proxy reuse not requested)"
+    else:
+        why = f" < {AGREEMENT}" if allow_proxy else " (proxy reuse not requested)"
     return Answer(
         "transfer",
         adapted.predict(want),

@@ -24,7 +24,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from predictors.answer import answer, calibrated_scale
+from predictors.answer import answer, calibrated_proxy_scale, calibrated_scale
 from predictors.tables import LatencyTable, TableError
 from predictors.transfer import MIN_SHOTS, TransferBasis, TransferModel, ridge_baseline
 from search.optimize import Candidates, Estimates, Goals, choose, refine, shot_count
@@ -72,6 +72,7 @@ def evaluate_optimize(
     basis = TransferBasis(cost, np.stack([table.column(d) for d in train], axis=1), list(train))
     n_shots = len(prints) if max_measurements == 0 else shot_count(max_measurements)
     scale = calibrated_scale(basis, n_shots)
+    proxy_scale = calibrated_proxy_scale(basis, n_shots)
     chooser = TransferModel(basis, interval_scale=scale)
     allow_proxy = method != "search"
     devices, baseline, methods_used = {}, {}, {}
@@ -96,7 +97,7 @@ def evaluate_optimize(
             else:
                 shots = chooser.choose_shots(n_shots, rng, usable)
 
-            refit = _refit(basis, usable, allow_proxy, scale, used)
+            refit = _refit(basis, usable, allow_proxy, (scale, proxy_scale), used)
 
             random_shots = rng.choice(usable, size=10, replace=False)
             base_pred = ridge_baseline(basis, random_shots, truth[random_shots])
@@ -150,6 +151,7 @@ def evaluate_optimize(
             "shots": n_shots,
             "shots_from": "fingerprint" if max_measurements == 0 else "d-optimal",
             "interval_scale": scale,
+            "proxy_interval_scale": proxy_scale,
         },
     }
 
@@ -158,7 +160,7 @@ def _refit(
     basis: TransferBasis,
     usable: np.ndarray,
     allow_proxy: bool,
-    scale: float,
+    scales: tuple[float, float],
     used: dict[str, int],
 ) -> Callable[[dict[int, float]], Estimates]:
     """Latency over the usable designs from the measurements so far, as the service answers."""
@@ -170,7 +172,8 @@ def _refit(
             np.array(list(measured.values())),
             usable,
             allow_proxy=allow_proxy,
-            interval_scale=scale,
+            interval_scale=scales[0],
+            proxy_scale=scales[1],
         )
         assert got.estimates is not None
         used[str(got.method)] = used.get(str(got.method), 0) + 1

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from devices.reference import ReferenceTable
-from predictors.answer import answer, best_proxies, calibrated_scale
+from predictors.answer import answer, best_proxies, calibrated_proxy_scale, calibrated_scale
 from predictors.transfer import TransferBasis
 from search.spaces import get_space
 from tests.predictors.conftest import columns
@@ -27,6 +27,29 @@ def test_an_agreeing_device_is_reused_as_proxy(nb201: ReferenceTable) -> None:
     assert got.method == "proxy" and got.proxy == "pixel3" and got.proxy_spearman >= 0.9
     assert got.estimates is not None and len(got.estimates[0]) == ROWS
     assert got.info()["method"] == "proxy" and "reused pixel3" in got.info()["decision"]
+    assert "leave-one-out error" in got.reason
+
+
+def test_a_proxy_that_agrees_in_rank_but_predicts_worse_is_not_reused(
+    nb201: ReferenceTable,
+) -> None:
+    pixel3 = columns(nb201, ["pixel3"])[:ROWS, 0]
+    knee = float(np.median(pixel3))
+    # the same order as pixel3 (Spearman 1), but no power law maps one onto the other
+    target = np.where(pixel3 < knee, pixel3, pixel3**3 / knee**2)
+    cost = get_space("nb201").features([nb201.encodings[i] for i in range(ROWS)])
+    basis = TransferBasis(cost, np.c_[pixel3, 2 * target], ["pixel3", "twin"])
+    shots = np.arange(0, 300, 10)
+    got = answer(basis, shots, target[shots])
+    assert got.proxy == "pixel3" and got.proxy_spearman == 1.0
+    assert got.method == "transfer" and "leave-one-out error" in got.reason
+
+
+def test_a_reused_proxy_interval_is_calibrated_on_the_basis(nb201: ReferenceTable) -> None:
+    phones = _basis(nb201, ["pixel3", "essential_ph_1", "samsung_a50", "samsung_s7"])
+    scale = calibrated_proxy_scale(phones, 10)
+    assert 0.3 < scale < 5  # a multiplier, found by holding each phone out in turn
+    assert calibrated_proxy_scale(_basis(nb201, ["pixel3"]), 10) == 1.0
 
 
 def test_without_an_agreeing_device_transfer_adapts(nb201: ReferenceTable) -> None:
