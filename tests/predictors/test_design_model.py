@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from devices.reference import ReferenceTable
-from predictors.design_model import DesignModel, fit_design_model
+from predictors.design_model import DesignModel, DesignRegressor, fit_design_model
 from search.spaces import get_space
 from tests.predictors.conftest import columns
 
@@ -85,3 +85,11 @@ def test_measurements_flagged_unstable_are_scored_apart() -> None:
     assert "within_10pct_reliable" not in fit_design_model(x, y).quality
     with pytest.raises(ValueError, match="every value"):
         fit_design_model(x, y, reliable=stable[:-1])
+
+
+def test_the_estimator_form_fits_like_scikit_learn(nb201: ReferenceTable) -> None:
+    x = get_space("nb201").encode(nb201.encodings[:1000])
+    y = columns(nb201, ["pixel3"])[:1000, 0]
+    estimator = DesignRegressor(log_target=True, random_state=0)
+    assert estimator.fit(x, y) is estimator  # fit returns self; the model is model_
+    np.testing.assert_allclose(estimator.predict(x)[0], fit_design_model(x, y).predict(x)[0])

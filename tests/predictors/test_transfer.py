@@ -67,3 +67,15 @@ def test_bad_shots_are_refused(model: TransferModel) -> None:
         model.adapt(np.array([1, 2, 3]), np.array([1.0, -2.0, 2.0]))
     with pytest.raises(ValueError, match="only 2 designs"):
         model.choose_shots(5, np.random.default_rng(0), np.array([1, 2]))
+
+
+def test_penalties_are_a_hyperparameter_and_fit_returns_self(
+    nb201: ReferenceTable, model: TransferModel
+) -> None:
+    target = columns(nb201, ["eyeriss"])[:, 0]
+    shots = model.choose_shots(10, np.random.default_rng(0))
+    stiff = TransferModel(model.basis, interval_scale=1.0, penalty_scale=9.0)
+    assert stiff.fit(shots, target[shots]) is stiff
+    assert stiff.penalties["devices"] == 9.0 * TransferModel(model.basis).penalties["devices"]
+    loose = TransferModel(model.basis, interval_scale=1.0).fit(shots, target[shots])
+    assert not np.allclose(stiff.predict()[0], loose.predict()[0])  # the penalty matters
