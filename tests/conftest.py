@@ -62,11 +62,19 @@ def migrated_url(
 
 @pytest.fixture
 def database_url(migrated_url: str) -> str:
-    """The migrated database, emptied before the test."""
+    """The migrated database, emptied before the test.
+
+    PostgreSQL truncates: row-by-row deletes after a test that imported a whole space check
+    every foreign key against tables full of dead rows, which took minutes.
+    """
     engine = get_engine(migrated_url)
     with engine.begin() as conn:
-        for table in reversed(Base.metadata.sorted_tables):
-            conn.execute(table.delete())
+        if engine.dialect.name == "postgresql":
+            names = ", ".join(f'"{t.name}"' for t in Base.metadata.sorted_tables)
+            conn.execute(text(f"TRUNCATE {names} CASCADE"))
+        else:
+            for table in reversed(Base.metadata.sorted_tables):
+                conn.execute(table.delete())
     return migrated_url
 
 
