@@ -421,8 +421,8 @@ def device_metric(
     the only measurements; a registered device's shots default to its stored measurements.
     ``allow_proxy=False`` goes straight to few-shot transfer.
     """
-    label = f"device {device.name!r}" if device is not None else "the inline profile"
-    label += f" ({metric} in {space} at policy {policy!r})"
+    who = f"device {device.name!r}" if device is not None else "the inline profile"
+    label = f"{metric} model for {who} in {space} at policy {policy!r}"
     own = latest_predictors(session, metric, space, policy, device.id) if device else []
     if own:
         got = answer(None, np.zeros(0), np.zeros(0), own=predict_model(

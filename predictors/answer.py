@@ -106,7 +106,7 @@ def answer(
     allow_proxy: bool = True,
     interval_scale: float | None = None,
     proxy_scale: float = 1.0,
-    label: str = "the device",
+    label: str = "model for the device",
 ) -> Answer:
     """Own model, else proxy, else transfer, else no answer: for ``rows`` of the basis.
 
@@ -132,7 +132,7 @@ def answer(
             None,
             len(shots),
             reason=(
-                f"no model for {label}: it has {len(shots)} measured designs (needs "
+                f"no {label}: it has {len(shots)} measured designs (needs "
                 f"{MIN_SHOTS} to adapt) and {n_basis} other devices have a model to adapt from"
             ),
         )

@@ -87,7 +87,12 @@ def test_what_cannot_be_predicted_is_said(writer: TestClient, seeded, nb201) -> 
     before = writer.post("/predict", json={"device": "pixel3", "space": "nb201", "designs": design})
     assert before.status_code == 200
     assert before.json()["designs"][0]["latency_ms"] is None  # nothing trained yet
-    assert before.json()["designs"][0]["accuracy"] == {}
+    # accuracy is recorded for this design: answered from the record, exactly, model or not
+    recorded = float(nb201.accuracies["cifar10"][0])
+    assert before.json()["designs"][0]["accuracy"] == {
+        "cifar10": {"value": recorded, "low": recorded, "high": recorded}
+    }
+    assert before.json()["answered_by"]["accuracy.cifar10"]["method"] == "recorded"
     train(writer)
     writer.post("/devices", json={"name": "two-shots", "kind": "cpu"})
     two = writer.post(
