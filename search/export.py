@@ -187,6 +187,10 @@ def quantize(
         activation_type=QuantType.QUInt8,
         weight_type=QuantType.QInt8,
         per_channel=True,
+        # 7-bit weights: on CPUs without VNNI (AVX2 only) ONNX Runtime's u8s8 kernels
+        # saturate with full-range weights (digits top-1 80.7% against 93.9% in fp32 on such
+        # a host; 93.3% with 7 bits), and the model must run wherever it is sent
+        reduce_range=True,
         nodes_to_quantize=None if len(chosen) == len(precisions) else nodes,
     )
     reference = _run(fp32.path, calibration)
