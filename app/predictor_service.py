@@ -460,6 +460,33 @@ def device_metric(
     return got.estimates, got.info()
 
 
+_RECORDS: dict[tuple[Any, ...], dict[str, float]] = {}
+
+
+def _records(
+    session: Session, space: str, dataset: str, policy: str, designs: list[str]
+) -> dict[str, float]:
+    """Recorded top-1 by encoding: for a few designs, theirs; for many, the whole scope's,
+    cached until a record is added or removed (the newest id and the count change)."""
+    scope = (
+        Architecture.space == space,
+        AccuracyRecord.dataset == dataset,
+        AccuracyRecord.policy == policy,
+    )
+    query = select(Architecture.encoding, AccuracyRecord.top1).join(Architecture).where(*scope)
+    if len(designs) <= 500:  # a few designs (``/predict``): fetch only theirs
+        return dict(session.execute(query.where(Architecture.encoding.in_(designs))).all())
+    newest, count = session.execute(
+        select(func.max(AccuracyRecord.id), func.count()).select_from(AccuracyRecord)
+    ).one()
+    key = (str(session.get_bind().engine.url), space, dataset, policy, newest, count)
+    if key not in _RECORDS:
+        if len(_RECORDS) >= 32:
+            _RECORDS.clear()
+        _RECORDS[key] = {e: float(v) for e, v in session.execute(query).all()}
+    return _RECORDS[key]
+
+
 def accuracy_estimates(
     session: Session, artifacts_dir: Path, space: str, dataset: str, policy: str, designs: list[str]
 ) -> tuple[Arrays | None, dict[str, Any]]:
@@ -467,18 +494,7 @@ def accuracy_estimates(
 
     None (with the reason) when neither records nor a model exist for the dataset and policy.
     """
-    query = (
-        select(Architecture.encoding, AccuracyRecord.top1)
-        .join(Architecture)
-        .where(
-            Architecture.space == space,
-            AccuracyRecord.dataset == dataset,
-            AccuracyRecord.policy == policy,
-        )
-    )
-    if len(designs) <= 500:  # a few designs (``/predict``): fetch only theirs
-        query = query.where(Architecture.encoding.in_(designs))
-    records = dict(session.execute(query).all())
+    records = _records(session, space, dataset, policy, designs)
     models = [
         p for p in latest_predictors(session, "accuracy", space, policy) if p.dataset == dataset
     ]
