@@ -467,7 +467,7 @@ def _records(
     session: Session, space: str, dataset: str, policy: str, designs: list[str]
 ) -> dict[str, float]:
     """Recorded top-1 by encoding: for a few designs, theirs; for many, the whole scope's,
-    cached until a record is added or removed (the newest id and the count change)."""
+    cached until a record is added, removed or rewritten (newest id, count and sum change)."""
     scope = (
         Architecture.space == space,
         AccuracyRecord.dataset == dataset,
@@ -476,10 +476,10 @@ def _records(
     query = select(Architecture.encoding, AccuracyRecord.top1).join(Architecture).where(*scope)
     if len(designs) <= 500:  # a few designs (``/predict``): fetch only theirs
         return dict(session.execute(query.where(Architecture.encoding.in_(designs))).all())
-    newest, count = session.execute(
-        select(func.max(AccuracyRecord.id), func.count()).select_from(AccuracyRecord)
+    newest, count, total = session.execute(
+        select(func.max(AccuracyRecord.id), func.count(), func.sum(AccuracyRecord.top1))
     ).one()
-    key = (str(session.get_bind().engine.url), space, dataset, policy, newest, count)
+    key = (str(session.get_bind().engine.url), space, dataset, policy, newest, count, total)
     if key not in _RECORDS:
         if len(_RECORDS) >= 32:
             _RECORDS.clear()

@@ -5,7 +5,10 @@ from __future__ import annotations
 import pytest
 from fastapi.testclient import TestClient
 from scipy.stats import spearmanr
+from sqlalchemy import func, select, update
 
+from app.db import session_factory, unit_of_work
+from app.models import AccuracyRecord
 from app.settings import Settings
 from tests.app.conftest import DEVICES, N, flag_unstable, train
 
@@ -176,3 +179,28 @@ def test_predictors_on_an_older_encoding_are_found_for_retraining(
     train(writer, targets=["latency_ms"])  # a new version of every scope: none stale
     with factory() as s:
         assert stale_predictors(s) == []
+
+
+def test_whole_space_accuracy_follows_rewritten_records(
+    writer: TestClient, seeded, settings: Settings, nb201
+) -> None:
+    from app.predictor_service import accuracy_estimates
+
+    designs = nb201.encodings[:N] + nb201.encodings[N : N + 200]  # many: the cached path
+    factory = session_factory(settings.database_url)
+    with factory() as s:
+        first, _ = accuracy_estimates(
+            s, settings.artifacts_dir, "nb201", "cifar10", "fp32", designs
+        )
+    assert first is not None and first[0][0] == pytest.approx(nb201.accuracies["cifar10"][0])
+    with unit_of_work(factory) as s:  # a record measured again, in place
+        s.execute(
+            update(AccuracyRecord)
+            .where(AccuracyRecord.id == select(func.min(AccuracyRecord.id)).scalar_subquery())
+            .values(top1=12.5)
+        )
+    with factory() as s:
+        again, _ = accuracy_estimates(
+            s, settings.artifacts_dir, "nb201", "cifar10", "fp32", designs
+        )
+    assert again is not None and 12.5 in again[0].tolist()
