@@ -14,7 +14,7 @@ split beside the shipped one (x 1), so the README can say what choosing honestly
 FBNet's cost features once gained a depthwise / pointwise split of the MACs after a
 comparison on the test split. The same inner check judges the FBNet features: the shipped
 ones (per-stage MACs, weights, blocks, convolution kernels), those with the split in place
-of the kernel count (session 7's), and those with neither, each training device held out in
+of the kernel count (an earlier variant), and those with neither, each training device held out in
 turn; then all three on the test split.
 """
 
@@ -48,7 +48,7 @@ def spearman_at(scale: float, run: tuple, train: list[str], test: list[str], see
 
 
 def depthwise_split(encodings: list[str]) -> np.ndarray:
-    """Depthwise and other MACs (millions) per FBNet design: session 7's two columns."""
+    """Depthwise and other MACs (millions) per FBNet design: the earlier variant's two columns."""
     space = FBNet()
     layers = space.layers()
     out = np.zeros((len(encodings), 2))
@@ -60,12 +60,12 @@ def depthwise_split(encodings: list[str]) -> np.ndarray:
 
 
 def features_choice(run: tuple, train: list[str], test: list[str], seeds: int) -> dict:
-    """The shipped FBNet cost features against session 7's and against neither addition."""
+    """The shipped FBNet cost features against the depthwise / pointwise split and neither."""
     table, cost, shots = run
     neither = cost[:, :-1]  # the kernel count is the last column
     variants = {
         "shipped (convolution kernels)": cost,
-        "depthwise / pointwise split (session 7)": np.c_[neither, depthwise_split(table.encodings)],
+        "depthwise / pointwise split": np.c_[neither, depthwise_split(table.encodings)],
         "neither": neither,
     }
 
