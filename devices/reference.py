@@ -34,6 +34,7 @@ _KIND = {
     "embedded_cpu": "cpu",
     "asic": "asic",
     "fpga": "fpga",
+    "npu": "npu",
 }
 
 # Public vendor specifications of the chips behind the reference columns, keyed by the column
@@ -66,6 +67,13 @@ _CHIPS: dict[str, dict[str, Any]] = {
     "raspi4": {"cores": 4, "clock_mhz": 1500, "chip": "Broadcom BCM2711 (Cortex-A72)"},
     "eyeriss": {"accelerator": "Eyeriss-like ASIC (cost model)"},
     "fpga": {"accelerator": "FPGA (cost model)"},
+    "edgegpu_jetson_tx2": {
+        "cuda_cores": 256,
+        "memory_gb": 8,
+        "architecture": "Pascal",
+        "form_factor": "embedded",
+    },
+    "edgetpu": {"accelerator": "Google Coral Edge TPU", "precision": "int8"},
 }
 
 

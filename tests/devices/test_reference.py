@@ -11,7 +11,7 @@ from search.spaces import get_space
 
 @pytest.mark.parametrize(
     ("space", "archs", "devices"),
-    [("nb201", 15_625, 27), ("fbnet", 5_000, 27), ("ofa_mbv3", 5_000, 12)],
+    [("nb201", 15_625, 29), ("fbnet", 5_000, 27), ("ofa_mbv3", 5_000, 12)],
 )
 def test_tables_load_with_their_devices(space: str, archs: int, devices: int) -> None:
     table = load_reference(space)
@@ -38,16 +38,28 @@ def test_devices_are_described_for_the_registry() -> None:
     assert by_column["eyeriss"].specs["estimated"] is True
     assert by_column["titanxp_256"].specs["cuda_cores"] == 3840  # not Titan X's 3072
     assert by_column["titanx_256"].specs["cuda_cores"] == 3072
+    assert by_column["edgetpu"].kind == "npu"
+    assert by_column["edgegpu_jetson_tx2"].kind == "gpu"
     assert by_column["1080ti_256"].batch_size == 256
+
+
+def test_edge_accelerators_cover_the_cells_they_were_measured_on() -> None:
+    table = load_reference("nb201")
+    columns = [d.column for d in table.devices]
+    measured = np.isfinite(table.latency_ms)
+    assert measured[:, columns.index("edgegpu_jetson_tx2")].sum() == 1_996
+    assert measured[:, columns.index("edgetpu")].sum() == 1_739
+    assert measured[:, : columns.index("edgegpu_jetson_tx2")].all()
 
 
 def test_attribution_and_licenses_ship_with_the_data() -> None:
     readme = (data_dir() / "README.md").read_text()
-    for source in ("HELP", "HW-NAS-Bench", "NAS-Bench-201"):
+    for source in ("HELP", "HW-NAS-Bench", "NAS-Bench-201", "OneProxy"):
         assert source in readme
     assert {p.name for p in (data_dir() / "licenses").iterdir()} == {
         "HELP-MIT.txt",
         "HW-NAS-Bench-MIT.txt",
+        "OneProxy-MIT.txt",
     }
     assert set(REFERENCE_SPACES) <= {p.name for p in data_dir().iterdir()}
 
