@@ -6,7 +6,13 @@ import numpy as np
 import pytest
 
 from devices.reference import ReferenceTable
-from predictors.design_model import DesignModel, DesignRegressor, fit_design_model
+from predictors.design_model import (
+    LEVEL,
+    DesignModel,
+    DesignRegressor,
+    cross_coverage,
+    fit_design_model,
+)
 from search.spaces import get_space
 from tests.predictors.conftest import columns
 
@@ -93,3 +99,19 @@ def test_the_estimator_form_fits_like_scikit_learn(nb201: ReferenceTable) -> Non
     estimator = DesignRegressor(log_target=True, random_state=0)
     assert estimator.fit(x, y) is estimator  # fit returns self; the model is model_
     np.testing.assert_allclose(estimator.predict(x)[0], fit_design_model(x, y).predict(x)[0])
+
+
+def test_coverage_is_measured_on_rows_that_did_not_set_the_interval() -> None:
+    rng = np.random.default_rng(0)
+    # Scored on the rows that set the quantile, coverage reads LEVEL whatever the errors are;
+    # across halves it moves with them: 40 rows of heavy-tailed errors land off LEVEL.
+    heavy = np.abs(rng.standard_cauchy(40))
+    assert np.mean(heavy <= np.quantile(heavy, LEVEL)) == pytest.approx(LEVEL)
+    assert cross_coverage(heavy, rng) != pytest.approx(LEVEL, abs=1e-3)
+    # and on many well-behaved rows it agrees with fresh data from the same process
+    x = rng.uniform(size=(3000, 4))
+    y = np.exp(x @ [1.0, 0.5, -0.3, 0.2] + rng.normal(0, 0.1, 3000))
+    model = fit_design_model(x[:2000], y[:2000])
+    _, low, high = model.predict(x[2000:])
+    fresh = float(np.mean((y[2000:] >= low) & (y[2000:] <= high)))
+    assert model.quality["coverage"] == pytest.approx(fresh, abs=0.04)
