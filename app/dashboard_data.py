@@ -32,6 +32,7 @@ from predictors.proxy import AGREEMENT
 
 BINS = 40
 AGREEMENT_ROWS = 3000
+RECENT_FAILURES = 5
 
 
 def overview(session: Session) -> dict[str, Any]:
@@ -49,7 +50,14 @@ def overview(session: Session) -> dict[str, Any]:
     recent = session.scalars(select(Optimization).order_by(Optimization.id.desc()).limit(10))
     active = session.scalars(
         select(Job).where(Job.status.in_(("queued", "running"))).order_by(Job.id.desc())
-    )
+    ).all()
+    # a failure is news until it scrolls off: the newest few stay next to the running jobs
+    failed = session.scalars(
+        select(Job)
+        .where(Job.status.in_(("failed", "interrupted")))
+        .order_by(Job.id.desc())
+        .limit(RECENT_FAILURES)
+    ).all()
     return {
         "devices": [{"id": i, "name": n, "kind": k, "measurements": c} for i, n, k, c in devices],
         "predictors": [{"target": t, "space": s, "count": c} for t, s, c in predictors],
@@ -66,7 +74,15 @@ def overview(session: Session) -> dict[str, Any]:
             for o in recent
         ],
         "jobs": [
-            {"id": j.id, "kind": j.kind, "status": j.status, "progress": j.progress} for j in active
+            {
+                "id": j.id,
+                "kind": j.kind,
+                "status": j.status,
+                "progress": j.progress,
+                "message": j.message,
+                "error": j.error,
+            }
+            for j in [*active, *failed]
         ],
     }
 
@@ -92,6 +108,7 @@ def device_detail(session: Session, device_id: int) -> dict[str, Any]:
             {
                 "label": label,
                 "n": len(v),
+                "edges": edges.tolist(),
                 "centers": np.sqrt(edges[:-1] * edges[1:]).tolist(),
                 "counts": counts.tolist(),
                 "median_ms": float(np.median(v)),

@@ -31,10 +31,14 @@ class OptimizationLine(BaseModel):
 
 
 class JobLine(BaseModel):
+    """A running job, or a recent failure with its error."""
+
     id: int
     kind: str
     status: str
     progress: float
+    message: str | None = None
+    error: str | None = None
 
 
 class OverviewData(BaseModel):
@@ -45,8 +49,11 @@ class OverviewData(BaseModel):
 
 
 class Histogram(BaseModel):
+    """Counts in log-spaced bins: ``edges`` has one more entry than ``counts``."""
+
     label: str
     n: int
+    edges: list[float]
     centers: list[float]
     counts: list[int]
     median_ms: float

@@ -2,9 +2,37 @@
 "use strict";
 const EdgeOpt = (() => {
   const $ = (id) => document.getElementById(id);
-  const fmt = (v, d = 3) => (v === null || v === undefined ? "" : typeof v === "number" ? v.toFixed(d) : String(v));
+  // A real figure: d decimals, or d significant digits below 1 so small values do not read 0.000.
+  const real = (v, d = 3) => (typeof v !== "number" ? fmt(v) : Math.abs(v) >= 1 || v === 0 ? v.toFixed(d) : v.toPrecision(d));
+  // JSON has no integer type: where a value's kind is not known, a whole number (id, count,
+  // version, shots) prints without decimals, any other number as a real figure. Lists are
+  // joined and objects spelled out, never "[object Object]".
+  const fmt = (v, d = 3) => {
+    if (v === null || v === undefined) return "";
+    if (Array.isArray(v)) return v.map((x) => fmt(x, d)).join(", ");
+    if (typeof v === "object") return fields(v).map(([k, x]) => `${k}: ${fmt(x, d)}`).join("; ");
+    if (typeof v !== "number") return String(v);
+    return Number.isInteger(v) ? String(v) : real(v, d);
+  };
+  // Held-out quality figures are real even when whole (a Spearman of 1, all within ±10%).
+  const FIGURES = new Set(["spearman", "kendall", "rmse", "rmse_ms", "mae", "mape", "coverage", "within_10pct", "within_10pct_reliable"]);
+  // Nested objects as flat key/value pairs ("cache.l2_kb"); lists of plain values stay one
+  // value (fmt joins them), lists of objects are numbered ("cores[0].freq_mhz").
+  const fields = (obj, prefix = "") => Object.entries(obj).flatMap(([k, v]) => {
+    const key = prefix ? `${prefix}.${k}` : k;
+    if (Array.isArray(v) && v.some((x) => x !== null && typeof x === "object")) {
+      return v.flatMap((x, i) => (x !== null && typeof x === "object" ? fields(x, `${key}[${i}]`) : [[`${key}[${i}]`, x]]));
+    }
+    return v !== null && typeof v === "object" && !Array.isArray(v) ? fields(v, key) : [[key, v]];
+  });
   const esc = (s) => String(s).replace(/[&<>"]/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;" }[c]));
   const config = { responsive: true, displaylogo: false };
+  // plotly.js 3+ ignores a plain string as an axis title: it must be { text }.
+  const axis = (text, more = {}) => ({ title: { text }, automargin: true, ...more });
+  const logAxis = (text) => axis(text, { type: "log", tickformat: "~g" }); // "20", not a bare "2"
+  const UNITS = { latency_ms: "latency (ms)", energy_mj: "energy (mJ)", accuracy: "accuracy (%)" };
+  const keyValues = (obj, d) => `<table>${fields(obj).map(([k, v]) => `<tr><th>${esc(k)}</th><td>${esc(FIGURES.has(k) ? real(v, d) : fmt(v, d))}</td></tr>`).join("")}</table>`;
+  const jobError = (r) => (r.error ? `<span class="bad">${esc(r.error)}</span>` : "");
   const status = (text) => { $("status").textContent = text; };
 
   async function get(url) {
@@ -32,29 +60,35 @@ const EdgeOpt = (() => {
       type: "bar", name: t,
       x: d.predictors.filter((p) => p.target === t).map((p) => p.space),
       y: d.predictors.filter((p) => p.target === t).map((p) => p.count),
-    })), { barmode: "group", margin: { t: 10 }, yaxis: { title: "predictors" } }, config);
-    table($("optimizations"), d.optimizations, [["id", "id", (r) => `<a href="/ui/optimizations/${r.id}">${r.id}</a>`], ["device", "device"], ["policy", "policy"], ["latency_ms", "latency (ms)"], ["feasible", "feasible"]]);
-    table($("jobs"), d.jobs, [["id", "id"], ["kind", "kind"], ["status", "status"], ["progress", "progress", (r) => `${Math.round(100 * r.progress)}%`]]);
+    })), { barmode: "group", margin: { t: 10 }, xaxis: axis("search space"), yaxis: axis("predictors") }, config);
+    table($("optimizations"), d.optimizations, [["id", "id", (r) => `<a href="/ui/optimizations/${r.id}">${r.id}</a>`], ["device", "device"], ["policy", "policy"], ["latency_ms", "latency (ms)", (r) => real(r.latency_ms)], ["feasible", "feasible"]]);
+    table($("jobs"), d.jobs, [["id", "id", (r) => `<a href="/ui/jobs">${r.id}</a>`], ["kind", "kind"], ["status", "status"], ["progress", "progress", (r) => `${Math.round(100 * r.progress)}%`], ["error", "error", jobError]]);
     status(`${d.devices.length} devices`);
   }
 
   async function device(id) {
     const d = await get(`/api/charts/devices/${id}`);
     $("title").textContent = `Device ${d.device.name}`;
-    const profile = Object.entries(d.device).filter(([k]) => k !== "specs").concat(Object.entries(d.device.specs || {}));
-    $("profile").innerHTML = `<table>${profile.map(([k, v]) => `<tr><th>${esc(k)}</th><td>${esc(fmt(v, 2))}</td></tr>`).join("")}</table>`;
+    const { specs, ...fixed } = d.device;
+    $("profile").innerHTML = keyValues({ ...fixed, ...(specs || {}) }, 2);
     const done = d.fingerprint.filter((f) => f.measured).length;
     $("fingerprint").innerHTML = `<p>${done} of ${d.fingerprint.length} measured</p>` +
       `<table>${d.fingerprint.map((f) => `<tr><td class="${f.measured ? "good" : "muted"}">${f.measured ? "measured" : "pending"}</td><td><code>${esc(f.design)}</code></td></tr>`).join("")}</table>`;
-    Plotly.newPlot($("latency-chart"), d.latency.map((h) => ({ type: "bar", name: `${h.label} (${h.n})`, x: h.centers, y: h.counts, opacity: 0.7 })),
-      { barmode: "overlay", margin: { t: 10 }, xaxis: { type: "log", title: "latency (ms)" }, yaxis: { title: "designs" } }, config);
+    // Each bar spans its bin, from its left edge (offset 0) to the next: on a log axis plotly's
+    // default width (the smallest gap between centers, in ms) shrinks to slivers at large latencies.
+    Plotly.newPlot($("latency-chart"), d.latency.map((h) => ({
+      type: "bar", name: `${h.label} (${h.n})`, opacity: 0.7, offset: 0,
+      x: h.edges.slice(0, -1), width: h.counts.map((_, i) => h.edges[i + 1] - h.edges[i]), y: h.counts,
+      customdata: h.edges.slice(1), hovertemplate: "%{x:.3g} to %{customdata:.3g} ms: %{y} designs",
+    })), { barmode: "overlay", bargap: 0, margin: { t: 10 }, xaxis: logAxis("latency (ms)"), yaxis: axis("designs") }, config);
     status(`${d.latency.reduce((a, h) => a + h.n, 0)} measurements`);
   }
 
   async function predictors(selected) {
     const rows = await get("/api/charts/predictors");
     const cols = [["id", "id"], ["target", "target"], ["space", "space"], ["scope", "device / dataset"], ["policy", "policy"], ["version", "v"],
-      ["spearman", "Spearman"], ["kendall", "Kendall"], ["rmse", "RMSE"], ["mape", "MAPE %", (r) => fmt(r.mape, 2)], ["within_10pct", "within ±10%"], ["within_10pct_reliable", "±10%, stable measurements"], ["coverage", "90% coverage"]];
+      ["spearman", "Spearman"], ["kendall", "Kendall"], ["rmse", "RMSE"], ["mape", "MAPE %"], ["within_10pct", "within ±10%"], ["within_10pct_reliable", "±10%, stable measurements"], ["coverage", "90% coverage"]]
+      .map(([k, label]) => (FIGURES.has(k) ? [k, label, (r) => esc(real(r[k], k === "mape" ? 2 : 3))] : [k, label]));
     table($("table"), rows, cols, (id) => show(Number(id)));
     if (rows.length) await show(selected || rows[0].id);
     status(`${rows.length} predictors`);
@@ -65,56 +99,59 @@ const EdgeOpt = (() => {
     const d = await get(`/api/charts/predictors/${id}`);
     const s = d.scatter;
     const lo = Math.min(...s.measured, ...s.predicted), hi = Math.max(...s.measured, ...s.predicted);
-    const log = d.predictor.target !== "accuracy";
+    const log = d.predictor.target !== "accuracy", unit = UNITS[d.predictor.target] || d.predictor.target;
     Plotly.newPlot($("scatter-chart"), [
       { type: "scattergl", mode: "markers", x: s.measured, y: s.predicted, name: "held-out designs", marker: { size: 4, opacity: 0.5 } },
       { type: "scatter", mode: "lines", x: [lo, hi], y: [lo, hi], name: "y = x", line: { dash: "dot" } },
-    ], { margin: { t: 10 }, xaxis: { title: "measured", type: log ? "log" : "linear" }, yaxis: { title: "predicted", type: log ? "log" : "linear" } }, config);
+    ], { margin: { t: 10 }, xaxis: log ? logAxis(`measured ${unit}`) : axis(`measured ${unit}`), yaxis: log ? logAxis(`predicted ${unit}`) : axis(`predicted ${unit}`) }, config);
     Plotly.newPlot($("errors-chart"), [{ type: "bar", x: d.errors.centers, y: d.errors.counts }],
-      { margin: { t: 10 }, xaxis: { title: `error (${d.errors.unit})` }, yaxis: { title: "designs" } }, config);
+      { margin: { t: 10 }, xaxis: axis(d.errors.unit === "%" ? "error (% of measured)" : `error (${d.errors.unit} of accuracy)`), yaxis: axis("designs") }, config);
     const q = d.predictor.quality;
     $("quality").innerHTML = `<p>${esc(d.predictor.target)} · ${esc(d.predictor.space)} · ${esc(d.predictor.device || d.predictor.dataset)} · ${esc(d.predictor.policy)} · v${d.predictor.version}</p>` +
-      `<table>${Object.entries(q).map(([k, v]) => `<tr><th>${esc(k)}</th><td>${esc(fmt(v, 4))}</td></tr>`).join("")}</table>`;
-    Plotly.newPlot($("versions-chart"), ["spearman", "coverage", "within_10pct"].filter((k) => d.versions.some((v) => v[k] !== undefined)).map((k) => ({
-      type: "scatter", mode: "lines+markers", name: k, x: d.versions.map((v) => `v${v.version}`), y: d.versions.map((v) => v[k]),
-    })), { margin: { t: 10 }, yaxis: { title: "figure" } }, config);
+      keyValues(q, 4);
+    const figures = { spearman: "Spearman", coverage: "90% coverage", within_10pct: "within ±10%" };
+    const shown = Object.keys(figures).filter((k) => d.versions.some((v) => v[k] !== undefined && v[k] !== null));
+    const low = Math.min(0, ...shown.flatMap((k) => d.versions.map((v) => v[k] ?? 0)));
+    Plotly.newPlot($("versions-chart"), shown.map((k) => ({
+      type: "scatter", mode: "lines+markers", name: figures[k], x: d.versions.map((v) => `v${v.version}`), y: d.versions.map((v) => v[k]),
+    })), { margin: { t: 10 }, xaxis: axis("predictor version", { type: "category" }), yaxis: axis("held-out figure (0 to 1)", { range: [low - 0.05, 1.05] }) }, config);
   }
 
   async function agreement(space) {
     const d = await get(`/api/charts/agreement/${space}`);
     if (!d.devices.length) { $("heatmap-chart").innerHTML = '<p class="muted">no latency measurements in this space</p>'; status("no data"); return; }
-    Plotly.newPlot($("heatmap-chart"), [{ type: "heatmap", z: d.matrix, x: d.devices, y: d.devices, zmin: -1, zmax: 1, colorscale: "RdBu", reversescale: true, colorbar: { title: "Spearman" } }],
-      { margin: { t: 10, l: 160, b: 160 }, yaxis: { autorange: "reversed" } }, config);
-    table($("proxies"), d.proxies, [["device", "device"], ["proxy", "proxy"], ["spearman", "Spearman", (r) => fmt(r.spearman, 3)], ["reused", "reused by /predict", (r) => (r.reused ? "yes" : "no: transfer adapts")]]);
+    Plotly.newPlot($("heatmap-chart"), [{ type: "heatmap", z: d.matrix, x: d.devices, y: d.devices, zmin: -1, zmax: 1, colorscale: "RdBu", reversescale: true, colorbar: { title: { text: "Spearman" } } }],
+      { margin: { t: 10, l: 160, b: 160 }, xaxis: axis("device"), yaxis: axis("device", { autorange: "reversed" }) }, config);
+    table($("proxies"), d.proxies, [["device", "device"], ["proxy", "proxy"], ["spearman", "Spearman", (r) => real(r.spearman, 3)], ["reused", "reused by /predict", (r) => (r.reused ? "yes" : "no: transfer adapts")]]);
     status(`${d.devices.length} devices, ${d.designs_used} designs`);
   }
 
   async function optimization(id) {
     const d = await get(`/api/charts/optimizations/${id}`);
     $("title").textContent = `Optimization ${d.id} for ${d.device}`;
-    $("message").textContent = `${d.message} (method ${d.method}, ${fmt(d.elapsed_s, 2)} s)`;
+    $("message").textContent = `${d.message} (method ${d.method}, ${real(d.elapsed_s, 2)} s)`;
     const g = d.goals || {};
     const asked = [["latency budget (ms)", g.max_latency_ms], ["energy budget (mJ)", g.max_energy_mj], ["minimum accuracy (%)", g.min_accuracy], ["objective", g.objective], ["confidence", d.confidence], ["dataset", d.dataset], ["measurements allowed", d.measurements ? `${d.measurements} used` : "none (predictions only)"]];
-    $("goals").innerHTML = `<table>${asked.map(([k, x]) => `<tr><th>${esc(k)}</th><td>${esc(x === null || x === undefined ? "none" : x)}</td></tr>`).join("")}</table>`;
+    $("goals").innerHTML = `<table>${asked.map(([k, x]) => `<tr><th>${esc(k)}</th><td>${esc(x === null || x === undefined ? "none" : fmt(x))}</td></tr>`).join("")}</table>`;
     const front = d.pareto, c = d.design;
     const traces = [{ type: "scatter", mode: "lines+markers", name: "Pareto front", x: front.map((p) => p.latency_ms), y: front.map((p) => p.accuracy), text: front.map((p) => `${p.arch} ${p.policy}`) }];
     if (c) traces.push({ type: "scatter", mode: "markers", name: "chosen", x: [c.latency_ms.value], y: [c.accuracy ? c.accuracy.value : null], marker: { size: 14, symbol: "star", color: "#d62728" } });
-    Plotly.newPlot($("pareto-chart"), traces, { margin: { t: 10 }, xaxis: { title: "predicted latency (ms)", type: "log" }, yaxis: { title: "accuracy (%)" } }, config);
+    Plotly.newPlot($("pareto-chart"), traces, { margin: { t: 10 }, xaxis: logAxis("predicted latency (ms)"), yaxis: axis("predicted accuracy (%)") }, config);
     if (!c) {
       $("design-title").textContent = "Nothing met the goals";
       $("download").hidden = true;
-      const closest = d.closest.map((x) => `<tr><td>${esc(x.arch)}</td><td>${esc(x.policy)}</td><td>${fmt(x.probabilities.all)}</td></tr>`).join("");
+      const closest = d.closest.map((x) => `<tr><td>${esc(x.arch)}</td><td>${esc(x.policy)}</td><td>${real(x.probabilities.all)}</td></tr>`).join("");
       $("design").innerHTML = `<p>No design meets every goal with probability at least ${esc(d.confidence)}. The closest, by that probability:</p><table><tr><th>design</th><th>policy</th><th>P(goals met)</th></tr>${closest}</table>`;
       status(`${front.length} Pareto designs`);
       return;
     }
     const v = d.verification || {};
     const rows = [["design", c.arch], ["policy", c.policy],
-      ["accuracy", c.accuracy ? `${fmt(c.accuracy.value, 2)} [${fmt(c.accuracy.low, 2)}, ${fmt(c.accuracy.high, 2)}]` : "no model"],
-      ["latency (ms)", `${fmt(c.latency_ms.value)} [${fmt(c.latency_ms.low)}, ${fmt(c.latency_ms.high)}]`],
-      ["energy (mJ)", c.energy_mj ? fmt(c.energy_mj.value) : "no energy model"],
-      ["P(goals met)", fmt(c.probabilities.all)],
-      ["verified latency (ms)", v.status === "done" ? `${fmt(v.measured_latency_ms)}${v.error_pct !== undefined && v.error_pct !== null ? ` (${fmt(v.error_pct, 1)}% error, in interval: ${v.within_interval})` : " (measured by measure-and-refine)"}` : v.status || "not verified"]];
+      ["accuracy", c.accuracy ? `${real(c.accuracy.value, 2)} [${real(c.accuracy.low, 2)}, ${real(c.accuracy.high, 2)}]` : "no model"],
+      ["latency (ms)", `${real(c.latency_ms.value)} [${real(c.latency_ms.low)}, ${real(c.latency_ms.high)}]`],
+      ["energy (mJ)", c.energy_mj ? real(c.energy_mj.value) : "no energy model"],
+      ["P(goals met)", real(c.probabilities.all)],
+      ["verified latency (ms)", v.status === "done" ? `${real(v.measured_latency_ms)}${v.error_pct !== undefined && v.error_pct !== null ? ` (${real(v.error_pct, 1)}% error, in interval: ${v.within_interval})` : " (measured by measure-and-refine)"}` : v.status || "not verified"]];
     $("design").innerHTML = `<table>${rows.map(([k, x]) => `<tr><th>${esc(k)}</th><td>${esc(x)}</td></tr>`).join("")}</table>`;
     status(`${front.length} Pareto designs`);
   }
@@ -123,7 +160,7 @@ const EdgeOpt = (() => {
     let selected = null;
     async function refresh() {
       const page = await get("/jobs?limit=50");
-      table($("jobs"), page.items, [["id", "id"], ["kind", "kind"], ["status", "status"], ["progress", "progress", (r) => `<progress max="1" value="${r.progress}"></progress> ${Math.round(100 * r.progress)}%`], ["message", "message"]],
+      table($("jobs"), page.items, [["id", "id"], ["kind", "kind"], ["status", "status"], ["progress", "progress", (r) => `<progress max="1" value="${r.progress}"></progress> ${Math.round(100 * r.progress)}%`], ["message", "message"], ["error", "error", jobError]],
         (id) => { selected = Number(id); refresh(); });
       if (selected === null && page.items.length) selected = page.items[0].id;
       if (selected !== null) {

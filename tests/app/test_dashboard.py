@@ -5,9 +5,11 @@ Screenshots go to ``test-artifacts/dashboard/`` (kept by CI as artifacts).
 
 from __future__ import annotations
 
+import re
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import numpy as np
@@ -21,13 +23,51 @@ from sqlalchemy import insert, select
 
 from app.db import session_factory, unit_of_work, upgrade
 from app.models import Architecture, Device, Measurement
-from devices.reference import load_reference
+from devices.reference import ReferenceTable, load_reference
 from tests.app.conftest import flag_unstable, seed_slice
-from tests.conftest import API_KEY
+from tests.conftest import API_KEY, wait_for_job
 from tests.processes import Server, edgeopt_job
 
 SHOTS = Path("test-artifacts/dashboard")
 DEVICES = ["gold_6226", "pixel3", "raspi4", "eyeriss", "fpga", "titan_rtx_256"]
+# specs as an agent reports them: nested facts and lists, not only flat numbers
+SPECS = {"cores": 4, "cache": {"l2_kb": 1024, "l3_mb": 22}, "isa": ["avx2", "avx512"]}
+FULL = "pixel2"  # a reference device with every NB201 design measured (15,625)
+UNKNOWN = "nowhere"  # the device a failing training job asks for
+
+
+def add_full_device(url: str, table: ReferenceTable, column: str) -> int:
+    """A reference device, named by its column, with all of its NB201 latencies; returns
+    its id."""
+    ref = next(d for d in table.devices if d.column == column)
+    values = table.latency_ms[:, [d.column for d in table.devices].index(column)]
+    with unit_of_work(session_factory(url)) as s:
+        known = set(s.scalars(select(Architecture.encoding).where(Architecture.space == "nb201")))
+        s.execute(
+            insert(Architecture),
+            [{"space": "nb201", "encoding": e} for e in table.encodings if e not in known],
+        )
+        ids = dict(
+            s.execute(
+                select(Architecture.encoding, Architecture.id).where(Architecture.space == "nb201")
+            ).all()
+        )
+        device = Device(
+            name=column, kind=ref.kind, hardware=ref.hardware, specs=ref.specs,
+            runtime=ref.runtime, batch_size=ref.batch_size, source=ref.source,
+        )  # fmt: skip
+        s.add(device)
+        s.flush()
+        s.execute(
+            insert(Measurement),
+            [
+                {"device_id": device.id, "architecture_id": ids[e], "metric": "latency_ms",
+                 "value": float(v)}
+                for e, v in zip(table.encodings, values, strict=True)
+                if np.isfinite(v)
+            ],
+        )  # fmt: skip
+        return device.id
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +80,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         "EDGEOPT_API_KEYS": API_KEY,
     }
     upgrade(url)
-    seed_slice(url, load_reference("nb201"), DEVICES, 600, specs={"cores": 4})
+    seed_slice(url, load_reference("nb201"), DEVICES, 600, specs=SPECS)
     flag_unstable(url, "raspi4", 200)
     trained = edgeopt_job("predictors", "train", "--space", "nb201", "--min-rows", "100", env=env)
     assert trained.returncode == 0, trained.stderr
@@ -54,6 +94,11 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         timeout=120,
     )
     assert r.status_code == 201, r.text
+    add_full_device(url, load_reference("nb201"), FULL)
+    with httpx.Client(base_url=srv.url, headers=head, timeout=30) as api:
+        failing = api.post("/predictors/train", json={"spaces": ["nb201"], "devices": [UNKNOWN]})
+        assert failing.status_code == 202, failing.text
+        wait_for_job(api, failing.json()["id"], status="failed")
     yield srv
     srv.stop()
 
@@ -98,12 +143,109 @@ def test_page_renders_its_charts_without_console_errors(
         wait.until(
             lambda b: len(b.find_elements(By.CSS_SELECTOR, ".js-plotly-plot .main-svg")) >= charts
         )
-    else:  # the jobs page: a live table of the training job, with its logs
+    else:  # the jobs page: a live table of the training jobs, with the newest one's logs
         wait.until(lambda b: "train-predictors" in b.find_element(By.ID, "jobs").text)
-        wait.until(lambda b: "succeeded" in b.find_element(By.ID, "logs").text)
+        wait.until(lambda b: re.search(r"succeeded|failed", b.find_element(By.ID, "logs").text))
     browser.save_screenshot(str(SHOTS / f"{name}.png"))
     errors = [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
     assert errors == []
+    assert "[object Object]" not in browser.find_element(By.TAG_NAME, "main").text
+    for chart in charts_on(browser):
+        assert chart["x"] and chart["y"], f"{name}: a chart without axis titles: {chart}"
+
+
+def charts_on(browser: webdriver.Chrome) -> list[dict[str, Any]]:
+    """Each plotly chart of the page: its axis titles as drawn, and its bars in pixels."""
+    return browser.execute_script(
+        """return [...document.querySelectorAll(".js-plotly-plot")].map((gd) => ({
+          id: gd.id,
+          x: gd.querySelector(".xtitle")?.textContent || "",
+          y: gd.querySelector(".ytitle")?.textContent || "",
+          colorbar: gd.querySelector(".cbtitle")?.textContent ?? null,
+          plot_width: gd._fullLayout._size.w,
+          bars: [...gd.querySelectorAll(".bars .point path")].map((p) => p.getBBox())
+            .map((b) => ({ width: b.width, height: b.height })),
+        }));"""
+    )
+
+
+def table_cells(browser: webdriver.Chrome, element: str) -> list[dict[str, str]]:
+    """The rows of a dashboard table, as {column heading: cell text}."""
+    table = browser.find_element(By.ID, element)
+    heads = [th.text for th in table.find_elements(By.CSS_SELECTOR, "thead th")]
+    return [
+        dict(zip(heads, [td.text for td in tr.find_elements(By.TAG_NAME, "td")], strict=True))
+        for tr in table.find_elements(By.CSS_SELECTOR, "tbody tr")
+    ]
+
+
+def open_page(browser: webdriver.Chrome, url: str, charts: int = 0) -> None:
+    browser.get(url)
+    wait = WebDriverWait(browser, 60)
+    wait.until(lambda b: b.find_element(By.ID, "status").text != "")
+    if charts:
+        wait.until(
+            lambda b: len(b.find_elements(By.CSS_SELECTOR, ".js-plotly-plot .main-svg")) >= charts
+        )
+
+
+def test_ids_and_counts_print_as_integers(server: Server, browser: webdriver.Chrome) -> None:
+    integer = re.compile(r"^\d+$")
+    open_page(browser, server.url + "/ui/predictors", charts=4)
+    rows = table_cells(browser, "table")
+    assert rows and all(integer.match(r["id"]) and integer.match(r["v"]) for r in rows), rows[0]
+    assert re.match(r"^0\.\d{3}$", rows[0]["Spearman"])  # a real figure keeps its decimals
+    shares = [r["within ±10%"] for r in rows if r["within ±10%"]]
+    assert shares and all(re.match(r"^[01]\.\d{3}$", x) for x in shares), shares  # even 1.000
+    quality = {
+        tr.find_element(By.TAG_NAME, "th").text: tr.find_element(By.TAG_NAME, "td").text
+        for tr in browser.find_elements(By.CSS_SELECTOR, "#quality tr")
+    }
+    assert integer.match(quality["held_out"]), quality
+    open_page(browser, server.url + "/")
+    devices = table_cells(browser, "devices")
+    assert {r["device"]: r["measurements"] for r in devices}["gold_6226"] == "600"
+    assert {r["device"]: r["measurements"] for r in devices}[FULL] == "15625"
+
+
+def test_device_profile_spells_out_nested_specs(server: Server, browser: webdriver.Chrome) -> None:
+    open_page(browser, server.url + "/ui/devices/1", charts=1)
+    profile = {
+        tr.find_element(By.TAG_NAME, "th").text: tr.find_element(By.TAG_NAME, "td").text
+        for tr in browser.find_elements(By.CSS_SELECTOR, "#profile tr")
+    }
+    assert profile["cache.l2_kb"] == "1024" and profile["cache.l3_mb"] == "22"
+    assert profile["isa"] == "avx2, avx512"
+    assert profile["cores"] == "4" and profile["id"] == "1"
+
+
+@pytest.mark.parametrize("device", ["gold_6226", FULL])
+def test_latency_histogram_bars_span_their_bins(
+    server: Server, browser: webdriver.Chrome, device: str
+) -> None:
+    """Log-spaced bins drawn on a log axis: every bar as wide as its bin, none a sliver."""
+    devices = httpx.get(f"{server.url}/api/charts/overview", timeout=30).json()["devices"]
+    device_id = next(d["id"] for d in devices if d["name"] == device)
+    data = httpx.get(f"{server.url}/api/charts/devices/{device_id}", timeout=30).json()
+    (histogram,) = data["latency"]
+    open_page(browser, f"{server.url}/ui/devices/{device_id}", charts=1)
+    (chart,) = charts_on(browser)
+    assert chart["x"] == "latency (ms)" and chart["y"] == "designs"
+    drawn = [b for b in chart["bars"] if b["height"] > 0]
+    assert len(drawn) == sum(1 for c in histogram["counts"] if c > 0)
+    bin_px = chart["plot_width"] / len(histogram["counts"])
+    assert min(b["width"] for b in drawn) > 0.5 * bin_px, (bin_px, drawn)
+    browser.save_screenshot(str(SHOTS / f"device-{device}.png"))
+
+
+def test_failed_jobs_show_their_error(server: Server, browser: webdriver.Chrome) -> None:
+    open_page(browser, server.url + "/ui/jobs")
+    WebDriverWait(browser, 30).until(lambda b: "failed" in b.find_element(By.ID, "jobs").text)
+    failed = [r for r in table_cells(browser, "jobs") if r["status"] == "failed"]
+    assert failed and UNKNOWN in failed[0]["error"], failed
+    open_page(browser, server.url + "/")
+    failed = [r for r in table_cells(browser, "jobs") if r["status"] == "failed"]
+    assert failed and UNKNOWN in failed[0]["error"], failed
 
 
 def test_predictor_table_scores_stable_measurements_apart(
