@@ -64,6 +64,7 @@ def eval_transfer(
                 shots,
                 seeds,
                 progress=lambda done, total: bar.update(task, completed=done / total),
+                degenerate=search_space.degenerate(table.encodings),
             )
     out = Table("device", *QUALITY_KEYS, "baseline spearman", "coverage@90")
     rows = [*result["devices"].items(), ("mean", result["mean"])]
@@ -82,6 +83,61 @@ def eval_transfer(
         baseline = {"devices": result["baseline"]["devices"], "mean": result["baseline"]["mean"]}
         doc = {**result, "baseline": baseline}
         json_out.write_text(json.dumps(doc, indent=2))
+        console.print(f"wrote {json_out}")
+
+
+@eval_cli.command("suite")
+def eval_suite(
+    space: Annotated[str, typer.Option(help="nb201, fbnet or ofa_mbv3")],
+    shots: Annotated[str, typer.Option(help="comma-separated shot counts")] = "5,10,20",
+    seeds: Annotated[int, typer.Option(help="repetitions with different shot choices")] = 5,
+    json_out: Annotated[Path | None, typer.Option("--json", help="write the figures here")] = None,
+) -> None:
+    """Few-shot transfer across device classes: every split of the suite, baseline beside."""
+    from devices.reference import load_reference
+    from predictors.suite import evaluate_suite, suite_splits
+
+    with clear_errors():
+        try:
+            counts = [int(n) for n in shots.split(",")]
+        except ValueError:
+            raise ValueError(f"--shots must be whole numbers, got {shots!r}") from None
+        search_space = get_space(space)
+        ref = load_reference(space)
+        table = LatencyTable(
+            ref.arch_ids, ref.encodings, [d.column for d in ref.devices], ref.latency_ms, {}
+        )
+        splits = suite_splits(ref.devices)
+        with progress_bar() as bar:
+            task = bar.add_task(f"suite ({space})", total=1.0, note="")
+            result = evaluate_suite(
+                table,
+                search_space.features(ref.encodings),
+                splits,
+                counts,
+                seeds,
+                progress=lambda done, total: bar.update(task, completed=done / total),
+                degenerate=search_space.degenerate(ref.encodings),
+            )
+    out = Table("split", "shots", "test devices", "Spearman", "ridge baseline", "coverage@90")
+    for run in result["runs"]:
+        out.add_row(
+            run["split"],
+            str(run["setup"]["shots"]),
+            str(len(run["setup"]["test"])),
+            f"{run['mean']['spearman']:.4f}",
+            f"{run['baseline']['mean']['spearman']:.4f}",
+            f"{run['intervals']['mean_coverage']:.3f}",
+        )
+    console.print(out)
+    for n, figures in result["summary"].items():
+        console.print(
+            f"{n} shots: geometric mean Spearman {figures['geomean_spearman']:.4f} "
+            f"(ridge baseline {figures['baseline_geomean_spearman']:.4f}), "
+            f"{figures['devices_below_baseline']} devices below the baseline - 0.01"
+        )
+    if json_out:
+        json_out.write_text(json.dumps({"space": space, **result}, indent=2))
         console.print(f"wrote {json_out}")
 
 
@@ -137,6 +193,7 @@ def eval_optimize(
                 fingerprint=fingerprint(space) if max_measurements == 0 else (),
                 confidence=confidence,
                 progress=lambda done, total: bar.update(task, completed=done / total),
+                degenerate=search_space.degenerate(table.encodings),
             )
     out = Table(
         "device", "regret", "violations", "no answer", "s / query",

@@ -386,10 +386,12 @@ def metric_basis(
     basis_ms = np.stack(
         [predict_model(artifacts_dir, p, space, encodings)[0] for p in others], axis=1
     )
+    codec = get_space(space)
     return TransferBasis(
-        get_space(space).features(encodings),
+        codec.features(encodings),
         basis_ms,
         [names.get(p.device_id or 0, "?") for p in others],
+        codec.degenerate(encodings),
     )
 
 

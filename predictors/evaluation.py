@@ -22,6 +22,7 @@ def evaluate_transfer(
     seeds: int,
     progress: Progress | None = None,
     penalty_scale: float = 1.0,
+    degenerate: np.ndarray | None = None,
 ) -> dict:
     """Quality of EdgeOpt's transfer and of the ridge baseline on every test device.
 
@@ -38,7 +39,9 @@ def evaluate_transfer(
         raise TableError(f"--shots must be at least {MIN_SHOTS}")
     if seeds < 1:
         raise TableError("--seeds must be at least 1")
-    basis = TransferBasis(cost, np.stack([table.column(d) for d in train], axis=1), list(train))
+    basis = TransferBasis(
+        cost, np.stack([table.column(d) for d in train], axis=1), list(train), degenerate
+    )
     model = TransferModel(basis, penalty_scale=penalty_scale)
     model.calibrate(shots)
     devices, baseline, cover = {}, {}, {}
@@ -72,6 +75,11 @@ def evaluate_transfer(
         "devices": devices,
         "mean": mean_quality(list(devices.values())),
         "baseline": {"devices": baseline, "mean": mean_quality(list(baseline.values()))},
-        "intervals": {"level": 0.9, "coverage": cover, "scale": model.interval_scale},
+        "intervals": {
+            "level": 0.9,
+            "coverage": cover,
+            "mean_coverage": float(np.mean(list(cover.values()))),
+            "scale": model.interval_scale,
+        },
         "setup": {"train": list(train), "test": list(test), "shots": shots, "seeds": seeds},
     }

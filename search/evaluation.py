@@ -46,6 +46,7 @@ def evaluate_optimize(
     fingerprint: Sequence[str] = (),
     confidence: float = 0.9,
     progress: Callable[[int, int], None] | None = None,
+    degenerate: np.ndarray | None = None,
 ) -> dict:
     """The figures of one method over the test devices; see the module docstring."""
     if method not in METHODS:
@@ -69,7 +70,9 @@ def evaluate_optimize(
             "designs are rows of the table"
         )
     known = np.isfinite(accuracy)
-    basis = TransferBasis(cost, np.stack([table.column(d) for d in train], axis=1), list(train))
+    basis = TransferBasis(
+        cost, np.stack([table.column(d) for d in train], axis=1), list(train), degenerate
+    )
     n_shots = len(prints) if max_measurements == 0 else shot_count(max_measurements)
     scale = calibrated_scale(basis, n_shots)
     proxy_scale = calibrated_proxy_scale(basis, n_shots)

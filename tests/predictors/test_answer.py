@@ -21,13 +21,26 @@ def _basis(nb201: ReferenceTable, names: list[str]) -> TransferBasis:
 
 def test_an_agreeing_device_is_reused_as_proxy(nb201: ReferenceTable) -> None:
     basis = _basis(nb201, ["1080ti_1", "pixel3", "eyeriss"])
-    target = columns(nb201, ["raspi4"])[:ROWS, 0]  # an ARM CPU, ranked like pixel3's
+    pixel3 = columns(nb201, ["pixel3"])[:ROWS, 0]
+    noise = np.exp(np.random.default_rng(0).normal(0, 0.02, ROWS))
+    target = 1.7 * pixel3**0.9 * noise  # a power law of pixel3: its proxy is the best model
     shots = np.arange(0, 300, 10)
-    got = answer(basis, shots, target[shots], label="raspi4")
+    got = answer(basis, shots, target[shots], label="pixel3-like")
     assert got.method == "proxy" and got.proxy == "pixel3" and got.proxy_spearman >= 0.9
     assert got.estimates is not None and len(got.estimates[0]) == ROWS
     assert got.info()["method"] == "proxy" and "reused pixel3" in got.info()["decision"]
     assert "leave-one-out error" in got.reason
+
+
+def test_a_ranked_like_device_goes_to_transfer_when_it_predicts_the_shots_better(
+    nb201: ReferenceTable,
+) -> None:
+    basis = _basis(nb201, ["1080ti_1", "pixel3", "eyeriss"])
+    target = columns(nb201, ["raspi4"])[:ROWS, 0]  # an ARM CPU, ranked like pixel3 (0.95)
+    shots = np.arange(0, 300, 10)
+    got = answer(basis, shots, target[shots], label="raspi4")
+    assert got.proxy == "pixel3" and got.proxy_spearman >= 0.9
+    assert got.method == "transfer" and "leave-one-out error" in got.reason
 
 
 def test_a_proxy_that_agrees_in_rank_but_predicts_worse_is_not_reused(

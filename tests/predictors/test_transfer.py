@@ -79,3 +79,38 @@ def test_penalties_are_a_hyperparameter_and_fit_returns_self(
     assert stiff.penalties["devices"] == 9.0 * TransferModel(model.basis).penalties["devices"]
     loose = TransferModel(model.basis, interval_scale=1.0).fit(shots, target[shots])
     assert not np.allclose(stiff.predict()[0], loose.predict()[0])  # the penalty matters
+
+
+def test_the_ridge_baseline_takes_over_where_the_blend_misses_the_shots() -> None:
+    from predictors.transfer import COMPONENTS, _choose
+
+    ridge = COMPONENTS.index("devices")
+    close = np.full((10, len(COMPONENTS)), 0.1)
+    assert _choose(close)[ridge] < 1  # a blend where the components predict alike
+    missed = np.full((10, len(COMPONENTS)), 0.5)
+    missed[:, ridge] = 0.05  # the cost and log models miss; the baseline's form does not
+    assert list(_choose(missed)) == list(np.eye(len(COMPONENTS))[ridge])
+
+
+def test_degenerate_designs_neither_take_shots_nor_bend_the_fit(nb201: ReferenceTable) -> None:
+    space = get_space("nb201")
+    dead = space.degenerate(nb201.encodings)
+    names = ["1080ti_1", "1080ti_256", "silver_4114", "samsung_a50"]  # none prunes dead cells
+    basis_ms = columns(nb201, names)
+    cost = space.features(nb201.encodings)
+    aware = TransferModel(TransferBasis(cost, basis_ms, names, dead))
+    target = columns(nb201, ["raspi4"])[:, 0]  # TFLite: dead cells run in ~0.1 ms, not 26
+    shots = aware.choose_shots(10, np.random.default_rng(0))
+    assert not dead[shots].any()
+    # a user's shots that include two dead cells: they set those cells' level only
+    with_dead = np.r_[shots[:8], np.flatnonzero(dead)[:2]]
+    adapted = aware.adapt(with_dead, target[with_dead])
+    live = ~dead
+    blind = TransferModel(TransferBasis(cost, basis_ms, names)).adapt(with_dead, target[with_dead])
+    ours, theirs = adapted.predict()[0], blind.predict()[0]
+    assert spearmanr(ours[live], target[live])[0] > spearmanr(theirs[live], target[live])[0]
+
+    def miss(predicted: np.ndarray) -> float:
+        return float(np.median(np.abs(np.log(predicted[dead] / target[dead]))))
+
+    assert miss(ours) < miss(theirs) / 2  # dead cells shifted to the level measured for them
