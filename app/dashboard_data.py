@@ -3,14 +3,18 @@
 Large data never reaches the page raw: latency distributions are binned here, predictor
 scatters use the sampled held-out points stored with each model, the rank-agreement matrix
 is computed on at most ``AGREEMENT_ROWS`` designs and ordered by hierarchical clustering.
+The cross-class transfer suite is read from the JSON files its benchmark writes.
 """
 
 from __future__ import annotations
 
+import json
+import math
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from pydantic import BaseModel, ValidationError
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
@@ -27,12 +31,19 @@ from app.models import (
 from app.predictor_service import load_model
 from devices.fingerprint import fingerprint
 from devices.profile import Metric
+from devices.reference import REFERENCE_SPACES
 from predictors.answer import best_proxies
 from predictors.proxy import AGREEMENT
 
 BINS = 40
 AGREEMENT_ROWS = 3000
 RECENT_FAILURES = 5
+SUITE_COMMAND = "python benchmarks/transfer_suite.py"
+# a device is below the baseline when its Spearman trails the ridge baseline's by more than
+# this, as predictors.suite.evaluate_suite counts ``devices_below_baseline``
+BELOW_BASELINE_MARGIN = 0.01
+# interval coverage this far from the nominal level (0.85 to 0.95 for 90% intervals) is marked
+COVERAGE_TOLERANCE = 0.05
 
 
 def overview(session: Session) -> dict[str, Any]:
@@ -343,3 +354,165 @@ def optimization_detail(session: Session, optimization_id: int) -> dict[str, Any
         raise NotFound(f"no optimization with id {optimization_id}")
     refresh_verification(session, record)
     return optimization_view(record)
+
+
+# -- the cross-class transfer suite --------------------------------------------------
+class _Quality(BaseModel):
+    spearman: float
+
+
+class _Baseline(BaseModel):
+    devices: dict[str, _Quality]
+    mean: _Quality
+
+
+class _Intervals(BaseModel):
+    level: float
+    coverage: dict[str, float]
+    mean_coverage: float
+
+
+class _Setup(BaseModel):
+    train: list[str]
+    test: list[str]
+    shots: int
+    seeds: int
+
+
+class _Run(BaseModel):
+    split: str
+    description: str = ""
+    devices: dict[str, _Quality]
+    mean: _Quality
+    baseline: _Baseline
+    intervals: _Intervals
+    setup: _Setup
+
+
+class _Summary(BaseModel):
+    geomean_spearman: float
+    baseline_geomean_spearman: float
+    devices_below_baseline: int
+    coverage_range: tuple[float, float]
+
+
+class _SuiteFile(BaseModel):
+    """What ``benchmarks/transfer_suite.py`` writes per space: evaluate_suite's output and
+    where it came from. Only the fields the dashboard shows are checked."""
+
+    space: str
+    command: str | None = None
+    date: str | None = None
+    machine: str | None = None
+    summary: dict[int, _Summary]
+    runs: list[_Run]
+
+
+def _finite(value: float | None) -> float | None:
+    """JSON answers carry no NaN: a figure that could not be computed is null."""
+    return value if value is not None and math.isfinite(value) else None
+
+
+def transfer_suite(folder: Path) -> dict[str, Any]:
+    """The suite's figures for each space whose result file is in ``folder``.
+
+    A missing file is skipped (that space was not run); one that cannot be read as a suite
+    result becomes an entry with ``error`` set, so one bad file never hides the others.
+    """
+    spaces = []
+    for space in REFERENCE_SPACES:
+        path = folder / f"transfer_suite_{space}.json"
+        if not path.is_file():
+            continue
+        suite = _read_suite(path, space)
+        entry = {"error": suite} if isinstance(suite, str) else _suite_view(suite)
+        spaces.append({"space": space, "file": str(path), **entry})
+    return {
+        "command": SUITE_COMMAND,
+        "folder": str(folder),
+        "below_baseline_margin": BELOW_BASELINE_MARGIN,
+        "spaces": spaces,
+    }
+
+
+def _read_suite(path: Path, space: str) -> _SuiteFile | str:
+    """The file's suite result, or what is wrong with it."""
+    try:
+        raw = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError) as e:
+        return f"cannot be read: {e}"
+    except json.JSONDecodeError as e:
+        return f"not valid JSON: {e}"
+    try:
+        suite = _SuiteFile.model_validate(raw)
+    except ValidationError as e:
+        problems = "; ".join(
+            f"{'.'.join(str(x) for x in err['loc']) or 'top level'}: {err['msg']}"
+            for err in e.errors()[:3]
+        )
+        more = f" (and {e.error_count() - 3} more)" if e.error_count() > 3 else ""
+        return f"not a transfer-suite result: {problems}{more}"
+    if suite.space != space:
+        return f"the file holds space {suite.space!r}, not {space!r}"
+    return suite
+
+
+def _suite_view(suite: _SuiteFile) -> dict[str, Any]:
+    splits, rows = [], []
+    for run in suite.runs:
+        setup = run.setup
+        splits.append(
+            {
+                "split": run.split,
+                "description": run.description,
+                "shots": setup.shots,
+                "spearman": _finite(run.mean.spearman),
+                "baseline_spearman": _finite(run.baseline.mean.spearman),
+                "coverage": _finite(run.intervals.mean_coverage),
+                "train": len(setup.train),
+                "test": len(setup.test),
+            }
+        )
+        for device, q in run.devices.items():
+            base = run.baseline.devices.get(device)
+            ours = _finite(q.spearman)
+            theirs = _finite(base.spearman) if base else None
+            rows.append(
+                {
+                    "split": run.split,
+                    "description": run.description,
+                    "device": device,
+                    "shots": setup.shots,
+                    "spearman": ours,
+                    "baseline_spearman": theirs,
+                    "below_baseline": ours is not None
+                    and theirs is not None
+                    and ours < theirs - BELOW_BASELINE_MARGIN,
+                    "coverage": _finite(run.intervals.coverage.get(device)),
+                    "train": len(setup.train),
+                }
+            )
+    levels = {run.intervals.level for run in suite.runs}
+    level = levels.pop() if len(levels) == 1 else None
+    return {
+        "space": suite.space,
+        "date": suite.date,
+        "command": suite.command,
+        "machine": suite.machine,
+        "level": level,
+        "coverage_band": None
+        if level is None
+        else [round(level - COVERAGE_TOLERANCE, 6), round(level + COVERAGE_TOLERANCE, 6)],
+        "summary": [
+            {
+                "shots": shots,
+                "geomean_spearman": _finite(s.geomean_spearman),
+                "baseline_geomean_spearman": _finite(s.baseline_geomean_spearman),
+                "devices_below_baseline": s.devices_below_baseline,
+                "coverage_range": [_finite(x) for x in s.coverage_range],
+            }
+            for shots, s in sorted(suite.summary.items())
+        ],
+        "splits": splits,
+        "rows": rows,
+    }

@@ -137,3 +137,66 @@ class PredictorLine(BaseModel):
     within_10pct_reliable: float | None = None
     rmse: float | None = None
     coverage: float | None = None
+
+
+class TransferSummary(BaseModel):
+    """One shot count over every split: geometric means, so a weak split weighs more."""
+
+    shots: int
+    geomean_spearman: float | None
+    baseline_geomean_spearman: float | None
+    devices_below_baseline: int
+    coverage_range: list[float | None]
+
+
+class TransferSplit(BaseModel):
+    """One split at one shot count, averaged over its test devices."""
+
+    split: str
+    description: str
+    shots: int
+    spearman: float | None
+    baseline_spearman: float | None
+    coverage: float | None
+    train: int
+    test: int
+
+
+class TransferRow(BaseModel):
+    """One unseen device of one split at one shot count, beside the ridge baseline."""
+
+    split: str
+    description: str
+    device: str
+    shots: int
+    spearman: float | None
+    baseline_spearman: float | None
+    below_baseline: bool
+    coverage: float | None
+    train: int
+
+
+class TransferSpace(BaseModel):
+    """A space's suite result file, or why it could not be read (``error``)."""
+
+    space: str
+    file: str
+    error: str | None = None
+    date: str | None = None
+    command: str | None = None
+    machine: str | None = None
+    level: float | None = None
+    coverage_band: list[float] | None = None
+    summary: list[TransferSummary] = []
+    splits: list[TransferSplit] = []
+    rows: list[TransferRow] = []
+
+
+class TransferSuiteData(BaseModel):
+    """The cross-class validation suite: few-shot transfer to device classes never trained
+    on. ``spaces`` is empty until ``command`` has written its files into ``folder``."""
+
+    command: str
+    folder: str
+    below_baseline_margin: float
+    spaces: list[TransferSpace]

@@ -50,6 +50,12 @@ class Settings(BaseSettings):
         description="Optuna RDB storage shared by search workers; its own database or schema "
         "(Optuna keeps its own alembic_version table)",
     )
+    suite_results_dir: Path = Field(
+        default=Path("benchmarks/results/reference"),
+        description="Folder of the cross-class transfer suite's results "
+        "(transfer_suite_<space>.json, written by benchmarks/transfer_suite.py) that "
+        "/ui/predictors shows; relative to the working directory",
+    )
 
     @field_validator("api_keys", mode="before")
     @classmethod

@@ -20,6 +20,7 @@ from app.dashboard_schemas import (
     OverviewData,
     PredictorData,
     PredictorLine,
+    TransferSuiteData,
 )
 from app.deps import ReadAccess, ResourceId, SessionDep, SettingsDep
 from app.errors import ERROR_RESPONSES, ApiError
@@ -108,6 +109,11 @@ def predictor_data(
     return PredictorData.model_validate(
         data.predictor_quality(session, settings.artifacts_dir, predictor_id)
     )
+
+
+@router.get("/api/charts/transfer-suite", tags=["dashboard"])
+def transfer_suite_data(settings: SettingsDep) -> TransferSuiteData:
+    return TransferSuiteData.model_validate(data.transfer_suite(settings.suite_results_dir))
 
 
 @router.get("/api/charts/agreement/{space}", tags=["dashboard"])

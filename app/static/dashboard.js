@@ -41,12 +41,14 @@ const EdgeOpt = (() => {
     return r.json();
   }
 
-  function table(el, rows, columns, link) {
+  // mark(row) names a class for the row's <tr> ("" for none), to flag rows that need a look.
+  function table(el, rows, columns, link, mark = () => "") {
     if (!rows.length) { el.innerHTML = '<p class="muted">none yet</p>'; return; }
     const head = columns.map((c) => `<th>${esc(c[1])}</th>`).join("");
     const body = rows.map((r) => {
       const cells = columns.map((c) => `<td>${c[2] ? c[2](r) : esc(fmt(r[c[0]]))}</td>`).join("");
-      return `<tr data-id="${r.id ?? ""}">${cells}</tr>`;
+      const cls = mark(r);
+      return `<tr data-id="${r.id ?? ""}"${cls ? ` class="${cls}"` : ""}>${cells}</tr>`;
     }).join("");
     el.innerHTML = `<table><thead><tr>${head}</tr></thead><tbody>${body}</tbody></table>`;
     if (link) el.querySelectorAll("tbody tr").forEach((tr) => tr.addEventListener("click", () => link(tr.dataset.id)));
@@ -89,9 +91,73 @@ const EdgeOpt = (() => {
     const cols = [["id", "id"], ["target", "target"], ["space", "space"], ["scope", "device / dataset"], ["policy", "policy"], ["version", "v"],
       ["spearman", "Spearman"], ["kendall", "Kendall"], ["rmse", "RMSE"], ["mape", "MAPE %"], ["within_10pct", "within ±10%"], ["within_10pct_reliable", "±10%, stable measurements"], ["coverage", "90% coverage"]]
       .map(([k, label]) => (FIGURES.has(k) ? [k, label, (r) => esc(real(r[k], k === "mape" ? 2 : 3))] : [k, label]));
+    const suite = transferSuite();
     table($("table"), rows, cols, (id) => show(Number(id)));
     if (rows.length) await show(selected || rows[0].id);
+    await suite;
     status(`${rows.length} predictors`);
+  }
+
+  // The cross-class validation suite: what a device of a class no predictor was trained on
+  // gets from a few measured designs (shots), beside the ridge baseline given the same shots.
+  async function transferSuite() {
+    const d = await get("/api/charts/transfer-suite");
+    const el = $("transfer-suite");
+    if (!d.spaces.length) {
+      el.innerHTML = `<p class="muted" id="suite-not-run">The suite has not been run: no transfer_suite_&lt;space&gt;.json in <code>${esc(d.folder)}</code>. ` +
+        `Run <code>${esc(d.command)}</code> to write them.</p>`;
+      return;
+    }
+    el.innerHTML = d.spaces.map((s) => `<div class="suite" id="suite-${esc(s.space)}"><h3>${esc(s.space)}</h3>${s.error
+      ? `<p class="bad suite-error">${esc(s.file)}: ${esc(s.error)}</p>`
+      : `<p class="muted">${esc([s.date, s.machine].filter((x) => x).join(" · "))}${s.command ? ` · <code>${esc(s.command)}</code>` : ""}</p>` +
+        `<ul class="suite-summary">${s.summary.map((x) => `<li>${summaryLine(x, s.level)}</li>`).join("")}</ul>` +
+        `<label>shots <select id="suite-shots-${esc(s.space)}"></select></label>` +
+        `<div class="grid"><div id="suite-chart-${esc(s.space)}" class="chart"></div><div id="suite-table-${esc(s.space)}" class="scroll tall"></div></div>`}</div>`).join("");
+    d.spaces.filter((s) => !s.error).forEach((s) => suiteSpace(s, d.below_baseline_margin));
+  }
+
+  const percent = (level) => (level === null || level === undefined ? "interval" : `${Math.round(100 * level)}%`);
+
+  function summaryLine(x, level) {
+    const [low, high] = x.coverage_range;
+    return `${x.shots} shots: geometric-mean Spearman <b>${esc(real(x.geomean_spearman, 4))}</b> (ridge baseline ${esc(real(x.baseline_geomean_spearman, 4))}), ` +
+      `<span class="${x.devices_below_baseline ? "bad" : ""}">devices below baseline: ${x.devices_below_baseline}</span>, ` +
+      `${percent(level)} coverage ${esc(real(low, 4))} to ${esc(real(high, 4))} across splits`;
+  }
+
+  function suiteSpace(s, margin) {
+    const shots = [...new Set(s.splits.map((r) => r.shots))].sort((a, b) => a - b);
+    const select = $(`suite-shots-${s.space}`);
+    select.innerHTML = shots.map((n) => `<option value="${n}">${n}</option>`).join("");
+    select.value = String(shots[Math.floor((shots.length - 1) / 2)] ?? ""); // the middle shot count
+    const band = s.coverage_band;
+    const off = (c) => band && c !== null && (c < band[0] || c > band[1]);
+    const draw = () => {
+      const n = Number(select.value);
+      const splits = s.splits.filter((r) => r.shots === n);
+      const figures = splits.flatMap((r) => [r.spearman, r.baseline_spearman]).filter((v) => v !== null);
+      Plotly.newPlot($(`suite-chart-${s.space}`), [
+        { type: "bar", name: "few-shot transfer", x: splits.map((r) => r.split), y: splits.map((r) => r.spearman), customdata: splits.map((r) => r.description), hovertemplate: "%{x}: %{y:.4f}<br>%{customdata}<extra>transfer</extra>" },
+        { type: "bar", name: "ridge baseline", x: splits.map((r) => r.split), y: splits.map((r) => r.baseline_spearman), hovertemplate: "%{x}: %{y:.4f}<extra>ridge baseline</extra>" },
+      ], { barmode: "group", margin: { t: 30 }, legend: { orientation: "h", x: 0, y: 1.12 }, xaxis: axis(`split (${n} shots per unseen device)`), yaxis: axis("mean Spearman over unseen devices (-1 to 1)", { range: [Math.min(0, ...figures) - 0.05, 1.05] }) }, config);
+      table($(`suite-table-${s.space}`), s.rows.filter((r) => r.shots === n), [
+        ["split", "split", (r) => `<span title="${esc(r.description)}">${esc(r.split)}</span>`],
+        ["device", "device"],
+        ["spearman", "Spearman", (r) => esc(real(r.spearman, 4))],
+        ["baseline_spearman", "ridge baseline", (r) => esc(real(r.baseline_spearman, 4))],
+        ["coverage", `${percent(s.level)} coverage`, (r) => `<span class="${off(r.coverage) ? "bad" : ""}">${esc(real(r.coverage, 4))}</span>`],
+        ["train", "trained on (devices)"],
+      ], null, (r) => (r.below_baseline ? "below" : ""));
+    };
+    select.addEventListener("change", draw);
+    draw();
+    const described = new Map(s.splits.map((r) => [r.split, `${r.description} (${r.train} devices trained on, ${r.test} tested)`]));
+    const note = document.createElement("div");
+    note.className = "muted";
+    note.innerHTML = `<ul>${[...described].map(([k, v]) => `<li><b>${esc(k)}</b>: ${esc(v)}</li>`).join("")}</ul>` +
+      `<p>Shaded rows: Spearman more than ${esc(margin)} below the ridge baseline.${band ? ` Coverage in red: outside ${esc(band[0])} to ${esc(band[1])}.` : ""}</p>`;
+    $(`suite-${s.space}`).appendChild(note);
   }
 
   async function show(id) {

@@ -5,6 +5,8 @@ Screenshots go to ``test-artifacts/dashboard/`` (kept by CI as artifacts).
 
 from __future__ import annotations
 
+import json
+import math
 import re
 import shutil
 from collections.abc import Iterator
@@ -14,15 +16,19 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
+from fastapi.testclient import TestClient
 from selenium import webdriver
 from selenium.webdriver.chrome.options import Options
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
+from selenium.webdriver.support.select import Select
 from selenium.webdriver.support.ui import WebDriverWait
 from sqlalchemy import insert, select
 
 from app.db import session_factory, unit_of_work, upgrade
+from app.main import create_app
 from app.models import Architecture, Device, Measurement
+from app.settings import Settings
 from devices.reference import ReferenceTable, load_reference
 from tests.app.conftest import flag_unstable, seed_slice
 from tests.conftest import API_KEY, wait_for_job
@@ -34,6 +40,68 @@ DEVICES = ["gold_6226", "pixel3", "raspi4", "eyeriss", "fpga", "titan_rtx_256"]
 SPECS = {"cores": 4, "cache": {"l2_kb": 1024, "l3_mb": 22}, "isa": ["avx2", "avx512"]}
 FULL = "pixel2"  # a reference device with every NB201 design measured (15,625)
 UNKNOWN = "nowhere"  # the device a failing training job asks for
+
+# What the cross-class suite found for each (split, unseen device) at 10 shots: Spearman,
+# the ridge baseline's, and 90% interval coverage. Spearman is 0.05 lower at 5 shots and
+# 0.03 higher at 20. raspi4 trails the baseline and its intervals cover too much; the
+# baseline could not be scored on titan_rtx_256 (NaN in the file).
+SUITE = {
+    ("gpu-to-rest", "pixel2"): (0.9123, 0.864, 0.88),
+    ("gpu-to-rest", "raspi4"): (0.7012, 0.8, 0.97),
+    ("phone-to-rest", "titan_rtx_256"): (0.95, math.nan, 0.9),
+}
+SUITE_TRAIN = {"gpu-to-rest": ["titan_rtx_256", "titanx_256", "titanxp_256"],
+               "phone-to-rest": ["pixel2", "pixel3"]}  # fmt: skip
+SHOT_OFFSET = {5: -0.05, 10: 0.0, 20: 0.03}
+
+
+def suite_result(space: str) -> dict[str, Any]:
+    """A transfer_suite_<space>.json as benchmarks/transfer_suite.py writes it (fewer keys)."""
+    runs = []
+    for split, train in SUITE_TRAIN.items():
+        for shots, offset in SHOT_OFFSET.items():
+            figures = {d: f for (sp, d), f in SUITE.items() if sp == split}
+            runs.append(
+                {
+                    "split": split,
+                    "description": f"train on {split.split('-')[0]}s only; test on the rest",
+                    "devices": {
+                        d: {"spearman": f[0] + offset, "mape": 9.5} for d, f in figures.items()
+                    },
+                    "mean": {"spearman": float(np.mean([f[0] + offset for f in figures.values()]))},
+                    "baseline": {
+                        "devices": {d: {"spearman": f[1]} for d, f in figures.items()},
+                        "mean": {"spearman": 0.83},
+                    },
+                    "intervals": {
+                        "level": 0.9,
+                        "coverage": {d: f[2] for d, f in figures.items()},
+                        "mean_coverage": 0.91,
+                        "scale": 1.1,
+                    },
+                    "setup": {"train": train, "test": list(figures), "shots": shots, "seeds": 5},
+                }
+            )
+    summary = {
+        str(shots): {
+            "geomean_spearman": 0.948 + offset,
+            "baseline_geomean_spearman": 0.864,
+            "devices_below_baseline": 1,
+            "coverage_range": [0.71, 0.97],
+        }
+        for shots, offset in SHOT_OFFSET.items()
+    }
+    provenance = {"command": "python benchmarks/transfer_suite.py", "date": "2026-12-02"}
+    return {"space": space, **provenance, "machine": "test-host", "summary": summary, "runs": runs}
+
+
+def write_suite(folder: Path, broken: dict[str, str] | None = None) -> Path:
+    """nb201's suite result in ``folder``, and each of ``broken``'s spaces with that text."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "transfer_suite_nb201.json").write_text(json.dumps(suite_result("nb201")))
+    for space, text in (broken or {}).items():
+        (folder / f"transfer_suite_{space}.json").write_text(text)
+    return folder
 
 
 def add_full_device(url: str, table: ReferenceTable, column: str) -> int:
@@ -78,6 +146,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         "EDGEOPT_DATABASE_URL": url,
         "EDGEOPT_ARTIFACTS_DIR": str(tmp / "artifacts"),
         "EDGEOPT_API_KEYS": API_KEY,
+        "EDGEOPT_SUITE_RESULTS_DIR": str(write_suite(tmp / "suite", {"fbnet": "{not json"})),
     }
     upgrade(url)
     seed_slice(url, load_reference("nb201"), DEVICES, 600, specs=SPECS)
@@ -330,3 +399,94 @@ def test_chart_data_stays_small_for_large_registries(settings, monkeypatch) -> N
     assert agreement["proxies"]
     assert all(p["proxy"] and p["spearman"] > 0 for p in agreement["proxies"])
     assert len(detail["latency"]) == 1 and len(detail["latency"][0]["counts"]) == 40
+
+
+def test_transfer_suite_reads_each_space_file(settings: Settings, tmp_path: Path) -> None:
+    """A file per space: the readable one in full, the broken ones as errors, none a 500."""
+    folder = write_suite(
+        tmp_path / "suite",
+        {"fbnet": "{not json", "ofa_mbv3": json.dumps({"space": "ofa_mbv3", "runs": "none"})},
+    )
+    with TestClient(create_app(settings.model_copy(update={"suite_results_dir": folder}))) as c:
+        r = c.get("/api/charts/transfer-suite")
+    assert r.status_code == 200, r.text
+    d = r.json()
+    assert d["command"] == "python benchmarks/transfer_suite.py"
+    nb201, fbnet, ofa = d["spaces"]
+    assert (nb201["space"], nb201["error"], nb201["date"]) == ("nb201", None, "2026-12-02")
+    assert [x["shots"] for x in nb201["summary"]] == [5, 10, 20]
+    assert nb201["summary"][1]["baseline_geomean_spearman"] == 0.864
+    assert nb201["coverage_band"] == [0.85, 0.95]
+    rows = {(r["split"], r["device"], r["shots"]): r for r in nb201["rows"]}
+    assert len(rows) == len(SUITE) * len(SHOT_OFFSET)
+    pixel2 = rows["gpu-to-rest", "pixel2", 10]
+    assert (pixel2["spearman"], pixel2["baseline_spearman"], pixel2["coverage"]) == SUITE[
+        "gpu-to-rest", "pixel2"
+    ]
+    assert pixel2["train"] == 3 and not pixel2["below_baseline"]
+    assert rows["gpu-to-rest", "raspi4", 10]["below_baseline"]
+    assert rows["phone-to-rest", "titan_rtx_256", 10]["baseline_spearman"] is None  # NaN
+    assert len(nb201["splits"]) == len(SUITE_TRAIN) * len(SHOT_OFFSET)
+    assert fbnet["space"] == "fbnet" and fbnet["error"].startswith("not valid JSON")
+    assert ofa["error"].startswith("not a transfer-suite result") and "runs" in ofa["error"]
+    assert fbnet["rows"] == [] and ofa["summary"] == []
+
+
+def test_transfer_suite_is_empty_before_the_suite_runs(settings: Settings, tmp_path: Path) -> None:
+    with TestClient(create_app(settings.model_copy(update={"suite_results_dir": tmp_path}))) as c:
+        d = c.get("/api/charts/transfer-suite").json()
+    assert d["spaces"] == [] and d["folder"] == str(tmp_path)
+
+
+def test_predictors_page_shows_few_shot_transfer(server: Server, browser: webdriver.Chrome) -> None:
+    open_page(browser, server.url + "/ui/predictors", charts=5)
+    wait = WebDriverWait(browser, 30)
+    wait.until(lambda b: b.find_elements(By.CSS_SELECTOR, "#suite-table-nb201 tbody tr"))
+    section = browser.find_element(By.ID, "transfer").text
+    assert "Few-shot transfer to device classes it was never trained on" in section
+    summary = browser.find_element(By.CSS_SELECTOR, "#suite-nb201 .suite-summary").text
+    assert "10 shots: geometric-mean Spearman 0.9480 (ridge baseline 0.8640)" in summary
+    assert "devices below baseline: 1" in summary and "0.7100 to 0.9700" in summary
+    assert (
+        Select(browser.find_element(By.ID, "suite-shots-nb201")).first_selected_option.text == "10"
+    )
+    rows = {(r["split"], r["device"]): r for r in table_cells(browser, "suite-table-nb201")}
+    assert rows["gpu-to-rest", "pixel2"] == {
+        "split": "gpu-to-rest", "device": "pixel2", "Spearman": "0.9123",
+        "ridge baseline": "0.8640", "90% coverage": "0.8800", "trained on (devices)": "3",
+    }  # fmt: skip
+    marked = browser.find_elements(By.CSS_SELECTOR, "#suite-table-nb201 tr.below td")
+    assert [td.text for td in marked][:2] == ["gpu-to-rest", "raspi4"]
+    off = browser.find_elements(By.CSS_SELECTOR, "#suite-table-nb201 td span.bad")
+    assert [x.text for x in off] == ["0.9700"]
+    assert rows["phone-to-rest", "titan_rtx_256"]["ridge baseline"] == ""
+    (chart,) = [c for c in charts_on(browser) if c["id"] == "suite-chart-nb201"]
+    assert chart["x"] and chart["y"] and len(chart["bars"]) == 4  # 2 splits x (ours, ridge)
+    Select(browser.find_element(By.ID, "suite-shots-nb201")).select_by_visible_text("20")
+    rows = {(r["split"], r["device"]): r for r in table_cells(browser, "suite-table-nb201")}
+    assert rows["gpu-to-rest", "pixel2"]["Spearman"] == "0.9423"
+    error = browser.find_element(By.CSS_SELECTOR, "#suite-fbnet .suite-error").text
+    assert "transfer_suite_fbnet.json" in error and "not valid JSON" in error
+    assert not browser.find_elements(By.ID, "suite-ofa_mbv3")  # no file: not shown
+    assert not browser.find_element(By.ID, "status").text.startswith("error")
+    browser.save_screenshot(str(SHOTS / "predictors-transfer-suite.png"))
+
+
+def test_predictors_page_says_when_the_suite_has_not_run(
+    tmp_path: Path, browser: webdriver.Chrome
+) -> None:
+    url = f"sqlite:///{tmp_path / 'empty.db'}"
+    upgrade(url)
+    empty = tmp_path / "suite"
+    empty.mkdir()
+    srv = Server({"EDGEOPT_DATABASE_URL": url, "EDGEOPT_ARTIFACTS_DIR": str(tmp_path / "a"),
+                  "EDGEOPT_SUITE_RESULTS_DIR": str(empty)})  # fmt: skip
+    try:
+        open_page(browser, srv.url + "/ui/predictors")
+        text = WebDriverWait(browser, 30).until(
+            lambda b: b.find_element(By.ID, "transfer-suite").text
+        )
+    finally:
+        srv.stop()
+    assert "has not been run" in text and "python benchmarks/transfer_suite.py" in text
+    assert str(empty) in text
