@@ -28,9 +28,9 @@ from app.db import unit_of_work
 from app.domain_errors import Conflict, InvalidInput
 from app.jobs import JobContext, job_kind
 from app.models import AccuracyRecord, Architecture, Device, Measurement, Predictor
-from predictors.answer import answer, calibrated_proxy_scale, calibrated_scale
+from predictors.answer import answer, calibrated_proxy_scale, transfer_calibration
 from predictors.design_model import DesignModel, fit_design_model, library_versions
-from predictors.transfer import MIN_SHOTS, TransferBasis
+from predictors.transfer import MIN_SHOTS, TransferBasis, TransferModel
 from search.spaces import NB201, InvalidEncoding, get_space
 
 SpaceName = Literal["nb201", "fbnet", "ofa_mbv3"]
@@ -227,7 +227,9 @@ def _train_job(ctx: JobContext, params: dict[str, Any]) -> dict[str, Any]:
 
 
 Arrays = tuple[np.ndarray, np.ndarray, np.ndarray]
-_SCALES: dict[tuple[Any, ...], tuple[float, float]] = {}  # interval scales per basis, shots
+# Per basis devices and shot count: transfer interval scale, proxy scale, expected Spearman.
+_SCALES: dict[tuple[Any, ...], tuple[float, float, float | None]] = {}
+POOL = 3000  # designs a space's calibration and measurement suggestions are drawn from
 
 
 @lru_cache(maxsize=256)
@@ -395,15 +397,97 @@ def metric_basis(
     )
 
 
+def design_pool(space: str) -> list[str]:
+    """A fixed sample of the space's designs (all of them in a small space), seeded.
+
+    Calibration and "what to measure next" run over it rather than over whatever designs a
+    request names, so a one-design ``/predict`` gets the same intervals as a whole space.
+    """
+    rng = np.random.default_rng(0)
+    try:
+        return list(dict.fromkeys(get_space(space).sample(rng, POOL)))
+    except NotImplementedError:  # a space that cannot sample: its reference designs
+        from devices.reference import load_reference
+
+        designs = load_reference(space).encodings
+        return [designs[i] for i in rng.permutation(len(designs))[:POOL]]
+
+
 def interval_scales(
-    basis: TransferBasis, space: str, policy: str, metric: str, shots: int
-) -> tuple[float, float]:
-    """The transfer's and a reused proxy's calibrated interval multipliers, computed once per
-    basis and shot count (a property of the registered devices, not of the request)."""
-    key = (space, policy, metric, tuple(basis.names), shots)
+    session: Session,
+    artifacts_dir: Path,
+    device: Device | None,
+    space: str,
+    metric: str,
+    policy: str,
+    names: list[str],
+    shots: int,
+) -> tuple[float, float, float | None]:
+    """The transfer's and a reused proxy's calibrated interval multipliers and the Spearman
+    a device can expect from ``shots`` measurements, computed once per basis devices and
+    shot count (a property of the registered devices, not of the request)."""
+    key = (space, policy, metric, tuple(names), shots)
     if key not in _SCALES:
-        _SCALES[key] = (calibrated_scale(basis, shots), calibrated_proxy_scale(basis, shots))
+        pool = metric_basis(
+            session, artifacts_dir, device, space, metric, policy, design_pool(space)
+        )
+        if pool is None:
+            raise Conflict(f"no registered device has a {metric} model for {space}")
+        scale, expected = transfer_calibration(pool, shots)
+        _SCALES[key] = (scale, calibrated_proxy_scale(pool, shots), expected)
     return _SCALES[key]
+
+
+def next_measurements(
+    session: Session,
+    artifacts_dir: Path,
+    device: Device,
+    space: str,
+    metric: str,
+    policy: str,
+    count: int,
+) -> dict[str, Any]:
+    """The designs a device should measure next, and the rank quality they should bring.
+
+    For a device answered by transfer: the ``count`` designs that, on top of its measured
+    ones, pin the transfer's coefficients best (the same D-optimal choice as the
+    fingerprint), and the Spearman held-out devices reached from as many shots before and
+    after measuring them.
+    """
+    pool = design_pool(space)
+    try:
+        get_space(space).encode(pool[:1], policy)
+    except ValueError as exc:
+        raise InvalidInput(f"policy: {exc}") from None
+    own = latest_predictors(session, metric, space, policy, device.id)
+    shots = device_shots(session, device, space, metric, policy)
+    measured = [e for e, _ in shots]
+    union = list(dict.fromkeys(measured + pool))
+    basis = metric_basis(session, artifacts_dir, device, space, metric, policy, union)
+    if basis is None:
+        raise Conflict(f"no other device has a {metric} model for {space} to transfer from")
+    taken = np.arange(len(measured))
+    rows = TransferModel(basis).choose_shots(count, np.random.default_rng(0), taken=taken)
+    n = len(shots)
+
+    def expected(k: int) -> float | None:
+        if k < MIN_SHOTS:
+            return None
+        return interval_scales(
+            session, artifacts_dir, device, space, metric, policy, basis.names, k
+        )[2]
+
+    return {
+        "device": device.name,
+        "space": space,
+        "metric": metric,
+        "policy": policy,
+        "answered_by": "device-model" if own else ("transfer" if n >= MIN_SHOTS else None),
+        "shots": n,
+        "expected_spearman": None if own else expected(n),
+        "expected_spearman_after": None if own else expected(n + count),
+        "designs": [union[i] for i in rows],
+    }
 
 
 def device_metric(
@@ -444,10 +528,12 @@ def device_metric(
     pos = {e: i for i, e in enumerate(union)}
     shot_idx = np.array([pos[e] for e in shot_enc], dtype=int)
     measured = np.array([v for _, v in shots], dtype=float)
-    scales: tuple[float | None, float] = (
-        interval_scales(basis, space, policy, metric, len(shots))
+    scales: tuple[float | None, float, float | None] = (
+        interval_scales(
+            session, artifacts_dir, device, space, metric, policy, basis.names, len(shots)
+        )
         if basis is not None
-        else (None, 1.0)
+        else (None, 1.0, None)
     )
     got = answer(
         basis,
@@ -458,6 +544,7 @@ def device_metric(
         interval_scale=scales[0],
         proxy_scale=scales[1],
         label=label,
+        expected_spearman=scales[2],
     )
     return got.estimates, got.info()
 

@@ -265,6 +265,24 @@ class PredictResponse(BaseModel):
     notes: list[str]
 
 
+class NextMeasurements(BaseModel):
+    """What a device should measure next: the designs that tell its transfer model the most,
+    and the Spearman held-out devices reached from as many shots before and after."""
+
+    device: str
+    space: str
+    metric: str
+    policy: str
+    answered_by: str | None = Field(
+        description="device-model (its own model: more measurements retrain it), transfer, or "
+        "None (fewer measurements than transfer needs)"
+    )
+    shots: int = Field(description="the device's measured designs of this space and policy")
+    expected_spearman: float | None
+    expected_spearman_after: float | None
+    designs: list[str]
+
+
 class TaskQueue(BaseModel):
     """Designs to measure on a device, each in every policy given."""
 

@@ -40,10 +40,13 @@ class Answer:
     proxy: str | None = None
     proxy_spearman: float | None = None
     reason: str = ""
+    expected_spearman: float | None = None  # transfer: what held-out devices reached
 
     def info(self) -> dict[str, object]:
         """The JSON the service reports as ``answered_by``."""
         out: dict[str, object] = {"method": self.method, "shots": self.shots}
+        if self.method == "transfer" and self.expected_spearman is not None:
+            out["expected_spearman"] = round(self.expected_spearman, 4)
         if self.proxy is not None:
             out |= {"proxy": self.proxy, "proxy_spearman": self.proxy_spearman}
         out["decision" if self.method else "reason"] = self.reason
@@ -51,14 +54,25 @@ class Answer:
 
 
 def calibrated_scale(basis: TransferBasis, shots: int, rows: int = CALIBRATION_ROWS) -> float:
-    """The transfer's interval multiplier for this basis and shot count (seeded, so stable).
+    """The transfer's interval multiplier for this basis and shot count (seeded, so stable)."""
+    return transfer_calibration(basis, shots, rows)[0]
+
+
+def transfer_calibration(
+    basis: TransferBasis, shots: int, rows: int = CALIBRATION_ROWS
+) -> tuple[float, float | None]:
+    """The transfer's interval multiplier and expected Spearman for a basis and shot count.
 
     A property of the basis devices alone: calibrated by holding each out in turn, on at most
     ``rows`` sampled designs so that it costs the same for a large space as for a small one.
     """
     sample = np.random.default_rng(0).permutation(basis.n_designs)[:rows]
-    small = TransferBasis(basis.cost[sample], basis.latency_ms[sample], basis.names)
-    return TransferModel(small).calibrate(max(shots, MIN_SHOTS))
+    small = TransferBasis(
+        basis.cost[sample], basis.latency_ms[sample], basis.names, basis.dead[sample]
+    )
+    model = TransferModel(small)
+    scale = model.calibrate(max(shots, MIN_SHOTS))
+    return scale, model.expected_spearman
 
 
 def calibrated_proxy_scale(basis: TransferBasis, shots: int, rows: int = CALIBRATION_ROWS) -> float:
@@ -80,7 +94,9 @@ def calibrated_proxy_scale(basis: TransferBasis, shots: int, rows: int = CALIBRA
         truth = latency[:, j]
         available = np.flatnonzero(np.isfinite(truth))
         names = [n for k, n in enumerate(basis.names) if k != j]
-        peers = TransferBasis(basis.cost[sample], np.delete(latency, j, axis=1), names)
+        peers = TransferBasis(
+            basis.cost[sample], np.delete(latency, j, axis=1), names, basis.dead[sample]
+        )
         idx = TransferModel(peers).choose_shots(max(shots, MIN_SHOTS), rng, available)
         choice = rank_proxies(np.exp(peers.log_latency[idx]), truth[idx])
         if choice.spearman < AGREEMENT:
@@ -107,6 +123,7 @@ def answer(
     interval_scale: float | None = None,
     proxy_scale: float = 1.0,
     label: str = "model for the device",
+    expected_spearman: float | None = None,
 ) -> Answer:
     """Own model, else proxy, else transfer, else no answer: for ``rows`` of the basis.
 
@@ -119,6 +136,8 @@ def answer(
         own: the device's own model's predictions for ``rows``, when it has one.
         allow_proxy: False goes straight to transfer (``method: search``).
         interval_scale: the transfer's calibrated multiplier (``calibrated_scale``).
+        expected_spearman: the rank quality held-out devices reached from as many shots
+            (``transfer_calibration``), reported with a transfer answer.
         proxy_scale: a reused proxy's calibrated multiplier (``calibrated_proxy_scale``).
     """
     shots = np.asarray(shots, dtype=int)
@@ -137,12 +156,17 @@ def answer(
             ),
         )
     want = np.arange(basis.n_designs) if rows is None else np.asarray(rows, dtype=int)
-    choice = rank_proxies(np.exp(basis.log_latency[shots]), measured)
+    # rank agreement and a proxy's calibration on the designs that compute something: a
+    # degenerate cell's latency says how a runtime treats dead work (see TransferBasis)
+    live = ~basis.dead[shots]
+    if live.sum() < MIN_SHOTS:
+        live[:] = True
+    choice = rank_proxies(np.exp(basis.log_latency[shots[live]]), measured[live])
     name = basis.names[choice.index]
     adapted = TransferModel(basis, interval_scale=interval_scale).adapt(shots, measured)
     if allow_proxy and choice.spearman >= AGREEMENT:
         column = np.exp(basis.log_latency[:, choice.index])
-        calibration = MonotoneCalibration.fit(column[shots], measured)
+        calibration = MonotoneCalibration.fit(column[shots[live]], measured[live])
         # reuse the proxy only where it also predicts the shots (each left out in turn) at
         # least as well as transfer does: agreement in rank is not agreement in scale
         proxy_error = calibration.half_width / Z90
@@ -171,6 +195,7 @@ def answer(
         choice.spearman,
         f"adapted: best proxy {name} agrees {choice.spearman:.3f}{why}; "
         f"few-shot transfer over {n_basis} devices",
+        expected_spearman,
     )
 
 

@@ -97,6 +97,11 @@ def evaluate_optimize(
             rng = np.random.default_rng(seed)
             if max_measurements == 0:
                 shots = prints[np.isfinite(truth[prints])]
+                if len(shots) < MIN_SHOTS:
+                    raise TableError(
+                        f"test device {name!r} measured {len(shots)} of the fingerprint's "
+                        f"designs; --max-measurements 0 needs {MIN_SHOTS}"
+                    )
             else:
                 shots = chooser.choose_shots(n_shots, rng, usable)
 

@@ -29,11 +29,12 @@ from app.schemas import (
     DeviceRead,
     DeviceUpdate,
     MeasurementRead,
+    NextMeasurements,
     Page,
     UploadResult,
 )
 from app.uploads import CSV_COLUMNS, parse_upload
-from devices.profile import DeviceKind, Precision
+from devices.profile import DeviceKind, Metric, Precision
 
 router = APIRouter(prefix="/devices", tags=["devices"], responses=ERROR_RESPONSES)
 
@@ -208,3 +209,24 @@ def device_measurements(
     get_device(session, device_id)
     filters = MeasurementFilters(device_id=device_id, space=space, policy=policy, metric=metric)
     return list_measurements(session, filters, limit, offset)
+
+
+@router.get(
+    "/{device_id}/next-measurements", response_model=NextMeasurements, dependencies=[ReadAccess]
+)
+def next_measurements(
+    device_id: ResourceId,
+    session: SessionDep,
+    settings: SettingsDep,
+    space: Annotated[str, Query(pattern="^(nb201|fbnet|ofa_mbv3)$")],
+    metric: Metric = Metric.LATENCY_MS,
+    policy: Annotated[str, Query(max_length=400)] = "fp32",
+    count: Annotated[int, Query(ge=1, le=50)] = 10,
+) -> NextMeasurements:
+    """The designs to measure next on a device answered by few-shot transfer."""
+    from app.predictor_service import next_measurements as suggest
+
+    device = get_device(session, device_id)
+    return NextMeasurements.model_validate(
+        suggest(session, settings.artifacts_dir, device, space, metric.value, policy, count)
+    )

@@ -85,6 +85,45 @@ def test_a_new_device_is_answered_by_a_proxy_or_transfer(writer: TestClient, see
     assert spearmanr(predicted, raspi)[0] > 0.9
 
 
+def test_a_transfer_device_is_told_what_to_measure_next(writer: TestClient, seeded, nb201) -> None:
+    train(writer)
+    device = writer.post("/devices", json={"name": "new-tpu", "kind": "asic"}).json()
+    column = [d.column for d in nb201.devices].index("eyeriss")  # unlike the 4 basis devices
+    truth = dict(zip(nb201.encodings, nb201.latency_ms[:, column], strict=True))
+
+    def measure(designs: list[str]) -> None:
+        rows = [
+            {"space": "nb201", "arch": e, "metric": "latency_ms", "value": truth[e]}
+            for e in designs
+        ]
+        r = writer.post(f"/devices/{device['id']}/measurements", json={"measurements": rows})
+        assert r.status_code == 201, r.text
+
+    def rank_quality() -> tuple[dict, float]:
+        body = writer.post(
+            "/predict", json={"device": "new-tpu", "space": "nb201", "designs": nb201.encodings[:N]}
+        ).json()
+        predicted = [d["latency_ms"]["value"] for d in body["designs"]]
+        return body["answered_by"]["latency_ms"], spearmanr(
+            predicted, nb201.latency_ms[:N, column]
+        )[0]
+
+    measure(nb201.encodings[N : N + 5])
+    before, quality_before = rank_quality()
+    url = f"/devices/{device['id']}/next-measurements"
+    advice = writer.get(url, params={"space": "nb201", "count": 10}).json()
+    assert advice["shots"] == 5 and advice["answered_by"] == "transfer"
+    assert len(set(advice["designs"]) - set(nb201.encodings[N : N + 5])) == 10
+    assert 0 < advice["expected_spearman"] <= advice["expected_spearman_after"] <= 1
+    if before["method"] == "transfer":
+        assert before["expected_spearman"] == pytest.approx(advice["expected_spearman"], abs=1e-3)
+    measure(advice["designs"])
+    after, quality_after = rank_quality()
+    assert after["shots"] == 15
+    assert quality_after > quality_before
+    assert writer.get(url, params={"space": "nb201", "policy": "int4"}).status_code == 422
+
+
 def test_what_cannot_be_predicted_is_said(writer: TestClient, seeded, nb201) -> None:
     design = [nb201.encodings[0]]
     before = writer.post("/predict", json={"device": "pixel3", "space": "nb201", "designs": design})
