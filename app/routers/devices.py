@@ -34,7 +34,7 @@ from app.schemas import (
     UploadResult,
 )
 from app.uploads import CSV_COLUMNS, parse_upload
-from devices.profile import DeviceKind, Metric, Precision
+from devices.profile import DeviceKind, Metric, Precision, canonical_policy
 
 router = APIRouter(prefix="/devices", tags=["devices"], responses=ERROR_RESPONSES)
 
@@ -226,6 +226,10 @@ def next_measurements(
     """The designs to measure next on a device answered by few-shot transfer."""
     from app.predictor_service import next_measurements as suggest
 
+    try:
+        policy = canonical_policy(policy)
+    except ValueError as exc:
+        raise ApiError(422, str(exc)) from None
     device = get_device(session, device_id)
     return NextMeasurements.model_validate(
         suggest(session, settings.artifacts_dir, device, space, metric.value, policy, count)
