@@ -3,7 +3,7 @@ PYTHON ?= python3.11
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: install run test test-setup lint bench-import bench-transfer bench-predictors bench-optimize
+.PHONY: install run test test-setup lint bench-import bench-transfer bench-suite bench-predictors bench-optimize
 
 install: $(VENV)/.installed
 
@@ -40,6 +40,9 @@ bench-import: install
 
 bench-transfer: install
 	$(BIN)/python benchmarks/transfer.py --out benchmarks/results/reference
+
+bench-suite: install
+	$(BIN)/python benchmarks/transfer_suite.py --out benchmarks/results/reference
 
 bench-predictors: install
 	mkdir -p $(MACHINE_RESULTS)

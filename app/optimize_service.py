@@ -152,7 +152,8 @@ def latency_blocks(
     for policy in policies:
         arrays, info = device_metric(
             session, artifacts_dir, resolved.device, req.space, "latency_ms", policy, designs,
-            shots=_shots_for(resolved, policy, measured or {}), allow_proxy=req.method != "search",
+            shots=_shots_for(resolved, policy, measured or {}),
+            allow_proxy=req.method != "search", proxy_evidence=req.method != "proxy",
         )  # fmt: skip
         answered[f"latency_ms.{policy}"] = info
         out.append(None if arrays is None else Estimates(*arrays))
@@ -198,7 +199,8 @@ def predict_candidates(
             continue
         energy, energy_info = device_metric(
             session, artifacts_dir, resolved.device, req.space, "energy_mj", policy, designs,
-            shots=[] if resolved.shots is not None else None, allow_proxy=req.method != "search",
+            shots=[] if resolved.shots is not None else None,
+            allow_proxy=req.method != "search", proxy_evidence=req.method != "proxy",
         )  # fmt: skip
         answered[f"energy_mj.{policy}"] = energy_info
         if energy is None and (

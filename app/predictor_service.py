@@ -500,12 +500,14 @@ def device_metric(
     encodings: list[str],
     shots: list[tuple[str, float]] | None = None,
     allow_proxy: bool = True,
+    proxy_evidence: bool = True,
 ) -> tuple[Arrays | None, dict[str, Any]]:
     """One metric over designs, answered by ``predictors.answer`` (own, proxy, transfer).
 
     ``device`` may be None for an inline profile, whose ``shots`` (design, value) are then
     the only measurements; a registered device's shots default to its stored measurements.
-    ``allow_proxy=False`` goes straight to few-shot transfer.
+    ``allow_proxy=False`` goes straight to few-shot transfer; ``proxy_evidence=False`` reuses
+    an agreeing proxy on rank agreement alone (``predictors.answer.answer``).
     """
     who = f"device {device.name!r}" if device is not None else "the inline profile"
     label = f"{metric} model for {who} in {space} at policy {policy!r}"
@@ -541,6 +543,7 @@ def device_metric(
         measured,
         np.array([pos[e] for e in encodings], dtype=int),
         allow_proxy=allow_proxy,
+        proxy_evidence=proxy_evidence,
         interval_scale=scales[0],
         proxy_scale=scales[1],
         label=label,

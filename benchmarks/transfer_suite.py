@@ -191,15 +191,28 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=RESULTS / "reference")
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--shots", default="5,10,20")
+    parser.add_argument(
+        "--reuse", action="store_true", help="keep the transfer JSON in --out; rerun /optimize"
+    )
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     shots = [int(n) for n in args.shots.split(",")]
     lines = []
     for space in SPACES:
-        doc = run_space(space, args.shots, args.seeds, args.out)
+        path = args.out / f"transfer_suite_{space}.json"
+        reuse = args.reuse and path.is_file()
+        doc = (
+            json.loads(path.read_text())
+            if reuse
+            else run_space(space, args.shots, args.seeds, args.out)
+        )
         lines += [f"### {space}", "", *space_table(doc, shots), ""]
-    host = run_host(args.seeds, 10)
-    (args.out / "transfer_suite_host.json").write_text(json.dumps(host, indent=2))
+    host_path = args.out / "transfer_suite_host.json"
+    if args.reuse and host_path.is_file():
+        host = json.loads(host_path.read_text())
+    else:
+        host = run_host(args.seeds, 10)
+        host_path.write_text(json.dumps(host, indent=2))
     lines += [
         "### this project's host tables (ONNX Runtime CPU), 10 shots",
         "",

@@ -77,7 +77,6 @@ def evaluate_optimize(
     scale = calibrated_scale(basis, n_shots)
     proxy_scale = calibrated_proxy_scale(basis, n_shots)
     chooser = TransferModel(basis, interval_scale=scale)
-    allow_proxy = method != "search"
     devices, baseline, methods_used = {}, {}, {}
     total, done = len(test) * len(budgets) * seeds, 0
     for name in test:
@@ -105,7 +104,7 @@ def evaluate_optimize(
             else:
                 shots = chooser.choose_shots(n_shots, rng, usable)
 
-            refit = _refit(basis, usable, allow_proxy, (scale, proxy_scale), used)
+            refit = _refit(basis, usable, method, (scale, proxy_scale), used)
 
             random_shots = rng.choice(usable, size=10, replace=False)
             base_pred = ridge_baseline(basis, random_shots, truth[random_shots])
@@ -167,7 +166,7 @@ def evaluate_optimize(
 def _refit(
     basis: TransferBasis,
     usable: np.ndarray,
-    allow_proxy: bool,
+    method: str,
     scales: tuple[float, float],
     used: dict[str, int],
 ) -> Callable[[dict[int, float]], Estimates]:
@@ -179,7 +178,8 @@ def _refit(
             np.array([int(usable[k]) for k in measured], dtype=int),
             np.array(list(measured.values())),
             usable,
-            allow_proxy=allow_proxy,
+            allow_proxy=method != "search",
+            proxy_evidence=method == "auto",
             interval_scale=scales[0],
             proxy_scale=scales[1],
         )

@@ -22,7 +22,7 @@ def _basis(nb201: ReferenceTable, names: list[str]) -> TransferBasis:
 def test_an_agreeing_device_is_reused_as_proxy(nb201: ReferenceTable) -> None:
     basis = _basis(nb201, ["1080ti_1", "pixel3", "eyeriss"])
     pixel3 = columns(nb201, ["pixel3"])[:ROWS, 0]
-    noise = np.exp(np.random.default_rng(0).normal(0, 0.02, ROWS))
+    noise = np.exp(np.random.default_rng(0).normal(0, 0.01, ROWS))
     target = 1.7 * pixel3**0.9 * noise  # a power law of pixel3: its proxy is the best model
     shots = np.arange(0, 300, 10)
     got = answer(basis, shots, target[shots], label="pixel3-like")
