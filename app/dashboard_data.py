@@ -34,14 +34,12 @@ from devices.profile import Metric
 from devices.reference import REFERENCE_SPACES
 from predictors.answer import best_proxies
 from predictors.proxy import AGREEMENT
+from predictors.suite import BELOW_BASELINE
 
 BINS = 40
 AGREEMENT_ROWS = 3000
 RECENT_FAILURES = 5
 SUITE_COMMAND = "python benchmarks/transfer_suite.py"
-# a device is below the baseline when its Spearman trails the ridge baseline's by more than
-# this, as predictors.suite.evaluate_suite counts ``devices_below_baseline``
-BELOW_BASELINE_MARGIN = 0.01
 # interval coverage this far from the nominal level (0.85 to 0.95 for 90% intervals) is marked
 COVERAGE_TOLERANCE = 0.05
 
@@ -430,7 +428,7 @@ def transfer_suite(folder: Path) -> dict[str, Any]:
     return {
         "command": SUITE_COMMAND,
         "folder": str(folder),
-        "below_baseline_margin": BELOW_BASELINE_MARGIN,
+        "below_baseline_margin": BELOW_BASELINE,
         "spaces": spaces,
     }
 
@@ -487,7 +485,7 @@ def _suite_view(suite: _SuiteFile) -> dict[str, Any]:
                     "baseline_spearman": theirs,
                     "below_baseline": ours is not None
                     and theirs is not None
-                    and ours < theirs - BELOW_BASELINE_MARGIN,
+                    and ours < theirs - BELOW_BASELINE,
                     "coverage": _finite(run.intervals.coverage.get(device)),
                     "train": len(setup.train),
                 }
