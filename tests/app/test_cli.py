@@ -97,7 +97,7 @@ def test_a_job_shows_its_progress_while_it_runs(settings: Settings) -> None:
         rest = []
         while not lines.empty():
             rest.append(lines.get())
-        assert re.match(r"import-reference 100% .*imported 421875 measurements", rest[-1]), rest
+        assert re.match(r"import-reference 100% .*imported 425610 measurements", rest[-1]), rest
         assert job_row() == ("succeeded", 1.0)
     finally:
         proc.kill()
