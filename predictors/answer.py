@@ -30,6 +30,7 @@ Arrays = tuple[np.ndarray, np.ndarray, np.ndarray]
 # on any NB201 split there.
 PROXY_MARGIN = 2.0
 CALIBRATION_ROWS = 3000  # designs sampled to calibrate a basis' interval scale
+CALIBRATION_SHOTS = 50
 Z90 = 1.6448536269514722  # MonotoneCalibration's half-width is z90 x the LOO RMSE
 
 
@@ -59,6 +60,12 @@ class Answer:
         return out
 
 
+def _calibration_shots(shots: int, designs: int) -> int:
+    """Shots per held-out device when calibrating: as many as the target has, up to
+    ``CALIBRATION_SHOTS`` (intervals change little past it) and half the designs sampled."""
+    return max(MIN_SHOTS, min(shots, CALIBRATION_SHOTS, designs // 2))
+
+
 def calibrated_scale(basis: TransferBasis, shots: int, rows: int = CALIBRATION_ROWS) -> float:
     """The transfer's interval multiplier for this basis and shot count (seeded, so stable)."""
     return transfer_calibration(basis, shots, rows)[0]
@@ -77,7 +84,7 @@ def transfer_calibration(
         basis.cost[sample], basis.latency_ms[sample], basis.names, basis.dead[sample]
     )
     model = TransferModel(small)
-    scale = model.calibrate(max(shots, MIN_SHOTS))
+    scale = model.calibrate(_calibration_shots(shots, small.n_designs))
     return scale, model.expected_spearman
 
 
@@ -103,7 +110,8 @@ def calibrated_proxy_scale(basis: TransferBasis, shots: int, rows: int = CALIBRA
         peers = TransferBasis(
             basis.cost[sample], np.delete(latency, j, axis=1), names, basis.dead[sample]
         )
-        idx = TransferModel(peers).choose_shots(max(shots, MIN_SHOTS), rng, available)
+        n = _calibration_shots(shots, len(available))
+        idx = TransferModel(peers).choose_shots(n, rng, available)
         choice = rank_proxies(np.exp(peers.log_latency[idx]), truth[idx])
         if choice.spearman < AGREEMENT:
             continue

@@ -94,3 +94,17 @@ def test_best_proxies_uses_common_designs_only(nb201: ReferenceTable) -> None:
     proxies = best_proxies(latency)
     assert proxies[0][0] == 1 and proxies[1][0] == 0
     assert proxies[2][0] is not None and proxies[2][1] is not None and proxies[2][1] < 1
+
+
+def test_a_device_with_thousands_of_measurements_and_no_model_is_answered(
+    nb201: ReferenceTable,
+) -> None:
+    basis = _basis(nb201, ["1080ti_1", "pixel3", "eyeriss"])
+    target = columns(nb201, ["gold_6226"])[:ROWS, 0]
+    shots = np.arange(0, ROWS, 1)[:1200]  # more shots than calibration samples designs
+    scale = calibrated_scale(basis, len(shots))
+    got = answer(basis, shots, target[shots], interval_scale=scale)
+    assert got.method == "transfer" and got.shots == 1200
+    centre = got.estimates[0] if got.estimates is not None else None
+    assert centre is not None
+    assert np.corrcoef(np.log(centre[1200:]), np.log(target[1200:]))[0, 1] > 0.9
