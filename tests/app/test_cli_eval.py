@@ -89,3 +89,28 @@ def test_a_non_numeric_cell_is_named(tables: tuple[Path, Path], tmp_path: Path) 
     result = run((broken, tables[1]))
     assert result.returncode == 1
     assert "row 6 column 'my_silver_4114': 'n/a' is not a number" in result.stderr
+
+
+def test_the_suite_writes_each_split_beside_the_baseline(tmp_path: Path) -> None:
+    out = tmp_path / "suite.json"
+    done = edgeopt(
+        "eval", "suite", "--space", "ofa_mbv3", "--shots", "5", "--seeds", "1",
+        "--json", str(out), env={},
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    doc = json.loads(out.read_text())
+    assert doc["space"] == "ofa_mbv3"
+    splits = {run["split"] for run in doc["runs"]}
+    assert {"batch1-to-large", "leave-out-v100"} <= splits
+    for run in doc["runs"]:
+        assert set(run["devices"]) == set(run["baseline"]["devices"]) == set(run["setup"]["test"])
+    assert "geometric mean Spearman" in done.stdout
+
+
+def test_the_suite_refuses_bad_arguments_with_a_message() -> None:
+    bad = edgeopt("eval", "suite", "--space", "nb201", "--shots", "ten", env={})
+    assert bad.returncode != 0 and "--shots must be whole numbers" in bad.stderr + bad.stdout
+    assert "Traceback" not in bad.stderr
+    unknown = edgeopt("eval", "suite", "--space", "darts", env={})
+    assert unknown.returncode != 0 and "darts" in unknown.stderr + unknown.stdout
+    assert "Traceback" not in unknown.stderr
