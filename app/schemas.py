@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Generic, Literal, TypeVar
+from typing import Annotated, Any, Generic, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from devices.profile import DeviceKind, Metric, Precision, canonical_policy
+
+# A measured latency (ms) or energy (mJ): a JSON number (not a string, not true), between a
+# nanosecond-scale 1e-6 and 1e7 (hours). One shot of 1e308 or 5e-324 ms once turned every
+# prediction of a device into 2e-22 ms and a feasible answer.
+MeasuredValue = Annotated[float, Field(ge=1e-6, le=1e7, allow_inf_nan=False, strict=True)]
 
 T = TypeVar("T")
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:+-]*$"
@@ -112,7 +117,7 @@ class MeasurementIn(BaseModel):
         default="fp32", max_length=400, examples=["fp32", "int8,fp32,fp32,int8,fp32"]
     )
     metric: Metric
-    value: float = Field(gt=0, allow_inf_nan=False)
+    value: MeasuredValue
     repeats: int | None = Field(default=None, ge=1, le=1_000_000)
     dispersion: float | None = Field(default=None, ge=0, allow_inf_nan=False)
     protocol: dict[str, Any] | None = None
@@ -223,8 +228,8 @@ class PredictorTrain(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    spaces: list[Literal["nb201", "fbnet", "ofa_mbv3"]] | None = None
-    targets: list[Metric | Literal["accuracy"]] | None = None
+    spaces: list[Literal["nb201", "fbnet", "ofa_mbv3"]] | None = Field(None, min_length=1)
+    targets: list[Metric | Literal["accuracy"]] | None = Field(None, min_length=1)
     devices: list[str] | None = Field(None, max_length=1000)
     min_rows: int = Field(200, ge=50, le=1_000_000)
 
@@ -336,7 +341,7 @@ class TaskResult(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     agent: str = Field(min_length=1, max_length=64)
-    median_ms: float = Field(gt=0, allow_inf_nan=False)
+    median_ms: MeasuredValue
     dispersion: float | None = Field(None, ge=0, allow_inf_nan=False)
     repeats: int | None = Field(None, ge=1)
     stable: bool = True
@@ -366,7 +371,7 @@ class ShotIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     arch: str = Field(max_length=2000)
-    latency_ms: float = Field(gt=0, allow_inf_nan=False)
+    latency_ms: MeasuredValue
 
 
 class InlineProfile(BaseModel):

@@ -55,6 +55,10 @@ def _rows_from_csv(body: bytes) -> list[Any]:
                     [{"row": len(rows) + 1, "message": "too many cells"}],
                 )
             row: dict[str, Any] = {k: v for k, v in raw.items() if v not in (None, "")}
+            for key in ("value", "dispersion", "repeats"):  # CSV cells are text; JSON is typed
+                with contextlib.suppress(KeyError, ValueError):
+                    number = float(row[key])
+                    row[key] = int(number) if key == "repeats" and number.is_integer() else number
             if "protocol" in row:
                 # Text that is not JSON stays text; validation then names the field.
                 with contextlib.suppress(json.JSONDecodeError):

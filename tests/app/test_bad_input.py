@@ -35,3 +35,36 @@ def test_broken_csv_is_422(writer: TestClient) -> None:
         )
         assert response.status_code == 422, body
     assert writer.get(f"/devices/{device_id}/measurements").json()["total"] == 0
+
+
+def test_absurd_or_mistyped_measurements_are_422_and_nothing_is_stored(
+    writer: TestClient,
+) -> None:
+    device = writer.post("/devices", json={"name": "strict", "kind": "cpu"}).json()
+    url = f"/devices/{device['id']}/measurements"
+    cell = "|nor_conv_3x3~0|+|nor_conv_3x3~0|avg_pool_3x3~1|+|skip_connect~0|nor_conv_3x3~1|none~2|"
+    good = {"space": "nb201", "arch": cell, "metric": "latency_ms", "value": 2.5}
+    assert writer.post(url, json={"measurements": [good]}).status_code == 201
+    for value in (1e308, 5e-324, "1.5", True, -1.0):
+        bad = {**good, "arch": cell.replace("skip_connect", "avg_pool_3x3"), "value": value}
+        response = writer.post(f"{url}?replace=true", json={"measurements": [good, bad]})
+        assert response.status_code == 422, value
+        assert "value" in response.text
+    csv_body = f"space,arch,metric,value\nnb201,{cell},latency_ms,1e308\n"
+    response = writer.post(url, content=csv_body, headers={"content-type": "text/csv"})
+    assert response.status_code == 422
+    stored = writer.get(url).json()
+    assert stored["total"] == 1 and stored["items"][0]["value"] == 2.5
+    # a CSV number is still a number
+    csv_ok = f"space,arch,metric,value\nnb201,{cell},latency_ms,3.5\n"
+    replaced = writer.post(
+        f"{url}?replace=true", content=csv_ok, headers={"content-type": "text/csv"}
+    )
+    assert replaced.status_code == 201, replaced.text
+
+
+def test_training_nothing_is_422(writer: TestClient) -> None:
+    for body in ({"spaces": []}, {"targets": []}):
+        response = writer.post("/predictors/train", json=body)
+        assert response.status_code == 422, body
+        assert writer.get("/jobs").json()["total"] == 0

@@ -104,7 +104,7 @@ def test_one_bad_row_rejects_everything_and_names_row_and_field(
     assert error["details"][0] == {
         "row": 3,
         "field": "value",
-        "message": "Input should be greater than 0",
+        "message": "Input should be greater than or equal to 0.000001",
     }
     assert "row 3" in error["message"]
     assert stored(writer, device_id) == 0
