@@ -22,7 +22,9 @@ def get_device(session: Session, device_id: int) -> Device:
 def find_device(session: Session, name_or_id: str) -> Device:
     """A device by name, or by id when the text is a number."""
     device = session.scalar(select(Device).where(Device.name == name_or_id))
-    if device is None and name_or_id.isdigit():
+    # an id is ASCII digits that fit the column ("²" is a digit to str.isdigit, and 120
+    # digits overflow a database integer)
+    if device is None and name_or_id.isascii() and name_or_id.isdigit() and len(name_or_id) < 10:
         device = session.get(Device, int(name_or_id))
     if device is None:
         raise UnknownDevice(f"no device named {name_or_id!r}")

@@ -68,3 +68,13 @@ def test_training_nothing_is_422(writer: TestClient) -> None:
         response = writer.post("/predictors/train", json=body)
         assert response.status_code == 422, body
         assert writer.get("/jobs").json()["total"] == 0
+
+
+def test_a_device_named_like_a_number_is_looked_up_not_crashed(writer: TestClient) -> None:
+    cell = "|nor_conv_3x3~0|+|nor_conv_3x3~0|avg_pool_3x3~1|+|skip_connect~0|nor_conv_3x3~1|none~2|"
+    for name in ("²", "9" * 120, "١٢"):  # a superscript, an overflow, Arabic-Indic digits
+        response = writer.post(
+            "/predict", json={"device": name, "space": "nb201", "designs": [cell]}
+        )
+        assert response.status_code == 404, name
+        assert "no device named" in response.json()["error"]["message"]
