@@ -24,6 +24,10 @@ def _rows_from_json(body: bytes) -> list[Any]:
         data = json.loads(body)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise InvalidInput(f"body is not valid JSON: {exc}") from exc
+    except RecursionError:
+        raise InvalidInput("body is nested too deeply to be a measurement upload") from None
+    except ValueError as exc:  # e.g. an integer of more digits than Python converts
+        raise InvalidInput(f"body has a value that cannot be read: {exc}") from None
     if isinstance(data, dict) and "measurements" in data:
         data = data["measurements"]
     if not isinstance(data, list):

@@ -78,3 +78,16 @@ def test_a_device_named_like_a_number_is_looked_up_not_crashed(writer: TestClien
         )
         assert response.status_code == 404, name
         assert "no device named" in response.json()["error"]["message"]
+
+
+def test_deeply_nested_or_huge_number_uploads_are_422(writer: TestClient) -> None:
+    device = writer.post("/devices", json={"name": "nested", "kind": "cpu"}).json()
+    url = f"/devices/{device['id']}/measurements"
+    headers = {"content-type": "application/json"}
+    deep = "[" * 100_000 + "]" * 100_000
+    huge = '[{"space": "nb201", "arch": "x", "metric": "latency_ms", "value": ' + "9" * 5000 + "}]"
+    for body in (deep, huge):
+        response = writer.post(url, content=body, headers=headers)
+        assert response.status_code == 422, response.text[:200]
+        assert response.json()["error"]["code"] == "invalid_input"
+    assert writer.get(url).json()["total"] == 0
