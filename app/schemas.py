@@ -362,9 +362,15 @@ class Goals(BaseModel):
 
     max_latency_ms: float | None = Field(None, gt=0, allow_inf_nan=False)
     max_energy_mj: float | None = Field(None, gt=0, allow_inf_nan=False)
-    min_accuracy: float | None = Field(None, ge=0, le=100)
+    min_accuracy: float | None = Field(None, ge=0, le=100, allow_inf_nan=False)
     objective: Literal["accuracy", "latency", "energy", "weighted"] = "accuracy"
-    weights: dict[Literal["accuracy", "latency", "energy"], float] | None = None
+    weights: (
+        dict[
+            Literal["accuracy", "latency", "energy"],
+            Annotated[float, Field(ge=-1e6, le=1e6, allow_inf_nan=False)],
+        ]
+        | None
+    ) = None
 
 
 class ShotIn(BaseModel):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 from fastapi.testclient import TestClient
 
 
@@ -91,3 +93,20 @@ def test_deeply_nested_or_huge_number_uploads_are_422(writer: TestClient) -> Non
         assert response.status_code == 422, response.text[:200]
         assert response.json()["error"]["code"] == "invalid_input"
     assert writer.get(url).json()["total"] == 0
+
+
+def test_nan_and_infinity_are_refused_wherever_they_are(writer: TestClient) -> None:
+    device = writer.post("/devices", json={"name": "nan", "kind": "cpu"}).json()
+    url = f"/devices/{device['id']}/measurements"
+    cell = "|nor_conv_3x3~0|+|nor_conv_3x3~0|avg_pool_3x3~1|+|skip_connect~0|nor_conv_3x3~1|none~2|"
+    for constant in ("NaN", "Infinity", "-Infinity"):
+        row = json.dumps({"space": "nb201", "arch": cell, "metric": "latency_ms", "value": 2.0})
+        body = "[" + row[:-1] + ', "protocol": {"x": ' + constant + "}}]"
+        response = writer.post(url, content=body, headers={"content-type": "application/json"})
+        assert response.status_code == 422, constant
+        assert constant in response.json()["error"]["message"]
+    assert writer.get(url).json()["total"] == 0
+    goals = '{"device": "nan", "space": "nb201", "goals": {"weights": {"accuracy": NaN}}}'
+    response = writer.post("/optimize", content=goals, headers={"content-type": "application/json"})
+    assert response.status_code == 422
+    assert "weights" in response.text
