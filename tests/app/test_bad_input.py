@@ -110,3 +110,12 @@ def test_nan_and_infinity_are_refused_wherever_they_are(writer: TestClient) -> N
     response = writer.post("/optimize", content=goals, headers={"content-type": "application/json"})
     assert response.status_code == 422
     assert "weights" in response.text
+
+
+def test_a_study_too_long_for_one_request_is_422(writer: TestClient) -> None:
+    writer.post("/devices", json={"name": "studied", "kind": "cpu"})
+    for study in ({"name": "s", "trials": 100_000}, {"name": "s", "seed": 10**30}):
+        body = {"device": "studied", "space": "nb201", "study": study}
+        response = writer.post("/optimize", json=body)
+        assert response.status_code == 422, study
+        assert "study" in response.text
