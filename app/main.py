@@ -5,22 +5,28 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+from alembic.runtime.migration import MigrationContext
 from fastapi import FastAPI
 from sqlalchemy import func, select
+from sqlalchemy.exc import SQLAlchemyError
 
 import app.measure_service
 import app.optimize_service
 import app.predictor_service
 import app.reference_import  # noqa: F401  (registers the import-reference job kind)
-from app.db import check_schema, current_revision, session_factory
+from app.db import check_schema, head_revision, session_factory
 from app.deps import ReadAccess, SessionDep, SettingsDep
-from app.errors import ERROR_RESPONSES, install_error_handlers
+from app.errors import ERROR_RESPONSES, ApiError, install_error_handlers
 from app.jobs import JobRunner, mark_stale_jobs
 from app.limits import BodySizeLimit
 from app.models import Device
 from app.routers import dashboard, devices, jobs, measurements, optimize, predictors, tasks
-from app.schemas import Health
+from app.schemas import Health, Liveness, Readiness
 from app.settings import Settings, get_settings
+
+
+def _first_line(exc: Exception) -> str:
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -61,10 +67,30 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         responses=ERROR_RESPONSES,
         dependencies=[ReadAccess],
     )
-    def health(session: SessionDep, settings: SettingsDep) -> Health:
-        count = session.scalar(select(func.count()).select_from(Device)) or 0
-        return Health(
-            status="ok", schema_revision=current_revision(settings.database_url), devices=count
-        )
+    def health(session: SessionDep) -> Health:
+        """Status, schema revision and device count; 503 when the database does not answer."""
+        try:
+            count = session.scalar(select(func.count()).select_from(Device)) or 0
+            revision = MigrationContext.configure(session.connection()).get_current_revision()
+        except SQLAlchemyError as exc:
+            raise ApiError(503, f"database unavailable: {_first_line(exc)}") from None
+        return Health(status="ok", schema_revision=revision, devices=count)
+
+    @app.get("/healthz", response_model=Liveness, tags=["service"], responses=ERROR_RESPONSES)
+    def healthz() -> Liveness:
+        """The process answers (for a liveness probe: touches nothing else)."""
+        return Liveness(status="alive")
+
+    @app.get("/readyz", response_model=Readiness, tags=["service"], responses=ERROR_RESPONSES)
+    def readyz(session: SessionDep, settings: SettingsDep) -> Readiness:
+        """Ready to serve: the database answers and its schema is the code's; else 503."""
+        head = head_revision(settings.database_url)
+        try:
+            revision = MigrationContext.configure(session.connection()).get_current_revision()
+        except SQLAlchemyError as exc:
+            raise ApiError(503, f"database unavailable: {_first_line(exc)}") from None
+        if revision != head:
+            raise ApiError(503, f"database schema is at {revision}, this code needs {head}")
+        return Readiness(status="ready", schema_revision=revision)
 
     return app

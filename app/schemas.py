@@ -204,6 +204,15 @@ class Health(BaseModel):
     devices: int
 
 
+class Liveness(BaseModel):
+    status: Literal["alive"]
+
+
+class Readiness(BaseModel):
+    status: Literal["ready"]
+    schema_revision: str | None
+
+
 class PredictorRead(BaseModel):
     """A trained predictor: scope, version, held-out quality figures and provenance."""
 
