@@ -216,8 +216,9 @@ class Adapted:
         """Median prediction (ms) and LEVEL interval for ``rows`` (all designs by default)."""
         rows = np.arange(self.basis.n_designs) if rows is None else np.asarray(rows)
         logs = np.stack([m(rows) for m in self._models])
-        centre = self.weights @ logs + self.degenerate_offset * self.basis.dead[rows]
-        spread = np.sqrt(self.sigma**2 + self.weights @ (logs - centre) ** 2)
+        blend = self.weights @ logs
+        spread = np.sqrt(self.sigma**2 + self.weights @ (logs - blend) ** 2)
+        centre = blend + self.degenerate_offset * self.basis.dead[rows]
         half = self.scale * spread
         return np.exp(centre), np.exp(centre - half), np.exp(centre + half)
 
