@@ -264,3 +264,21 @@ class Optimization(Base):
     verification: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     elapsed_s: Mapped[float] = mapped_column(Float)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class LearnedOptimizer(Base):
+    """A trained learned optimizer: its artifact (torch state dict + JSON sidecar), the
+    registered devices it learned from, and its quality on devices it never saw."""
+
+    __tablename__ = "learned_optimizers"
+    __table_args__ = (UniqueConstraint("space", "dataset", "version"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    space: Mapped[str] = mapped_column(String(32))
+    dataset: Mapped[str] = mapped_column(String(64))
+    version: Mapped[int] = mapped_column(Integer)
+    artifact: Mapped[str] = mapped_column(String(400))  # relative to the artifacts folder
+    devices: Mapped[list[str]] = mapped_column(JSON, default=list)
+    quality: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    job_id: Mapped[int | None] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
