@@ -17,6 +17,7 @@ import app.predictor_service
 import app.reference_import  # noqa: F401  (registers the import-reference job kind)
 from app.cli_common import JobProgress, clear_errors, console, fail
 from app.cli_eval import eval_cli
+from app.cli_keys import keys_cli
 from app.db import (
     check_schema,
     current_revision,
@@ -46,6 +47,7 @@ cli.add_typer(db_cli, name="db")
 cli.add_typer(devices_cli, name="devices")
 cli.add_typer(jobs_cli, name="jobs")
 cli.add_typer(eval_cli, name="eval")
+cli.add_typer(keys_cli, name="keys")
 predictors_cli = typer.Typer(help="Latency, energy and accuracy predictors.", no_args_is_help=True)
 cli.add_typer(predictors_cli, name="predictors")
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hmac
 from collections.abc import Iterator
 from typing import Annotated
 
@@ -11,11 +10,11 @@ from fastapi.security import APIKeyHeader
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.db import WRITE
-from app.errors import ApiError
 from app.jobs import JobRunner
+from app.keys import HEADER, Caller, authenticate, require_scope
 from app.settings import Settings
 
-API_KEY_HEADER = "X-API-Key"
+API_KEY_HEADER = HEADER
 _api_key = APIKeyHeader(name=API_KEY_HEADER, auto_error=False)
 
 
@@ -49,37 +48,38 @@ RunnerDep = Annotated[JobRunner, Depends(get_runner)]
 FactoryDep = Annotated[sessionmaker[Session], Depends(get_factory)]
 
 
-def _key_matches(given: str, keys: list[str]) -> bool:
-    # Compare against every key, in constant time, without stopping at the first match.
-    ok = False
-    for key in keys:
-        ok |= hmac.compare_digest(given.encode(), key.encode())
-    return ok
+TokenDep = Annotated[str | None, Security(_api_key)]
 
 
-def require_write_key(
-    settings: SettingsDep, key: Annotated[str | None, Security(_api_key)] = None
-) -> None:
-    if not settings.api_keys:
-        raise ApiError(
-            403,
-            "writes are disabled: no API keys are configured (set EDGEOPT_API_KEYS on the server)",
-        )
-    if not key:
-        raise ApiError(401, f"this endpoint needs an API key in the {API_KEY_HEADER} header")
-    if not _key_matches(key, settings.api_keys):
-        raise ApiError(403, "the API key is not valid")
+def require_write_key(factory: FactoryDep, settings: SettingsDep, token: TokenDep = None) -> Caller:
+    """A key with the ``write`` scope (agent keys only on the agent routes)."""
+    caller = authenticate(factory, token, settings.api_keys)
+    return require_scope(caller, "write")
 
 
-def require_read_key(
-    settings: SettingsDep, key: Annotated[str | None, Security(_api_key)] = None
-) -> None:
+def require_agent_key(factory: FactoryDep, settings: SettingsDep, token: TokenDep = None) -> Caller:
+    """A key with the ``write`` scope, agent keys included; the route checks the device."""
+    caller = authenticate(factory, token, settings.api_keys)
+    return require_scope(caller, "write", agent_route=True)
+
+
+def require_admin_key(factory: FactoryDep, settings: SettingsDep, token: TokenDep = None) -> Caller:
+    """A key with the ``admin`` scope: key management."""
+    caller = authenticate(factory, token, settings.api_keys)
+    return require_scope(caller, "admin")
+
+
+def require_read_key(factory: FactoryDep, settings: SettingsDep, token: TokenDep = None) -> None:
+    """Reads are open unless ``reads_require_key``; a key given to an open read is not checked."""
     if settings.reads_require_key:
-        require_write_key(settings, key)
+        caller = authenticate(factory, token, settings.api_keys)
+        require_scope(caller, "read")
 
 
 WriteAccess = Depends(require_write_key)
 ReadAccess = Depends(require_read_key)
+AdminAccess = Depends(require_admin_key)
+AgentKey = Annotated[Caller, Depends(require_agent_key)]
 
 
 # Bounded parameters: a number the database cannot hold is a 422, not a driver error.

@@ -20,7 +20,16 @@ from app.errors import ERROR_RESPONSES, ApiError, install_error_handlers
 from app.jobs import JobRunner, mark_stale_jobs
 from app.limits import BodySizeLimit
 from app.models import Device
-from app.routers import dashboard, devices, jobs, measurements, optimize, predictors, tasks
+from app.routers import (
+    dashboard,
+    devices,
+    jobs,
+    keys,
+    measurements,
+    optimize,
+    predictors,
+    tasks,
+)
 from app.schemas import Health, Liveness, Readiness
 from app.settings import Settings, get_settings
 
@@ -59,6 +68,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes)
     for module in (devices, measurements, jobs, predictors, tasks, optimize, dashboard):
         app.include_router(module.router)
+    app.include_router(keys.router)
 
     @app.get(
         "/health",

@@ -236,6 +236,7 @@ class MeasurementTask(Base):
     status: Mapped[str] = mapped_column(String(16), default="queued")
     lease_owner: Mapped[str | None] = mapped_column(String(64))
     lease_expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    lease_key_id: Mapped[int | None] = mapped_column(ForeignKey("api_keys.id", ondelete="SET NULL"))
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     measurement_id: Mapped[int | None] = mapped_column(
         ForeignKey("measurements.id", ondelete="SET NULL")
@@ -282,3 +283,24 @@ class LearnedOptimizer(Base):
     quality: Mapped[dict[str, Any]] = mapped_column(default=dict)
     job_id: Mapped[int | None] = mapped_column(Integer)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class ApiKey(Base):
+    """An API key. Only the token's SHA-256 is stored: the token is shown once, at creation.
+
+    ``prefix`` (the token's first characters) is not secret: it finds the row and tells keys
+    apart in listings. ``scopes`` lists every scope granted, implied ones included
+    (``admin`` -> ``write`` -> ``read``). ``devices``, when set, makes it an agent key: it
+    serves those devices only.
+    """
+
+    __tablename__ = "api_keys"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(120))
+    prefix: Mapped[str] = mapped_column(String(16), index=True)
+    key_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    scopes: Mapped[list[str]] = mapped_column(JSON)
+    devices: Mapped[list[str] | None] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

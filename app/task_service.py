@@ -5,7 +5,9 @@ disappears the lease expires and the next lease call hands the task out again. A
 is accepted from the leaseholder, or from anyone once the lease has expired (the original
 agent may come back after a network outage with a valid measurement); a result for a task
 already done is acknowledged without storing anything, so an agent that re-posts after a
-crash never duplicates a measurement.
+crash never duplicates a measurement. The leaseholder is the agent's name together with the
+stored API key it leased with (``lease_key_id``; none for a bootstrap key), so another key
+cannot take over a lease by sending the same agent name.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import or_, select
+from sqlalchemy import ColumnElement, or_, select
 from sqlalchemy.orm import Session
 
 from app.domain_errors import Conflict, InvalidInput, NotFound
@@ -87,6 +89,7 @@ def queue_tasks(
             created += 1
         elif task.status == "failed":
             task.status, task.error, task.lease_owner = "queued", None, None
+            task.lease_key_id = None
             created += 1
         else:
             existing += 1
@@ -94,10 +97,22 @@ def queue_tasks(
     return {"created": created, "existing": existing}
 
 
+def _same_key(key_id: int | None) -> ColumnElement[bool]:
+    if key_id is None:
+        return MeasurementTask.lease_key_id.is_(None)
+    return MeasurementTask.lease_key_id == key_id
+
+
 def lease_tasks(
-    session: Session, device: Device, agent: str, limit: int, lease_s: float
+    session: Session,
+    device: Device,
+    agent: str,
+    limit: int,
+    lease_s: float,
+    key_id: int | None = None,
 ) -> list[MeasurementTask]:
-    """Hand out up to ``limit`` tasks: queued ones, or leased ones whose lease expired."""
+    """Hand out up to ``limit`` tasks: queued ones, leased ones whose lease expired, and the
+    ones this agent (same name, same key) holds already."""
     now = _now()
     candidates = session.scalars(
         select(MeasurementTask)
@@ -106,14 +121,16 @@ def lease_tasks(
             or_(
                 MeasurementTask.status == "queued",
                 (MeasurementTask.status == "leased") & (MeasurementTask.lease_expires_at < now),
-                (MeasurementTask.status == "leased") & (MeasurementTask.lease_owner == agent),
+                (MeasurementTask.status == "leased")
+                & (MeasurementTask.lease_owner == agent)
+                & _same_key(key_id),
             ),
         )
         .order_by(MeasurementTask.priority, MeasurementTask.id)
         .limit(limit)
     ).all()
     for task in candidates:
-        task.status, task.lease_owner = "leased", agent
+        task.status, task.lease_owner, task.lease_key_id = "leased", agent, key_id
         task.lease_expires_at = now + timedelta(seconds=lease_s)
         task.attempts += 1
     session.flush()
@@ -147,14 +164,21 @@ def get_task(session: Session, task_id: int) -> MeasurementTask:
 
 
 def accept_result(
-    session: Session, task: MeasurementTask, agent: str, result: Timed
+    session: Session,
+    task: MeasurementTask,
+    agent: str,
+    result: Timed,
+    key_id: int | None = None,
 ) -> dict[str, Any]:
     """Store an agent's measurement once; a repeat is acknowledged, not stored."""
     if task.status == "done":
         return {"task_id": task.id, "measurement_id": task.measurement_id, "duplicate": True}
     expires = _aware(task.lease_expires_at)
-    if task.status == "leased" and task.lease_owner != agent and expires and expires > _now():
-        raise Conflict(f"task {task.id} is leased to another agent until {expires}")
+    if task.status == "leased" and expires and expires > _now():
+        if task.lease_owner != agent:
+            raise Conflict(f"task {task.id} is leased to another agent until {expires}")
+        if task.lease_key_id != key_id:
+            raise Conflict(f"task {task.id} was leased with another API key, until {expires}")
     if task.status == "queued" and task.attempts == 0:
         raise Conflict(f"task {task.id} was never leased; lease it first")
     row = latency_row(task.architecture_id, task.policy, result)
@@ -168,6 +192,7 @@ def accept_result(
         )
     )
     task.status, task.finished_at, task.lease_owner = "done", _now(), agent
+    task.lease_key_id = key_id
     return {"task_id": task.id, "measurement_id": task.measurement_id, "duplicate": False}
 
 

@@ -10,8 +10,18 @@ from sqlalchemy import func, select
 
 from app.dashboard_schemas import TasksQueued
 from app.db import commit
-from app.deps import Limit, Offset, ReadAccess, ResourceId, SessionDep, SettingsDep, WriteAccess
+from app.deps import (
+    AgentKey,
+    Limit,
+    Offset,
+    ReadAccess,
+    ResourceId,
+    SessionDep,
+    SettingsDep,
+    WriteAccess,
+)
 from app.errors import ERROR_RESPONSES, ONNX_FILE
+from app.keys import require_device
 from app.models import Architecture, Device, MeasurementTask
 from app.queries import get_device
 from app.schemas import (
@@ -40,13 +50,17 @@ router = APIRouter(tags=["agents"], responses=ERROR_RESPONSES)
 DeviceName = Annotated[str, Path(pattern=NAME_PATTERN, max_length=120)]
 
 
-@router.put("/agents/{name}", response_model=DeviceRead, dependencies=[WriteAccess])
-def register_agent_device(name: DeviceName, body: AgentProfile, session: SessionDep) -> Device:
+@router.put("/agents/{name}", response_model=DeviceRead)
+def register_agent_device(
+    name: DeviceName, body: AgentProfile, session: SessionDep, caller: AgentKey
+) -> Device:
     """Create or update the agent's device with its detected specs.
 
     A new device gets the NB201 fingerprint queued first (highest priority), so its first
-    measurements are the ones that say the most about it.
+    measurements are the ones that say the most about it. An agent key registers only the
+    devices it was created for.
     """
+    require_device(caller, name)
     device = session.scalar(select(Device).where(Device.name == name))
     created = device is None
     if device is None:
@@ -90,13 +104,14 @@ def list_tasks(
     return Page(items=items, total=total, limit=limit, offset=offset)
 
 
-@router.post(
-    "/devices/{device_id}/tasks/lease", response_model=list[TaskRead], dependencies=[WriteAccess]
-)
-def lease(device_id: ResourceId, body: LeaseRequest, session: SessionDep) -> list[dict[str, Any]]:
+@router.post("/devices/{device_id}/tasks/lease", response_model=list[TaskRead])
+def lease(
+    device_id: ResourceId, body: LeaseRequest, session: SessionDep, caller: AgentKey
+) -> list[dict[str, Any]]:
     """Lease the next tasks (fingerprint first); an empty list means nothing to do now."""
     device = get_device(session, device_id)
-    tasks = lease_tasks(session, device, body.agent, body.max_tasks, body.lease_s)
+    require_device(caller, device.name)
+    tasks = lease_tasks(session, device, body.agent, body.max_tasks, body.lease_s, caller.key_id)
     views = [task_view(session, t) for t in tasks]
     commit(session)
     return views
@@ -119,10 +134,18 @@ def task_model(task_id: ResourceId, session: SessionDep, settings: SettingsDep) 
     )
 
 
-@router.post("/tasks/{task_id}/result", response_model=TaskAck, dependencies=[WriteAccess])
-def post_result(task_id: ResourceId, body: TaskResult, session: SessionDep) -> dict[str, Any]:
-    """Store the measurement; posting the same task again is acknowledged, never stored twice."""
+@router.post("/tasks/{task_id}/result", response_model=TaskAck)
+def post_result(
+    task_id: ResourceId, body: TaskResult, session: SessionDep, caller: AgentKey
+) -> dict[str, Any]:
+    """Store the measurement; posting the same task again is acknowledged, never stored twice.
+
+    Only the leaseholder (agent name and key) posts while the lease runs (else 409).
+    """
     task = get_task(session, task_id)
-    ack = accept_result(session, task, body.agent, body)
+    device = session.get(Device, task.device_id)
+    assert device is not None
+    require_device(caller, device.name)
+    ack = accept_result(session, task, body.agent, body, caller.key_id)
     commit(session)
     return ack

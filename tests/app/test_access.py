@@ -1,10 +1,11 @@
-"""Writes need a key from the settings; reads are open unless configured otherwise."""
+"""Writes need a key (the settings' bootstrap keys here); reads are open unless configured
+otherwise. Stored keys, scopes and agent keys: tests/app/test_keys.py."""
 
 from __future__ import annotations
 
 from fastapi.testclient import TestClient
 
-from app.deps import _key_matches
+from app.keys import matches_any
 from app.main import create_app
 from app.settings import Settings
 from tests.conftest import API_KEY
@@ -17,7 +18,7 @@ def test_writes_need_a_valid_key(client: TestClient) -> None:
     assert missing.status_code == 401
     assert "X-API-Key" in missing.json()["error"]["message"]
     wrong = client.post("/devices", json=DEVICE, headers={"X-API-Key": API_KEY + "x"})
-    assert wrong.status_code == 403
+    assert wrong.status_code == 401
     assert client.get("/devices").json()["total"] == 0  # nothing was written
 
     ok = client.post("/devices", json=DEVICE, headers={"X-API-Key": API_KEY})
@@ -49,12 +50,16 @@ def test_no_configured_keys_means_no_writes(settings: Settings) -> None:
     keyless = settings.model_copy(update={"api_keys": []})
     with TestClient(create_app(keyless)) as client:
         response = client.post("/devices", json=DEVICE, headers={"X-API-Key": ""})
-        assert response.status_code == 403
-        assert "EDGEOPT_API_KEYS" in response.json()["error"]["message"]
+        assert response.status_code == 401
+        message = response.json()["error"]["message"]
+        assert "edgeopt keys create" in message and "EDGEOPT_API_KEYS" in message
+        assert (
+            client.post("/devices", json=DEVICE, headers={"X-API-Key": API_KEY}).status_code == 401
+        )
 
 
 def test_keys_come_from_the_environment(monkeypatch) -> None:  # type: ignore[no-untyped-def]
     monkeypatch.setenv("EDGEOPT_API_KEYS", "alpha, beta")
     assert Settings().api_keys == ["alpha", "beta"]
-    assert _key_matches("beta", ["alpha", "beta"])
-    assert not _key_matches("bet", ["alpha", "beta"])
+    assert matches_any("beta", ["alpha", "beta"])
+    assert not matches_any("bet", ["alpha", "beta"])
