@@ -160,13 +160,27 @@ def eval_optimize(
         ),
     ] = 20,
     seeds: Annotated[int, typer.Option()] = 5,
-    method: Annotated[str, typer.Option(help="proxy, search or auto")] = "auto",
+    method: Annotated[str, typer.Option(help="proxy, search, auto or neural")] = "auto",
     confidence: Annotated[
         float, typer.Option(help="probability of meeting the budget asked for, as in /optimize")
     ] = 0.9,
+    model: Annotated[
+        Path | None,
+        typer.Option(help="neural: a learned optimizer artifact; default: train one on --train"),
+    ] = None,
+    synthetic: Annotated[
+        int, typer.Option(help="neural: synthetic devices drawn from --train to learn from")
+    ] = 4000,
+    model_out: Annotated[
+        Path | None, typer.Option(help="neural: write the trained optimizer's artifact here")
+    ] = None,
     json_out: Annotated[Path | None, typer.Option("--json", help="write the figures here")] = None,
 ) -> None:
-    """Regret and budget violations of /optimize's methods on unseen devices."""
+    """Regret and budget violations of /optimize's methods on unseen devices.
+
+    ``--method neural`` answers every query with the learned optimizer and with search, so
+    the table shows the gap between them and both times per answer.
+    """
     from devices.fingerprint import fingerprint
     from search.evaluation import evaluate_optimize
 
@@ -178,6 +192,10 @@ def eval_optimize(
             percentiles = [float(b) for b in budgets.split(",")]
         except ValueError:
             raise ValueError(f"--budgets must be numbers, got {budgets!r}") from None
+        learned = None
+        if method == "neural":
+            learned = _learned(model, table, search_space, space, accuracy_column, train_names,
+                               synthetic)  # fmt: skip
         with progress_bar() as bar:
             task = bar.add_task(f"optimize ({method})", total=1.0, note="")
             result = evaluate_optimize(
@@ -194,7 +212,13 @@ def eval_optimize(
                 confidence=confidence,
                 progress=lambda done, total: bar.update(task, completed=done / total),
                 degenerate=search_space.degenerate(table.encodings),
+                learned=learned,
+                options=search_space.decisions(table.encodings) if learned else None,
             )
+        if learned is not None:
+            result["learned"] = learned.spec.quality
+            if model_out is not None and model is None:
+                learned.save(model_out)
     out = Table(
         "device", "regret", "violations", "no answer", "s / query",
         "baseline regret", "baseline violations",
@@ -212,6 +236,52 @@ def eval_optimize(
             f"{b['violation_rate']:.1%}",
         )
     console.print(out)
+    if method == "neural":
+        m = result["mean"]
+        console.print(
+            f"neural vs search: accuracy gap {m['gap_to_search']:.3f} points, search answered "
+            f"{m['fallback_rate']:.1%} of queries, {1000 * m['seconds_per_query']:.1f} ms vs "
+            f"{1000 * m['search_seconds_per_query']:.1f} ms per answer (means)"
+        )
     if json_out:
         json_out.write_text(json.dumps(result, indent=2))
         console.print(f"wrote {json_out}")
+
+
+def _learned(
+    model: Path | None,
+    table: LatencyTable,
+    search_space: SearchSpace,
+    space: str,
+    accuracy_column: str,
+    train: list[str],
+    synthetic: int,
+):
+    """The learned optimizer to evaluate: the given artifact, or one trained on ``train``."""
+    import numpy as np
+
+    from devices.fingerprint import fingerprint
+    from search.learned import LearnedOptimizer, fit_learned, new_spec
+
+    if model is not None:
+        if not model.is_file():
+            raise ValueError(f"no learned optimizer artifact at {model}")
+        return LearnedOptimizer.load(model)
+    accuracy = table.columns[accuracy_column]
+    position = {e: i for i, e in enumerate(table.encodings)}
+    prints = fingerprint(space)
+    missing = [e for e in prints if e not in position]
+    if missing:
+        raise ValueError(f"the fingerprint design {missing[0]} is not a row of --archs")
+    with progress_bar() as bar:
+        task = bar.add_task("learned optimizer (training)", total=1.0, note="")
+        return fit_learned(
+            np.stack([table.column(d) for d in train], axis=1),
+            train,
+            accuracy,
+            search_space.decisions(table.encodings),
+            np.array([position[e] for e in prints], dtype=int),
+            new_spec(search_space, accuracy_column.removeprefix("acc_"), prints, accuracy),
+            synthetic=synthetic,
+            progress=lambda f, note: bar.update(task, completed=f, note=note),
+        )

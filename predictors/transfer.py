@@ -115,6 +115,12 @@ class TransferBasis:
         scale = self.cost.mean(0) if self.cost.size else np.ones(0)
         self._cost = self.cost / np.where(scale > 0, scale, 1.0)
         self._basis_ms = np.exp(self.log_latency - np.median(self.log_latency, axis=0))
+        # the components' design matrices, built once: a fit only indexes rows of them
+        # (building them per fit was most of an answer's time)
+        ones = np.ones((n, 1))
+        self._x_cost = np.hstack([ones, self._cost, self._basis_ms])
+        self._x_log = np.hstack([ones, np.log1p(self._cost), self.z_latency])
+        self._x_devices = np.hstack([ones, self.log_latency])
 
     @property
     def n_designs(self) -> int:
@@ -129,7 +135,7 @@ class TransferBasis:
 
     # The three component models: each maps (shots, measured ms) to a predictor of log-latency.
     def _cost_model(self, idx: np.ndarray, y: np.ndarray, penalties: dict[str, float]):
-        x = np.c_[np.ones(self.n_designs), self._cost, self._basis_ms]
+        x = self._x_cost
         scale = float(np.median(y))
         n_cost = self._cost.shape[1]
         penalty = np.r_[
@@ -146,7 +152,7 @@ class TransferBasis:
         return predict
 
     def _log_model(self, idx: np.ndarray, y: np.ndarray, penalties: dict[str, float]):
-        x = np.c_[np.ones(self.n_designs), np.log1p(self._cost), self.z_latency]
+        x = self._x_log
         n_cost = self._cost.shape[1]
         penalty = np.r_[
             0.0,
@@ -157,7 +163,7 @@ class TransferBasis:
         return lambda rows: x[rows] @ coef
 
     def _device_model(self, idx: np.ndarray, y: np.ndarray, penalties: dict[str, float]):
-        x = np.c_[np.ones(self.n_designs), self.log_latency]
+        x = self._x_devices
         coef = _ridge(
             x[idx],
             np.log(y),
@@ -380,7 +386,7 @@ def ridge_baseline(
     basis: TransferBasis, shots: np.ndarray, measured_ms: np.ndarray, alpha: float = 1.0
 ) -> np.ndarray:
     """The plain floor: ridge of the target's log-latency on the basis log-latencies."""
-    x = np.c_[np.ones(basis.n_designs), basis.log_latency]
+    x = basis._x_devices
     penalty = np.r_[0.0, np.full(basis.log_latency.shape[1], alpha)]
     coef = _ridge(x[shots], np.log(measured_ms), penalty)
     return np.exp(x @ coef)

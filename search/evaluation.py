@@ -10,6 +10,13 @@ the predictions, ``search.optimize.choose`` / ``refine`` for the choice):
 - ``max_measurements > 0``: measure-and-refine: D-optimal shots, refit, verification of the
   most promising candidates, answer the best *measured* design within budget.
 
+``method="neural"`` answers with the learned optimizer (``search.learned``): its proposals
+for the device's features (the fingerprint's latencies: measured, or predicted from the
+shots) are checked with ``auto``'s predictions and, where none holds, search over every
+design answers (counted in ``fallback_rate``), as ``POST /optimize`` does. Each query is also
+answered by that search, so the accuracy gap between them (``gap_to_search``), both
+violation rates and both times per answer come from one run.
+
 Regret is the true accuracy of the best design within budget minus the answered design's; a
 violation is an answered design whose *true* latency exceeds the budget. Queries with no
 answer (nothing predicted feasible at the confidence) are counted apart (``no_answer_rate``)
@@ -27,10 +34,18 @@ import numpy as np
 from predictors.answer import answer, calibrated_proxy_scale, calibrated_scale
 from predictors.tables import LatencyTable, TableError
 from predictors.transfer import MIN_SHOTS, TransferBasis, TransferModel, ridge_baseline
-from search.optimize import Candidates, Estimates, Goals, choose, refine, shot_count
+from search.learned import LearnedOptimizer
+from search.optimize import Candidates, Choice, Estimates, Goals, choose, refine, shot_count
 
-METHODS = ("proxy", "search", "auto")
+METHODS = ("proxy", "search", "auto", "neural")
 KEYS = ("regret", "violation_rate", "no_answer_rate", "seconds_per_query")
+NEURAL_KEYS = (
+    "gap_to_search",
+    "fallback_rate",
+    "search_regret",
+    "search_violation_rate",
+    "search_seconds_per_query",
+)
 
 
 def evaluate_optimize(
@@ -47,13 +62,17 @@ def evaluate_optimize(
     confidence: float = 0.9,
     progress: Callable[[int, int], None] | None = None,
     degenerate: np.ndarray | None = None,
+    learned: LearnedOptimizer | None = None,
+    options: np.ndarray | None = None,
 ) -> dict:
-    """The figures of one method over the test devices; see the module docstring."""
+    """The figures of one method over the test devices; see the module docstring.
+
+    ``learned`` and ``options`` (the table's designs as decisions) are what ``neural`` needs.
+    """
     if method not in METHODS:
-        raise TableError(
-            f"method {method!r} is not available (have {', '.join(METHODS)}; "
-            "'neural' needs the learned optimizer, which is not built yet)"
-        )
+        raise TableError(f"method {method!r} is not available (have {', '.join(METHODS)})")
+    if method == "neural" and (learned is None or options is None):
+        raise TableError("method 'neural' needs a trained learned optimizer")
     if set(train) & set(test):
         raise TableError(f"devices both in --train and --test: {sorted(set(train) & set(test))}")
     if max_measurements != 0 and max_measurements < 2 * MIN_SHOTS:
@@ -69,6 +88,14 @@ def evaluate_optimize(
             f"--max-measurements 0 answers from the fingerprint, but only {len(prints)} of its "
             "designs are rows of the table"
         )
+    if method == "neural":
+        assert learned is not None
+        missing = [e for e in learned.spec.fingerprint if e not in position]
+        if missing:
+            raise TableError(
+                f"the learned optimizer's fingerprint design {missing[0]} is not a row"
+            )
+        neural_prints = np.array([position[e] for e in learned.spec.fingerprint], dtype=int)
     known = np.isfinite(accuracy)
     basis = TransferBasis(
         cost, np.stack([table.column(d) for d in train], axis=1), list(train), degenerate
@@ -104,7 +131,8 @@ def evaluate_optimize(
             else:
                 shots = chooser.choose_shots(n_shots, rng, usable)
 
-            refit = _refit(basis, usable, method, (scale, proxy_scale), used)
+            refit = _refit(basis, usable, "auto" if method == "neural" else method,
+                           (scale, proxy_scale), used)  # fmt: skip
 
             random_shots = rng.choice(usable, size=10, replace=False)
             base_pred = ridge_baseline(basis, random_shots, truth[random_shots])
@@ -113,22 +141,28 @@ def evaluate_optimize(
                 goals = Goals(max_latency_ms=budget)
                 best = float(accuracy[usable[truth[usable] <= budget]].max())
                 started = time.perf_counter()
-                if max_measurements == 0:
-                    at_shots = {row_of[int(i)]: float(truth[i]) for i in shots if int(i) in row_of}
-                    choice = choose(cands.with_latency(refit(at_shots)), goals, confidence)
-                else:
-                    choice = refine(
-                        cands,
-                        goals,
-                        refit,
-                        _measure(truth, usable),
-                        [row_of[int(i)] for i in shots],
-                        max_measurements,
-                        confidence,
-                    )
+                choice = _search(cands, goals, refit, truth, usable, shots, row_of,
+                                 max_measurements, confidence)  # fmt: skip
                 seconds = time.perf_counter() - started
                 pick = None if choice.index is None else int(usable[choice.index])
-                rows.append(_score(pick, truth, accuracy, best, budget, seconds))
+                if method == "neural":
+                    assert learned is not None and options is not None
+                    started = time.perf_counter()
+                    neural, fell_back = _neural(
+                        learned, options, basis, cands, goals, refit, truth, usable, shots,
+                        row_of, max_measurements, confidence, fingerprint_rows=neural_prints,
+                        method_scales=(scale, proxy_scale), used=used,
+                    )  # fmt: skip
+                    neural_seconds = time.perf_counter() - started
+                    row = _score(neural, truth, accuracy, best, budget, neural_seconds)
+                    row["fallback_rate"] = float(fell_back)
+                    searched = _score(pick, truth, accuracy, best, budget, seconds)
+                    row |= {f"search_{k}": v for k, v in searched.items() if k != "no_answer_rate"}
+                    if neural is not None and pick is not None:
+                        row["gap_to_search"] = float(accuracy[pick] - accuracy[neural])
+                    rows.append(row)
+                else:
+                    rows.append(_score(pick, truth, accuracy, best, budget, seconds))
                 ok = usable[base_pred[usable] <= budget]
                 base_pick = (
                     int(ok[np.argmax(accuracy[ok])])
@@ -190,6 +224,84 @@ def _refit(
     return refit
 
 
+def _search(
+    cands: Candidates,
+    goals: Goals,
+    refit: Callable[[dict[int, float]], Estimates],
+    truth: np.ndarray,
+    usable: np.ndarray,
+    shots: np.ndarray,
+    row_of: dict[int, int],
+    max_measurements: int,
+    confidence: float,
+) -> Choice:
+    """The served optimizer over ``cands``: from the shots' predictions, or measure-and-refine."""
+    if max_measurements == 0:
+        at_shots = {row_of[int(i)]: float(truth[i]) for i in shots if int(i) in row_of}
+        return choose(cands.with_latency(refit(at_shots)), goals, confidence)
+    return refine(
+        cands,
+        goals,
+        refit,
+        _measure(truth, usable),
+        [row_of[int(i)] for i in shots],
+        max_measurements,
+        confidence,
+    )
+
+
+def _neural(
+    learned: LearnedOptimizer,
+    options: np.ndarray,
+    basis: TransferBasis,
+    cands: Candidates,
+    goals: Goals,
+    refit: Callable[[dict[int, float]], Estimates],
+    truth: np.ndarray,
+    usable: np.ndarray,
+    shots: np.ndarray,
+    row_of: dict[int, int],
+    max_measurements: int,
+    confidence: float,
+    fingerprint_rows: np.ndarray,
+    method_scales: tuple[float, float],
+    used: dict[str, int],
+) -> tuple[int | None, bool]:
+    """The learned optimizer's pick (a table row) and whether search had to answer.
+
+    Its features are the fingerprint's latencies: measured when the shots are the
+    fingerprint, else predicted from the shots as the service would. Its proposals, with the
+    shots, are the candidates the same predictions (and the same measurements) choose from.
+    """
+    shot_rows = np.array([row_of[int(i)] for i in shots if int(i) in row_of], dtype=int)
+    prints = truth[fingerprint_rows]
+    measured = set(shots.tolist())
+    if not all(int(i) in measured for i in fingerprint_rows):  # predict it from the shots
+        got = answer(
+            basis, shots, truth[shots], fingerprint_rows, proxy_evidence=True,
+            interval_scale=method_scales[0], proxy_scale=method_scales[1],
+        )  # fmt: skip
+        assert got.estimates is not None
+        prints = got.estimates[0]
+    proposed = learned.propose(prints, goals, options[usable])
+    subset = np.array(list(dict.fromkeys([*shot_rows.tolist(), *proposed.tolist()])), dtype=int)
+    sub = Candidates(
+        subset,
+        np.zeros(len(subset), dtype=int),
+        cands.latency.take(subset),
+        None if cands.accuracy is None else cands.accuracy.take(subset),
+    )
+    sub_refit = _refit(basis, usable[subset], "auto", method_scales, used)
+    sub_rows = {int(usable[r]): k for k, r in enumerate(subset)}
+    choice = _search(sub, goals, sub_refit, truth, usable[subset], shots, sub_rows,
+                     max_measurements, confidence)  # fmt: skip
+    if choice.index is not None:
+        return int(usable[subset[choice.index]]), False
+    fallback = _search(cands, goals, refit, truth, usable, shots, row_of,
+                       max_measurements, confidence)  # fmt: skip
+    return (None if fallback.index is None else int(usable[fallback.index])), True
+
+
 def _measure(truth: np.ndarray, usable: np.ndarray) -> Callable[[int], float]:
     """A measurement of candidate k: its true latency, looked up."""
     return lambda k: float(truth[usable[k]])
@@ -216,7 +328,7 @@ def _score(
 def _mean(rows: list[dict[str, float]]) -> dict[str, float]:
     """Means over the rows that have each key (regret and violations: answered queries)."""
     out = {}
-    for k in KEYS:
+    for k in (*KEYS, *(NEURAL_KEYS if any("fallback_rate" in r for r in rows) else ())):
         values = [r[k] for r in rows if k in r and np.isfinite(r[k])]
         out[k] = float(np.mean(values)) if values else float("nan")
     return out

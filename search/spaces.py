@@ -58,6 +58,21 @@ class SearchSpace(ABC):
         """
         return np.zeros(len(encodings), dtype=bool)
 
+    def choices(self) -> list[int]:
+        """How many options each architecture decision has (empty: no decisions known).
+
+        A design is one option per decision; the learned optimizer has one head per decision.
+        """
+        return []
+
+    def decisions(self, encodings: Sequence[str]) -> np.ndarray:
+        """The option chosen at each decision, per design (designs x decisions, ints)."""
+        raise NotImplementedError(f"{self.name} has no architecture decisions defined")
+
+    def from_decisions(self, options: Sequence[int]) -> str:
+        """The encoding of one option per decision (the inverse of :meth:`decisions`)."""
+        raise NotImplementedError(f"{self.name} has no architecture decisions defined")
+
     def features(self, encodings: Sequence[str]) -> np.ndarray:
         """Cost features of each design (rows), additive in the work a device does.
 
@@ -118,6 +133,18 @@ class NB201(SearchSpace):
     def sample(self, rng: np.random.Generator, n: int) -> list[str]:
         picks = rng.integers(0, len(self.OPS), size=(n, 6))
         return [self.from_ops(self.OPS[i] for i in row) for row in picks]
+
+    def choices(self) -> list[int]:
+        return [len(self.OPS)] * 6
+
+    def decisions(self, encodings: Sequence[str]) -> np.ndarray:
+        index = {op: i for i, op in enumerate(self.OPS)}
+        return np.array([[index[o] for o in self.ops(e)] for e in encodings], dtype=int).reshape(
+            len(encodings), 6
+        )
+
+    def from_decisions(self, options: Sequence[int]) -> str:
+        return self.from_ops(self.OPS[int(i)] for i in options)
 
     def ops(self, encoding: str) -> list[str]:
         """The 6 edge ops of a (valid) encoding, in encoding order."""
@@ -229,6 +256,17 @@ class FBNet(SearchSpace):
     def sample(self, rng: np.random.Generator, n: int) -> list[str]:
         picks = rng.integers(0, len(self.BLOCKS), size=(n, self.LAYERS))
         return ["-".join(self.BLOCKS[i] for i in row) for row in picks]
+
+    def choices(self) -> list[int]:
+        return [len(self.BLOCKS)] * self.LAYERS
+
+    def decisions(self, encodings: Sequence[str]) -> np.ndarray:
+        index = {b: i for i, b in enumerate(self.BLOCKS)}
+        rows = [[index[b] for b in e.split("-")] for e in encodings]
+        return np.array(rows, dtype=int).reshape(len(encodings), self.LAYERS)
+
+    def from_decisions(self, options: Sequence[int]) -> str:
+        return "-".join(self.BLOCKS[int(i)] for i in options)
 
     def layers(self) -> list[tuple[int, int, int, int, int]]:
         """(stage, in channels, out channels, stride, output size) of each searchable layer."""
