@@ -20,12 +20,14 @@ from app.errors import ERROR_RESPONSES, ApiError, install_error_handlers
 from app.jobs import JobRunner, mark_stale_jobs
 from app.limits import BodySizeLimit
 from app.models import Device
+from app.observability import RequestContext, setup_logging
 from app.routers import (
     dashboard,
     devices,
     jobs,
     keys,
     measurements,
+    metrics,
     optimize,
     predictors,
     tasks,
@@ -41,6 +43,7 @@ def _first_line(exc: Exception) -> str:
 def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the service; refuses to start when the database schema is behind."""
     settings = settings or get_settings()
+    setup_logging(settings.log_format)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -66,9 +69,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     install_error_handlers(app)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes)
+    app.add_middleware(RequestContext)  # added last: the outermost, it sees every answer
     for module in (devices, measurements, jobs, predictors, tasks, optimize, dashboard):
         app.include_router(module.router)
     app.include_router(keys.router)
+    app.include_router(metrics.router)
 
     @app.get(
         "/health",

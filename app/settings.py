@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -49,6 +49,10 @@ class Settings(BaseSettings):
         default=f"sqlite:///{DEFAULT_HOME / 'optuna.db'}",
         description="Optuna RDB storage shared by search workers; its own database or schema "
         "(Optuna keeps its own alembic_version table)",
+    )
+    log_format: Literal["json", "text"] = Field(
+        default="json",
+        description="Service logs: one JSON object per line, or plain text lines",
     )
     suite_results_dir: Path = Field(
         default=Path("benchmarks/results/reference"),

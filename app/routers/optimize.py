@@ -22,6 +22,7 @@ from app.deps import (
 from app.domain_errors import Conflict, NotFound
 from app.errors import ERROR_RESPONSES, ONNX_FILE
 from app.models import Optimization
+from app.observability import count_predictions
 from app.optimize_schemas import (
     OptimizationSummary,
     OptimizeAnswer,
@@ -79,6 +80,7 @@ def optimize_design(
         return JSONResponse(job.model_dump(mode="json"), status_code=202)
     record = optimize(session, settings.artifacts_dir, body, settings.optuna_storage)
     commit(session)
+    count_predictions("/optimize", int(record.result.get("candidates", 0)))
     return OptimizeAnswer.model_validate(optimization_view(record))
 
 

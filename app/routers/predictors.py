@@ -21,6 +21,7 @@ from app.deps import (
 )
 from app.errors import ERROR_RESPONSES, ApiError
 from app.models import Job, Predictor
+from app.observability import count_predictions
 from app.predictor_service import predict_designs
 from app.queries import find_device, get_job
 from app.schemas import (
@@ -94,6 +95,8 @@ def predict(body: PredictRequest, factory: FactoryDep, settings: SettingsDep) ->
         raise ApiError(422, str(exc)) from None
     with factory() as session:
         device = find_device(session, body.device)
-        return predict_designs(
+        answer = predict_designs(
             session, settings.artifacts_dir, device, body.space, policy, body.designs
         )
+    count_predictions("/predict", len(answer["designs"]))
+    return answer
