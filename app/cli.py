@@ -11,6 +11,7 @@ import typer
 from rich.table import Table
 from sqlalchemy import func, select
 
+import app.learned_service
 import app.measure_service
 import app.optimize_service
 import app.predictor_service
@@ -50,6 +51,10 @@ cli.add_typer(eval_cli, name="eval")
 cli.add_typer(keys_cli, name="keys")
 predictors_cli = typer.Typer(help="Latency, energy and accuracy predictors.", no_args_is_help=True)
 cli.add_typer(predictors_cli, name="predictors")
+optimizer_cli = typer.Typer(
+    help="The learned optimizer: device features plus goals to a design.", no_args_is_help=True
+)
+cli.add_typer(optimizer_cli, name="optimizer")
 
 
 def _ready_factory():  # type: ignore[no-untyped-def]
@@ -234,7 +239,14 @@ def optimize_cmd(
     objective: Annotated[
         str, typer.Option(help="accuracy, latency, energy, weighted")
     ] = "accuracy",
-    method: Annotated[str, typer.Option(help="proxy, search or auto")] = "auto",
+    method: Annotated[
+        str,
+        typer.Option(
+            help="proxy, search, neural (the learned optimizer, checked by the predictors; "
+            "search answers when its proposals miss) or auto (neural where a learned "
+            "optimizer exists, else proxy-or-transfer search)"
+        ),
+    ] = "auto",
     dataset: Annotated[str, typer.Option()] = "cifar10",
     policy: Annotated[list[str] | None, typer.Option(help="policies to consider")] = None,
     confidence: Annotated[float, typer.Option(help="P(goals met) asked for")] = 0.9,
@@ -485,6 +497,62 @@ def predictors_list(space: Annotated[str | None, typer.Option()] = None) -> None
             share(q.get("within_10pct")),
             share(q.get("within_10pct_reliable")),
             f"{q.get('coverage', float('nan')):.3f}",
+        )
+    console.print(table)
+
+
+@optimizer_cli.command("train")
+def optimizer_train(
+    space: Annotated[str, typer.Option(help="nb201 (or fbnet, where accuracy exists)")] = "nb201",
+    dataset: Annotated[str, typer.Option(help="the accuracy it maximises")] = "cifar10",
+    synthetic: Annotated[int, typer.Option(help="synthetic devices to learn from")] = 4000,
+    epochs: Annotated[int, typer.Option()] = 40,
+    seed: Annotated[int, typer.Option()] = 0,
+) -> None:
+    """Train the learned optimizer on the registry's devices and synthetic ones (a job)."""
+    from app.learned_service import TrainOptimizerParams, check_trainable
+
+    with clear_errors():
+        params = TrainOptimizerParams(
+            space=space, dataset=dataset, synthetic=synthetic, epochs=epochs, seed=seed
+        )
+        check_trainable(params)
+        job = _run_job("train-optimizer", params.model_dump())
+    result = job.result or {}
+    console.print(
+        f"learned optimizer {result.get('optimizer_id')} ({space}, {dataset}) version "
+        f"{result.get('version')}: {result.get('artifact')}"
+    )
+
+
+@optimizer_cli.command("list")
+def optimizer_list() -> None:
+    """Trained learned optimizers with their figures (newest first)."""
+    from app.models import LearnedOptimizer
+
+    with clear_errors():
+        factory = _ready_factory()
+        with factory() as s:
+            rows = s.scalars(select(LearnedOptimizer).order_by(LearnedOptimizer.id.desc())).all()
+    table = Table(
+        "id", "space", "dataset", "v", "real devices", "synthetic", "realism distance",
+        "unseen regret", "unseen hit rate", "train s",
+    )  # fmt: skip
+    for r in rows:
+        q = r.quality
+        unseen = q.get("unseen_synthetic") or {}
+        realism = q.get("realism") or {}
+        table.add_row(
+            str(r.id),
+            r.space,
+            r.dataset,
+            str(r.version),
+            str(len(r.devices)),
+            str(q.get("synthetic_devices", 0)),
+            f"{realism.get('distance_synthetic', float('nan')):.3f}",
+            f"{unseen.get('regret', float('nan')):.3f}",
+            f"{unseen.get('hit_rate', float('nan')):.3f}",
+            f"{q.get('train_seconds', float('nan')):.0f}",
         )
     console.print(table)
 

@@ -26,6 +26,7 @@ from app.routers import (
     devices,
     jobs,
     keys,
+    learned,
     measurements,
     metrics,
     optimize,
@@ -70,7 +71,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes)
     app.add_middleware(RequestContext)  # added last: the outermost, it sees every answer
-    for module in (devices, measurements, jobs, predictors, tasks, optimize, dashboard):
+    for module in (devices, measurements, jobs, predictors, tasks, learned, optimize, dashboard):
         app.include_router(module.router)
     app.include_router(keys.router)
     app.include_router(metrics.router)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 
 class Estimate(BaseModel):
@@ -120,3 +120,43 @@ class VerificationView(BaseModel):
     within_interval: bool | None = None
     error_pct: float | None = None
     meets_budget: bool | None = None
+
+
+class LearnedOptimizerView(BaseModel):
+    """A trained learned optimizer: what it is for, what it learned from, its figures
+    (training, synthetic devices' realism, proposals on unseen synthetic devices)."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    space: str
+    dataset: str
+    version: int
+    artifact: str
+    devices: list[str]
+    quality: dict[str, Any]
+    job_id: int | None
+    created_at: datetime
+
+
+class FrontPoint(BaseModel):
+    """The best design at one latency budget, or none (nothing met the goals)."""
+
+    max_latency_ms: float
+    feasible: bool
+    answered_by: Literal["neural", "search"]
+    design: CandidateView | None
+
+
+class FrontAnswer(BaseModel):
+    """The accuracy-latency front of a device: one answer per budget, in one call."""
+
+    device: str
+    space: str
+    dataset: str
+    method: str
+    confidence: float
+    elapsed_s: float
+    points: list[FrontPoint]
+    answered_by: dict[str, dict[str, Any]]
+    notes: list[str]

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +35,7 @@ from app.predictor_service import (
 )
 from app.queries import find_device
 from app.reference_import import REFERENCE_SOURCE
-from app.schemas import OptimizeRequest
+from app.schemas import FrontRequest, OptimizeRequest
 from app.task_service import queue_tasks
 from devices.profile import canonical_policy
 from predictors.transfer import TransferModel
@@ -314,26 +314,71 @@ def optimize(
 ) -> Optimization:
     """Answer an optimization request from predictions and store it (the caller commits)."""
     started = time.perf_counter()
-    if req.method == "neural":
-        raise InvalidInput(
-            "method 'neural' needs the learned optimizer, which is not built yet; "
-            "use proxy, search or auto"
-        )
     if req.max_measurements:
         raise InvalidInput("a request with max_measurements runs as a job (refine_job)")
     resolved = resolve(session, req)
     designs, study_note = _designs_for(session, artifacts_dir, req, storage)
-    predicted = predict_candidates(session, artifacts_dir, req, resolved, designs)
+    learned = _learned_choice(session, artifacts_dir, req, resolved, designs)
+    if learned is not None and learned[1].index is not None:
+        predicted, choice = learned
+    else:
+        predicted = predict_candidates(session, artifacts_dir, req, resolved, designs)
+        choice = _choose(predicted, req)
+        if learned is not None:
+            tried = learned[0].answered["optimizer"]
+            predicted.answered["optimizer"] = {
+                "method": "search",
+                "decision": f"none of the learned optimizer's {tried['proposals']} proposals "
+                f"met the goals with probability >= {req.confidence:.2f}; search over every "
+                "design answered",
+                "learned": tried,
+            }
+        else:
+            predicted.answered["optimizer"] = {"method": "search"}
     if study_note:
         predicted.notes.append(study_note)
-    try:
-        choice = choose(predicted.candidates, goals_of(req), req.confidence, req.alternatives)
-    except ValueError as exc:
-        raise NoModel(str(exc)) from None
     record = _record(req, resolved, answer_json(predicted, choice), time.perf_counter() - started)
     session.add(record)
     session.flush()
     return record
+
+
+def _choose(predicted: Predicted, req: OptimizeRequest) -> Choice:
+    try:
+        return choose(predicted.candidates, goals_of(req), req.confidence, req.alternatives)
+    except ValueError as exc:
+        raise NoModel(str(exc)) from None
+
+
+def _learned_choice(
+    session: Session,
+    artifacts_dir: Path,
+    req: OptimizeRequest,
+    resolved: Resolved,
+    designs: list[str],
+) -> tuple[Predicted, Choice] | None:
+    """The learned optimizer's checked answer (``neural``; ``auto`` where one exists).
+
+    None when it does not take part (another method, a study, or ``auto`` without a learned
+    optimizer); otherwise the proposals' predictions and the choice among them, which has
+    no index when none of them met the goals (the caller's search then answers).
+    """
+    from app.learned_service import proposals
+
+    if req.method not in ("neural", "auto") or req.study is not None:
+        return None
+    got = proposals(
+        session, artifacts_dir, req.space, req.dataset, resolved.device,
+        resolved.shots if resolved.shots is None or resolved.shot_policy == "fp32" else [],
+        designs, [goals_of(req)], required=req.method == "neural",
+    )  # fmt: skip
+    if got is None:
+        return None
+    rows, info = got
+    subset = [designs[int(r)] for r in rows[0]]
+    predicted = predict_candidates(session, artifacts_dir, req, resolved, subset)
+    predicted.answered["optimizer"] = info
+    return predicted, _choose(predicted, req)
 
 
 def optimization_view(record: Optimization) -> dict[str, Any]:
@@ -583,7 +628,9 @@ def refine_job(
 ) -> tuple[str, dict[str, Any]]:
     """Check that the device can measure; the measure-and-refine job to submit."""
     if req.method == "neural":
-        raise InvalidInput("method 'neural' needs the learned optimizer, which is not built yet")
+        raise InvalidInput(
+            "method 'neural' answers from predictions; with max_measurements use search or auto"
+        )
     if req.study is not None:
         raise InvalidInput("a study and max_measurements cannot be combined")
     resolved = resolve(session, req)
@@ -761,3 +808,103 @@ def run_study(
             study, req.space, policies, evaluate_one, req.study.trials, req.confidence, "api"
         )
     return [r.design for r in results(study)]
+
+
+def front(session: Session, artifacts_dir: Path, req: FrontRequest) -> dict[str, Any]:
+    """The best design at each of the request's budgets (a ``FrontAnswer``), in one call.
+
+    With the learned optimizer (``neural``, or ``auto`` where one exists) one forward pass
+    proposes designs for every budget, their union is predicted once, and each budget
+    chooses among its own proposals; a budget none of them meets is answered by search
+    over every design (predicted once, on first need).
+    """
+    from app.learned_service import proposals
+
+    started = time.perf_counter()
+    resolved = resolve(session, req)
+    designs = candidate_designs(session, req.space)
+    goals = [replace(goals_of(req), max_latency_ms=float(b)) for b in req.budgets_ms]
+    shots = resolved.shots if resolved.shots is None or resolved.shot_policy == "fp32" else []
+    got = None
+    if req.method in ("neural", "auto"):
+        got = proposals(
+            session, artifacts_dir, req.space, req.dataset, resolved.device, shots, designs,
+            goals, required=req.method == "neural",
+        )  # fmt: skip
+    full: list[Predicted] = []
+
+    def searched(goal: Goals) -> tuple[Predicted, Candidates, Choice]:
+        if not full:
+            full.append(predict_candidates(session, artifacts_dir, req, resolved, designs))
+        cands = full[0].candidates
+        return full[0], cands, _safe_choose(cands, goal, req.confidence)
+
+    points: list[dict[str, Any]] = []
+    answered: dict[str, Any] = {}
+    notes: list[str] = []
+    union: list[int] = []
+    if got is not None:
+        rows, info = got
+        union = sorted({int(r) for block in rows for r in block})
+        sub = predict_candidates(session, artifacts_dir, req, resolved, [designs[r] for r in union])
+        position = {r: k for k, r in enumerate(union)}
+        answered |= sub.answered | {"optimizer": info}
+        notes += sub.notes
+    for k, goal in enumerate(goals):
+        by = "search"
+        if got is not None:
+            mine = np.array([position[int(r)] for r in got[0][k]], dtype=int)
+            idx = np.flatnonzero(np.isin(sub.candidates.design, mine))
+            cands = sub.candidates.take(idx)
+            choice = _safe_choose(cands, goal, req.confidence)
+            predicted, by = sub, "neural"
+        if got is None or choice.index is None:
+            predicted, cands, choice = searched(goal)
+            by = "search"
+        points.append(
+            {
+                "max_latency_ms": goal.max_latency_ms,
+                "feasible": choice.index is not None,
+                "answered_by": by,
+                "design": None
+                if choice.index is None
+                else _point_view(predicted, cands, choice, choice.index),
+            }
+        )
+    if full:
+        answered = full[0].answered | answered
+        notes += [n for n in full[0].notes if n not in notes]
+    searched_count = sum(p["answered_by"] == "search" for p in points)
+    if got is not None and searched_count:
+        notes.append(f"{searched_count} of {len(points)} budgets answered by search: none of "
+                     "the learned optimizer's proposals met them")  # fmt: skip
+    return {
+        "device": resolved.name,
+        "space": req.space,
+        "dataset": req.dataset,
+        "method": req.method,
+        "confidence": req.confidence,
+        "elapsed_s": time.perf_counter() - started,
+        "points": points,
+        "answered_by": answered,
+        "notes": notes,
+    }
+
+
+def _safe_choose(candidates: Candidates, goals: Goals, confidence: float) -> Choice:
+    try:
+        return choose(candidates, goals, confidence, 0, 0)
+    except ValueError as exc:
+        raise NoModel(str(exc)) from None
+
+
+def _point_view(predicted: Predicted, cands: Candidates, choice: Choice, i: int) -> dict[str, Any]:
+    return {
+        "arch": predicted.designs[int(cands.design[i])],
+        "policy": predicted.policies[int(cands.policy[i])],
+        "accuracy": cands.accuracy.at(i) if cands.accuracy is not None else None,
+        "latency_ms": cands.latency.at(i),
+        "energy_mj": cands.energy.at(i) if cands.energy is not None else None,
+        "probabilities": {k: float(v[i]) for k, v in choice.probabilities.items()},
+        "measured_latency_ms": None,
+    }

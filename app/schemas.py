@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any, Generic, Literal, TypeVar
+from typing import Annotated, Any, Generic, Literal, Self, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -442,11 +442,27 @@ class OptimizeRequest(BaseModel):
     study: StudySpec | None = None
 
     @model_validator(mode="after")
-    def _one_device(self) -> OptimizeRequest:
+    def _one_device(self) -> Self:
         if (self.profile is None) == (self.device is None):
             raise ValueError("give exactly one of device (registered) or profile (inline)")
         if self.max_measurements and self.profile is not None:
             raise ValueError("max_measurements needs a registered device that can measure")
         if self.max_measurements and 0 < self.max_measurements < 6:
             raise ValueError("max_measurements is 0 or at least 6 (3 shots to adapt, 3 checks)")
+        return self
+
+
+class FrontRequest(OptimizeRequest):
+    """An accuracy-latency front: the request's goals at each of ``budgets_ms`` in turn."""
+
+    budgets_ms: list[MeasuredValue] = Field(
+        min_length=1, max_length=50, description="latency budgets (ms), one answer each"
+    )
+
+    @model_validator(mode="after")
+    def _a_front(self) -> FrontRequest:
+        if self.goals.max_latency_ms is not None:
+            raise ValueError("a front takes its latency budgets from budgets_ms, not goals")
+        if self.max_measurements or self.study is not None:
+            raise ValueError("a front answers from predictions: no max_measurements or study")
         return self

@@ -89,6 +89,17 @@ class Candidates:
     def with_latency(self, latency: Estimates) -> Candidates:
         return replace(self, latency=latency)
 
+    def take(self, rows: np.ndarray) -> Candidates:
+        """The candidates at ``rows`` (in that order)."""
+        rows = np.asarray(rows, dtype=int)
+        return Candidates(
+            self.design[rows],
+            self.policy[rows],
+            self.latency.take(rows),
+            None if self.accuracy is None else self.accuracy.take(rows),
+            None if self.energy is None else self.energy.take(rows),
+        )
+
 
 @dataclass(frozen=True)
 class Choice:
