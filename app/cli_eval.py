@@ -239,9 +239,12 @@ def eval_optimize(
     if method == "neural":
         m = result["mean"]
         console.print(
-            f"neural vs search: accuracy gap {m['gap_to_search']:.3f} points, search answered "
-            f"{m['fallback_rate']:.1%} of queries, {1000 * m['seconds_per_query']:.1f} ms vs "
-            f"{1000 * m['search_seconds_per_query']:.1f} ms per answer (means)"
+            f"neural vs search: accuracy gap {m['gap_to_search']:.3f} points; violations "
+            f"{m['violation_rate']:.1%} vs {m['search_violation_rate']:.1%}; search answered "
+            f"{m['fallback_rate']:.1%} of queries; median "
+            f"{1000 * m['median_seconds_per_query']:.1f} ms vs "
+            f"{1000 * m['search_median_seconds_per_query']:.1f} ms per answer; a 20-budget "
+            f"front {1000 * m['front_seconds']:.1f} ms"
         )
     if json_out:
         json_out.write_text(json.dumps(result, indent=2))

@@ -819,6 +819,7 @@ def front(session: Session, artifacts_dir: Path, req: FrontRequest) -> dict[str,
     over every design (predicted once, on first need).
     """
     from app.learned_service import proposals
+    from search.learned import front as learned_front
 
     started = time.perf_counter()
     resolved = resolve(session, req)
@@ -842,23 +843,21 @@ def front(session: Session, artifacts_dir: Path, req: FrontRequest) -> dict[str,
     points: list[dict[str, Any]] = []
     answered: dict[str, Any] = {}
     notes: list[str] = []
-    union: list[int] = []
+    learned: list[tuple[Choice, np.ndarray]] = []
     if got is not None:
         rows, info = got
         union = sorted({int(r) for block in rows for r in block})
         sub = predict_candidates(session, artifacts_dir, req, resolved, [designs[r] for r in union])
         position = {r: k for k, r in enumerate(union)}
+        local = [np.array([position[int(r)] for r in block], dtype=int) for block in rows]
+        learned = learned_front(local, sub.candidates, goals, req.confidence)
         answered |= sub.answered | {"optimizer": info}
         notes += sub.notes
     for k, goal in enumerate(goals):
-        by = "search"
-        if got is not None:
-            mine = np.array([position[int(r)] for r in got[0][k]], dtype=int)
-            idx = np.flatnonzero(np.isin(sub.candidates.design, mine))
-            cands = sub.candidates.take(idx)
-            choice = _safe_choose(cands, goal, req.confidence)
-            predicted, by = sub, "neural"
-        if got is None or choice.index is None:
+        if learned and learned[k][0].index is not None:
+            choice, taken = learned[k]
+            predicted, cands, by = sub, sub.candidates.take(taken), "neural"
+        else:
             predicted, cands, choice = searched(goal)
             by = "search"
         points.append(

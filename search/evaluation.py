@@ -105,6 +105,7 @@ def evaluate_optimize(
     proxy_scale = calibrated_proxy_scale(basis, n_shots)
     chooser = TransferModel(basis, interval_scale=scale)
     devices, baseline, methods_used = {}, {}, {}
+    timings: dict[str, list[float]] = {"neural": [], "search": []}
     total, done = len(test) * len(budgets) * seeds, 0
     for name in test:
         truth = table.column(name)
@@ -174,11 +175,30 @@ def evaluate_optimize(
                 if progress:
                     progress(done, total)
         devices[name] = _mean(rows)
+        if method == "neural":
+            assert learned is not None and options is not None
+            devices[name]["front_seconds"] = _front_seconds(
+                learned,
+                options,
+                basis,
+                truth,
+                accuracy,
+                usable,
+                neural_prints,
+                (scale, proxy_scale),
+            )
+            timings["neural"] += [r["seconds_per_query"] for r in rows]
+            timings["search"] += [r["search_seconds_per_query"] for r in rows]
         baseline[name] = _mean(base_rows)
         methods_used[name] = used
+    mean = _mean(list(devices.values()))
+    if method == "neural":
+        mean["median_seconds_per_query"] = float(np.median(timings["neural"]))
+        mean["search_median_seconds_per_query"] = float(np.median(timings["search"]))
+        mean["front_seconds"] = float(np.median([d["front_seconds"] for d in devices.values()]))
     return {
         "devices": devices,
-        "mean": _mean(list(devices.values())),
+        "mean": mean,
         "baseline": {"devices": baseline, "mean": _mean(list(baseline.values()))},
         "answered_by": methods_used,
         "setup": {
@@ -300,6 +320,44 @@ def _neural(
     fallback = _search(cands, goals, refit, truth, usable, shots, row_of,
                        max_measurements, confidence)  # fmt: skip
     return (None if fallback.index is None else int(usable[fallback.index])), True
+
+
+FRONT = np.linspace(5, 95, 20)  # budgets of a timed front (percentiles of true latency)
+
+
+def _front_seconds(
+    learned: LearnedOptimizer,
+    options: np.ndarray,
+    basis: TransferBasis,
+    truth: np.ndarray,
+    accuracy: np.ndarray,
+    usable: np.ndarray,
+    fingerprint_rows: np.ndarray,
+    scales: tuple[float, float],
+) -> float:
+    """Seconds for a 20-budget front from the fingerprint, as ``POST /optimize/front`` runs
+    it: one forward pass, the proposals' union predicted once, a choice per budget."""
+    from search.learned import front
+
+    goals = [Goals(max_latency_ms=float(np.percentile(truth[usable], p))) for p in FRONT]
+    started = time.perf_counter()
+    proposed = learned.propose_front(truth[fingerprint_rows], goals, options[usable])
+    union = np.unique(np.concatenate(proposed))
+    got = answer(
+        basis, fingerprint_rows, truth[fingerprint_rows], usable[union],
+        interval_scale=scales[0], proxy_scale=scales[1],
+    )  # fmt: skip
+    assert got.estimates is not None
+    position = np.full(len(usable), -1)
+    position[union] = np.arange(len(union))
+    cands = Candidates(
+        np.arange(len(union)),
+        np.zeros(len(union), dtype=int),
+        Estimates(*got.estimates),
+        Estimates.exact(accuracy[usable[union]]),
+    )
+    front([position[p] for p in proposed], cands, goals, 0.9)
+    return time.perf_counter() - started
 
 
 def _measure(truth: np.ndarray, usable: np.ndarray) -> Callable[[int], float]:

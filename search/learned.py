@@ -17,9 +17,9 @@ heads learn the region the optimum lies in, not one design.
 **Decoding never trusts the network alone.** :meth:`LearnedOptimizer.propose` ranks the
 candidate designs by the heads' joint log-probability at the goal and at ``TIGHTEN``-ed
 budgets (a prediction's interval pushes the served choice below the budget), and
-:func:`decide` checks the proposals with the predictors at the requested confidence
-(``choose``) and answers the best that holds. When none does, the caller falls back to
-search over every design and says so.
+:func:`front` (and the service, for one goal) checks the proposals with the predictors
+at the requested confidence (``choose``) and answers the best that holds. When none
+does, the caller falls back to search over every design and says so.
 """
 
 from __future__ import annotations
@@ -236,29 +236,25 @@ def sidecar(path: Path) -> Path:
     return path.with_suffix(path.suffix + ".json")
 
 
-@dataclass(frozen=True)
-class Decision:
-    """The learned optimizer's answer once checked: ``choice.index`` is None when no
-    proposal met the goals at the confidence (the caller then falls back to search)."""
-
-    rows: np.ndarray  # the proposals checked (rows of the caller's designs)
-    choice: Choice  # over the checked candidates (indices into ``check(rows)``)
-    candidates: Candidates
-    seconds: float
-
-
-def decide(
-    rows: np.ndarray,
-    check: Callable[[np.ndarray], Candidates],
-    goals: Goals,
+def front(
+    proposed: Sequence[np.ndarray],
+    candidates: Candidates,
+    goals: Sequence[Goals],
     confidence: float,
-    alternatives: int = 3,
-) -> Decision:
-    """Check the proposals with the predictors and choose among them as search would."""
-    started = time.perf_counter()
-    candidates = check(rows)
-    choice = choose(candidates, goals, confidence, alternatives)
-    return Decision(rows, choice, candidates, time.perf_counter() - started)
+) -> list[tuple[Choice, np.ndarray]]:
+    """One choice per goal, each among its own proposals, with the candidates it chose from.
+
+    ``candidates`` are the union of every goal's proposals, predicted once (a candidate's
+    ``design`` is its proposal's row of the caller's designs). Each goal's choice indexes
+    its own candidates (``candidates.take(rows)``, ``rows`` returned beside it); it has no
+    index when none of its proposals met the goal at the confidence, and then the caller
+    answers that goal by search.
+    """
+    out = []
+    for proposal, goal in zip(proposed, goals, strict=True):
+        rows = np.flatnonzero(np.isin(candidates.design, proposal))
+        out.append((choose(candidates.take(rows), goal, confidence, 0, 0), rows))
+    return out
 
 
 # --- training -------------------------------------------------------------------------------
