@@ -194,8 +194,7 @@ def eval_optimize(
             raise ValueError(f"--budgets must be numbers, got {budgets!r}") from None
         learned = None
         if method == "neural":
-            learned = _learned(model, table, search_space, space, accuracy_column, train_names,
-                               synthetic)  # fmt: skip
+            learned = _learned(model, table, search_space, accuracy_column, train_names, synthetic)
         with progress_bar() as bar:
             task = bar.add_task(f"optimize ({method})", total=1.0, note="")
             result = evaluate_optimize(
@@ -255,36 +254,25 @@ def _learned(
     model: Path | None,
     table: LatencyTable,
     search_space: SearchSpace,
-    space: str,
     accuracy_column: str,
     train: list[str],
     synthetic: int,
 ):
     """The learned optimizer to evaluate: the given artifact, or one trained on ``train``."""
-    import numpy as np
-
-    from devices.fingerprint import fingerprint
-    from search.learned import LearnedOptimizer, fit_learned, new_spec
+    from search.learned import LearnedOptimizer, fit_on_table
 
     if model is not None:
         if not model.is_file():
             raise ValueError(f"no learned optimizer artifact at {model}")
         return LearnedOptimizer.load(model)
-    accuracy = table.columns[accuracy_column]
-    position = {e: i for i, e in enumerate(table.encodings)}
-    prints = fingerprint(space)
-    missing = [e for e in prints if e not in position]
-    if missing:
-        raise ValueError(f"the fingerprint design {missing[0]} is not a row of --archs")
     with progress_bar() as bar:
         task = bar.add_task("learned optimizer (training)", total=1.0, note="")
-        return fit_learned(
-            np.stack([table.column(d) for d in train], axis=1),
+        return fit_on_table(
+            table,
+            table.columns[accuracy_column],
+            search_space,
+            accuracy_column.removeprefix("acc_"),
             train,
-            accuracy,
-            search_space.decisions(table.encodings),
-            np.array([position[e] for e in prints], dtype=int),
-            new_spec(search_space, accuracy_column.removeprefix("acc_"), prints, accuracy),
             synthetic=synthetic,
             progress=lambda f, note: bar.update(task, completed=f, note=note),
         )

@@ -33,6 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
+from predictors.tables import LatencyTable
 from search.optimize import Candidates, Choice, Goals, choose
 from search.spaces import SearchSpace
 from search.synthetic import one_hot
@@ -491,3 +492,35 @@ def proposal_quality(
         "regret": float(np.mean(regrets)) if regrets else float("nan"),
         "hit_rate": float(np.mean(hits)) if hits else float("nan"),
     }
+
+
+def fit_on_table(
+    table: LatencyTable,
+    accuracy: np.ndarray,
+    space: SearchSpace,
+    dataset: str,
+    train: Sequence[str],
+    synthetic: int = SYNTHETIC,
+    seed: int = 0,
+    progress: Callable[[float, str], None] | None = None,
+) -> LearnedOptimizer:
+    """The learned optimizer of ``edgeopt eval optimize --method neural``: trained on the
+    table's ``train`` columns (and synthetic devices drawn from them), never on the rest."""
+    from devices.fingerprint import fingerprint
+
+    position = {e: i for i, e in enumerate(table.encodings)}
+    prints = fingerprint(space.name)
+    missing = [e for e in prints if e not in position]
+    if missing:
+        raise ValueError(f"the fingerprint design {missing[0]} is not a row of the table")
+    return fit_learned(
+        np.stack([table.column(d) for d in train], axis=1),
+        list(train),
+        accuracy,
+        space.decisions(table.encodings),
+        np.array([position[e] for e in prints], dtype=int),
+        new_spec(space, dataset, prints, accuracy),
+        synthetic=synthetic,
+        seed=seed,
+        progress=progress,
+    )

@@ -9,6 +9,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from app.settings import Settings
+from devices.fingerprint import fingerprint
+from devices.reference import ReferenceTable
 from search.learned import LearnedOptimizer
 from tests.conftest import wait_for_job
 
@@ -26,7 +28,7 @@ def learned(writer: TestClient, trained: dict[str, np.ndarray]) -> dict[str, np.
 
 
 def test_training_lists_the_optimizer_with_its_figures(
-    writer: TestClient, learned: dict, settings: Settings
+    writer: TestClient, learned: dict, settings: Settings, nb201: ReferenceTable
 ) -> None:
     page = writer.get("/optimizers").json()
     assert page["total"] == 1
@@ -42,6 +44,26 @@ def test_training_lists_the_optimizer_with_its_figures(
     assert writer.get(f"/optimizers/{row['id']}").json()["version"] == 1
     neural_answers_within_the_goals(writer, learned)
     a_goal_no_proposal_meets_falls_back_to_search_and_says_so(writer)
+    a_new_device_described_inline_is_answered_from_its_fingerprint(writer, nb201)
+
+
+def a_new_device_described_inline_is_answered_from_its_fingerprint(
+    writer: TestClient, nb201: ReferenceTable
+) -> None:
+    column = [d.column for d in nb201.devices].index("pixel2")  # not in the registry
+    row = {e: i for i, e in enumerate(nb201.encodings)}
+    latency = nb201.latency_ms[:, column]
+    shots = [{"arch": e, "latency_ms": float(latency[row[e]])} for e in fingerprint("nb201")]
+    budget = float(np.median(latency))
+    r = writer.post(
+        "/optimize",
+        json={"profile": {"name": "new-phone", "measurements": shots}, "method": "neural",
+              "goals": {"max_latency_ms": budget}},
+    )  # fmt: skip
+    assert r.status_code == 201, r.text
+    optimizer = r.json()["answered_by"]["optimizer"]
+    learned = optimizer if optimizer["method"] == "neural" else optimizer["learned"]
+    assert learned["features"] == "measured"  # its own fingerprint, not a prediction
 
 
 def neural_answers_within_the_goals(writer: TestClient, learned: dict) -> None:
