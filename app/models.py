@@ -215,8 +215,9 @@ TASK_STATUSES = ("queued", "leased", "done", "failed")
 class MeasurementTask(Base):
     """One design to measure on one device, handed to that device's agent under a lease.
 
-    A lease that expires (the agent vanished) makes the task available again; a result for a
-    task already done is acknowledged without storing it twice.
+    A lease that expires (the agent vanished) makes the task available again; the first
+    result accepted is the task's, and its agent posting it again is acknowledged without
+    storing it twice.
     """
 
     __tablename__ = "measurement_tasks"

@@ -4,6 +4,12 @@ Every path that stores a measurement (a bulk upload, the reference import, the h
 agent's result) registers its architectures with :func:`architecture_ids` and writes its
 values with :func:`upsert_measurements`, so the rules (one row per device x design x metric,
 a repeat replaces or is refused, never stored twice) hold the same way everywhere.
+
+They hold under concurrent writers too. A new architecture is inserted with ``ON CONFLICT
+DO NOTHING`` and then read back, so two uploads registering the same design both get its one
+row. A device's measurements are written while holding its row lock (``SELECT ... FOR NO
+KEY UPDATE`` on PostgreSQL; SQLite serialises every writer anyway), so the check for rows
+already stored and the writes that follow see no other writer in between.
 """
 
 from __future__ import annotations
@@ -12,11 +18,12 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import Insert, insert, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from app.domain_errors import Conflict
-from app.models import Architecture, Measurement
+from app.models import Architecture, Device, Measurement
 from devices.profile import Metric
 
 _CHUNK = 500  # keys per IN (...) lookup
@@ -39,11 +46,28 @@ def architecture_ids(
     missing = [d for d in wanted if d not in ids]
     if missing:
         index = ref_index or {}
+        # sorted, so concurrent writers wait on each other's new rows in one order (no deadlock)
         rows = [{"space": s, "encoding": e, "ref_index": index.get((s, e))} for s, e in missing]
+        statement = insert_new(session, Architecture, ("space", "encoding"))
         for start in range(0, len(rows), _INSERT_CHUNK):
-            session.execute(insert(Architecture), rows[start : start + _INSERT_CHUNK])
+            session.execute(statement, rows[start : start + _INSERT_CHUNK])
         ids.update(_architecture_lookup(session, missing))
     return ids
+
+
+def insert_new(session: Session, model: type[Any], keys: Sequence[str]) -> Insert:
+    """An INSERT that skips rows whose ``keys`` (a unique constraint) are stored already.
+
+    Where another transaction is inserting the same key, PostgreSQL waits for it to end and
+    then skips the row (or inserts it, if that transaction rolled back); a lookup afterwards
+    finds the one row either way.
+    """
+    dialect = session.get_bind().dialect.name
+    if dialect == "postgresql":
+        return postgresql.insert(model).on_conflict_do_nothing(index_elements=list(keys))
+    if dialect == "sqlite":
+        return sqlite.insert(model).on_conflict_do_nothing(index_elements=list(keys))
+    return insert(model)  # another database: a unique violation stays a 409
 
 
 def architecture_id(session: Session, space: str, encoding: str) -> int:
@@ -141,6 +165,7 @@ def upsert_measurements(
     keys = [r.key for r in rows]
     if len(set(keys)) != len(keys):
         raise ValueError("rows repeat a design and metric")
+    lock_device(session, device_id)
     existing = _measurement_ids(session, device_id, {k[0] for k in keys})
     clashes = [i for i, key in enumerate(keys, start=1) if key in existing]
     if clashes and not replace:
@@ -160,6 +185,15 @@ def upsert_measurements(
     for start in range(0, len(inserts), _INSERT_CHUNK):
         session.execute(insert(Measurement), inserts[start : start + _INSERT_CHUNK])
     return Upserted(inserted=len(inserts), replaced=len(updates))
+
+
+def lock_device(session: Session, device_id: int) -> None:
+    """Hold the device's row until the transaction ends: its measurements' writers queue here.
+
+    ``FOR NO KEY UPDATE`` on PostgreSQL (rows that merely reference the device, a new task
+    say, are not held up); SQLite ignores it, its writers being serialised already.
+    """
+    session.execute(select(Device.id).where(Device.id == device_id).with_for_update(key_share=True))
 
 
 def _values(row: MeasurementRow, source: str, keep_none: bool = False) -> dict[str, Any]:

@@ -3,11 +3,17 @@
 A task moves ``queued -> leased -> done``. A lease lasts ``lease_s``; when its agent
 disappears the lease expires and the next lease call hands the task out again. A result
 is accepted from the leaseholder, or from anyone once the lease has expired (the original
-agent may come back after a network outage with a valid measurement); a result for a task
-already done is acknowledged without storing anything, so an agent that re-posts after a
-crash never duplicates a measurement. The leaseholder is the agent's name together with the
-stored API key it leased with (``lease_key_id``; none for a bootstrap key), so another key
-cannot take over a lease by sending the same agent name.
+agent may come back after a network outage with a valid measurement). The first result
+accepted is the task's: the agent that posted it posting it again (it re-posts after a crash)
+is acknowledged without storing anything, any other result for it is refused (409), so no
+task's measurement is ever stored twice. The leaseholder is the agent's name together with
+the stored API key it leased with (``lease_key_id``; none for a bootstrap key), so another
+key cannot take over a lease by sending the same agent name.
+
+Both hold with many agents at once. A lease locks the tasks it hands out (``SELECT ... FOR
+UPDATE SKIP LOCKED`` on PostgreSQL: concurrent leases take different tasks and do not wait
+for each other; SQLite serialises writers), and a result is accepted by one conditional
+``UPDATE`` that only a leaseholder's result for a task not yet done passes, once.
 """
 
 from __future__ import annotations
@@ -19,7 +25,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import ColumnElement, or_, select
+from sqlalchemy import ColumnElement, and_, or_, select, update
 from sqlalchemy.orm import Session
 
 from app.domain_errors import Conflict, InvalidInput, NotFound
@@ -128,6 +134,9 @@ def lease_tasks(
         )
         .order_by(MeasurementTask.priority, MeasurementTask.id)
         .limit(limit)
+        # a task another lease is handing out is skipped, not waited for; PostgreSQL checks
+        # the conditions again on a row changed since this statement began
+        .with_for_update(skip_locked=True)
     ).all()
     for task in candidates:
         task.status, task.lease_owner, task.lease_key_id = "leased", agent, key_id
@@ -163,6 +172,24 @@ def get_task(session: Session, task_id: int) -> MeasurementTask:
     return task
 
 
+def _may_post(agent: str, key_id: int | None, now: datetime) -> ColumnElement[bool]:
+    """A result may be stored: the task is not done, was leased at least once, and its lease
+    is this agent's (same name, same key) or has ended."""
+    task = MeasurementTask
+    return or_(
+        and_(
+            task.status == "leased",
+            or_(
+                task.lease_expires_at.is_(None),
+                task.lease_expires_at <= now,
+                (task.lease_owner == agent) & _same_key(key_id),
+            ),
+        ),
+        (task.status == "queued") & (task.attempts > 0),
+        task.status == "failed",
+    )
+
+
 def accept_result(
     session: Session,
     task: MeasurementTask,
@@ -170,17 +197,23 @@ def accept_result(
     result: Timed,
     key_id: int | None = None,
 ) -> dict[str, Any]:
-    """Store an agent's measurement once; a repeat is acknowledged, not stored."""
-    if task.status == "done":
-        return {"task_id": task.id, "measurement_id": task.measurement_id, "duplicate": True}
-    expires = _aware(task.lease_expires_at)
-    if task.status == "leased" and expires and expires > _now():
-        if task.lease_owner != agent:
-            raise Conflict(f"task {task.id} is leased to another agent until {expires}")
-        if task.lease_key_id != key_id:
-            raise Conflict(f"task {task.id} was leased with another API key, until {expires}")
-    if task.status == "queued" and task.attempts == 0:
-        raise Conflict(f"task {task.id} was never leased; lease it first")
+    """Store an agent's measurement once; its repeat is acknowledged, not stored.
+
+    The task is claimed by a conditional UPDATE before anything is stored: of two results
+    posted at once, the second waits for the first's transaction, then finds the task done
+    and stores nothing.
+    """
+    now = _now()
+    claimed = session.scalar(
+        update(MeasurementTask)
+        .where(MeasurementTask.id == task.id, _may_post(agent, key_id, now))
+        .values(status="done", finished_at=now, lease_owner=agent, lease_key_id=key_id)
+        .returning(MeasurementTask.id)
+        .execution_options(synchronize_session=False)
+    )
+    session.refresh(task)  # as stored now: by this UPDATE, or by whoever won
+    if claimed is None:
+        return _refused(task, agent, key_id, now)
     row = latency_row(task.architecture_id, task.policy, result)
     upsert_measurements(session, task.device_id, [row], "agent")
     task.measurement_id = session.scalar(
@@ -191,9 +224,28 @@ def accept_result(
             Measurement.metric == Metric.LATENCY_MS.value,
         )
     )
-    task.status, task.finished_at, task.lease_owner = "done", _now(), agent
-    task.lease_key_id = key_id
     return {"task_id": task.id, "measurement_id": task.measurement_id, "duplicate": False}
+
+
+def _refused(
+    task: MeasurementTask, agent: str, key_id: int | None, now: datetime
+) -> dict[str, Any]:
+    """Why a result was not stored: its repeat is acknowledged, anything else is 409."""
+    if task.status == "done":
+        if task.lease_owner == agent and task.lease_key_id == key_id:
+            return {"task_id": task.id, "measurement_id": task.measurement_id, "duplicate": True}
+        raise Conflict(
+            f"task {task.id} already has its result (measurement {task.measurement_id}), "
+            "from another agent or API key; nothing was stored"
+        )
+    expires = _aware(task.lease_expires_at)
+    if task.status == "leased" and expires and expires > now:
+        if task.lease_owner != agent:
+            raise Conflict(f"task {task.id} is leased to another agent until {expires}")
+        raise Conflict(f"task {task.id} was leased with another API key, until {expires}")
+    if task.status == "queued" and task.attempts == 0:
+        raise Conflict(f"task {task.id} was never leased; lease it first")
+    raise Conflict(f"task {task.id} changed while its result was posted; post it again")
 
 
 def model_file(artifacts_dir: Path, space: str, design: str, policy: str) -> Path:

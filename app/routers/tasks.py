@@ -24,6 +24,7 @@ from app.errors import ERROR_RESPONSES, ONNX_FILE
 from app.keys import require_device
 from app.models import Architecture, Device, MeasurementTask
 from app.queries import get_device
+from app.repository import insert_new
 from app.schemas import (
     NAME_PATTERN,
     AgentProfile,
@@ -57,15 +58,17 @@ def register_agent_device(
     """Create or update the agent's device with its detected specs.
 
     A new device gets the NB201 fingerprint queued first (highest priority), so its first
-    measurements are the ones that say the most about it. An agent key registers only the
-    devices it was created for.
+    measurements are the ones that say the most about it; when several agents register it
+    at once, one creates it and queues that, the others find it. An agent key registers only
+    the devices it was created for.
     """
     require_device(caller, name)
     device = session.scalar(select(Device).where(Device.name == name))
-    created = device is None
-    if device is None:
-        device = Device(name=name, kind=body.kind.value)
-        session.add(device)
+    created = False
+    if device is None:  # other agents of the device may be registering it at this moment
+        new = insert_new(session, Device, ("name",)).values(name=name, kind=body.kind.value)
+        created = session.execute(new.returning(Device.id)).first() is not None
+        device = session.scalars(select(Device).where(Device.name == name)).one()
     for field, value in body.model_dump(exclude={"kind"}, exclude_none=True).items():
         setattr(device, field, value)
     device.kind = body.kind.value
@@ -138,7 +141,8 @@ def task_model(task_id: ResourceId, session: SessionDep, settings: SettingsDep) 
 def post_result(
     task_id: ResourceId, body: TaskResult, session: SessionDep, caller: AgentKey
 ) -> dict[str, Any]:
-    """Store the measurement; posting the same task again is acknowledged, never stored twice.
+    """Store the measurement once; the same agent posting it again is acknowledged (not
+    stored twice), any other result for a task already done is 409.
 
     Only the leaseholder (agent name and key) posts while the lease runs (else 409).
     """
