@@ -250,15 +250,50 @@ def _whole_space(path: str, space: str, policy: str) -> tuple[dict[str, int], Ar
     return {d: i for i, d in enumerate(designs)}, arrays
 
 
+@lru_cache(maxsize=4)
+def _cell_positions(space: str) -> dict[str, int]:
+    codec = get_space(space)
+    return {d: i for i, d in enumerate(codec.enumerate())} if isinstance(codec, NB201) else {}
+
+
+@lru_cache(maxsize=4)
+def _whole_space_features(space: str) -> tuple[np.ndarray, np.ndarray]:
+    """Cost features and degenerate flags of every enumerated cell, in enumeration order."""
+    codec = get_space(space)
+    assert isinstance(codec, NB201)  # only enumerated spaces have whole-space rows
+    cells = codec.enumerate()
+    return codec.features(cells), codec.degenerate(cells)
+
+
+def whole_space_rows(space: str, encodings: list[str]) -> np.ndarray | None:
+    """Where ``encodings`` sit among the space's enumerated cells (None: not all of them do,
+    or the space is not enumerated). Computed once per request for every model it asks."""
+    position = _cell_positions(space)
+    if not position:
+        return None
+    try:
+        return np.fromiter(map(position.__getitem__, encodings), dtype=int, count=len(encodings))
+    except KeyError:
+        return None
+
+
 def predict_model(
-    artifacts_dir: Path, predictor: Predictor, space: str, encodings: list[str]
+    artifacts_dir: Path,
+    predictor: Predictor,
+    space: str,
+    encodings: list[str],
+    rows: np.ndarray | None = None,
 ) -> Arrays:
-    """A design model's predictions; whole-space NB201 predictions are computed once per model."""
+    """A design model's predictions; whole-space NB201 predictions are computed once per model.
+
+    ``rows``: ``whole_space_rows(space, encodings)``, when the caller has it already.
+    """
     path = str(artifacts_dir / predictor.artifact)
     try:
         position, arrays = _whole_space(path, space, predictor.policy)
-        if position and all(e in position for e in encodings):
-            rows = np.fromiter((position[e] for e in encodings), dtype=int, count=len(encodings))
+        if position and rows is None:
+            rows = whole_space_rows(space, encodings)
+        if position and rows is not None:
             return arrays[0][rows], arrays[1][rows], arrays[2][rows]
         return _load(path).predict(get_space(space).encode(encodings, predictor.policy))
     except (ValueError, OSError) as exc:  # a stale or missing artifact: say which and why
@@ -385,15 +420,17 @@ def metric_basis(
             select(Device.id, Device.name).where(Device.id.in_([p.device_id for p in others]))
         ).all()
     )
+    rows = whole_space_rows(space, encodings)
     basis_ms = np.stack(
-        [predict_model(artifacts_dir, p, space, encodings)[0] for p in others], axis=1
+        [predict_model(artifacts_dir, p, space, encodings, rows)[0] for p in others], axis=1
     )
     codec = get_space(space)
+    if rows is not None:  # cells of an enumerated space: their features are computed once
+        cost, degenerate = (a[rows] for a in _whole_space_features(space))
+    else:
+        cost, degenerate = codec.features(encodings), codec.degenerate(encodings)
     return TransferBasis(
-        codec.features(encodings),
-        basis_ms,
-        [names.get(p.device_id or 0, "?") for p in others],
-        codec.degenerate(encodings),
+        cost, basis_ms, [names.get(p.device_id or 0, "?") for p in others], degenerate
     )
 
 

@@ -15,8 +15,9 @@ device's true latencies, confidence 0.9; violations are judged on the true laten
 - ``lodo``: each other reference device held out in turn, trained on all the rest; from the
   fingerprint where the device measured it, else 20 measurements.
 - ``host``: this project's ONNX Runtime tables (``benchmarks/results/<hardware id>/``),
-  fp32; trained on every reference device; 20 measurements (the tables hold no fingerprint
-  design, whose latencies are predicted from the shots).
+  fp32; trained on every reference device, the basis being those that measured every design
+  of the table; 20 measurements (the tables hold no fingerprint design, whose latencies are
+  predicted from the shots).
 
 Writes ``learned_<part>.json`` and ``learned.md`` under ``--out``.
 """
@@ -141,6 +142,8 @@ def part_host(synthetic: int) -> dict:
             [[float(mine[e][d] or "nan") if e in mine else np.nan for d in devices] for e in rows]
         )
         measured = [d for j, d in enumerate(devices) if np.isfinite(host[:, j]).sum() >= 50]
+        if not measured:  # a table of other policies only
+            continue
         host = host[:, [devices.index(d) for d in measured]]
         table = LatencyTable(
             ref.arch_ids[idx], rows, names + measured, np.c_[ref.latency_ms[idx], host], {}
@@ -150,8 +153,9 @@ def part_host(synthetic: int) -> dict:
             model = fit_on_table(table_all, accuracy_all, SPACE, "cifar10", names,
                                  synthetic=synthetic)  # fmt: skip
             trained = time.perf_counter() - started
+        basis = [n for n in names if np.isfinite(table.column(n)).all()]  # not the edge two
         result = evaluate_optimize(
-            table, accuracy_all[idx], SPACE.features(rows), names, measured, BUDGETS, 20, 5,
+            table, accuracy_all[idx], SPACE.features(rows), basis, measured, BUDGETS, 20, 5,
             "neural", learned=model, options=SPACE.decisions(rows),
             degenerate=SPACE.degenerate(rows),
         )  # fmt: skip

@@ -70,7 +70,8 @@ def main() -> None:
         body = {"kind": "import-reference", "params": {"spaces": ["nb201"]}}
         wait(client, client.post("/jobs", json=body).json()["id"])
         for name in TEST:
-            device = client.get(f"/devices/{name}").json()
+            found = client.get("/devices", params={"q": name, "limit": 100}).json()["items"]
+            device = next(d for d in found if d["name"] == f"nb201.{name}")
             assert client.delete(f"/devices/{device['id']}").status_code == 204
         setup["import_s"] = time.perf_counter() - started
         started = time.perf_counter()

@@ -10,6 +10,7 @@ import json
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Sequence
+from functools import lru_cache
 from typing import ClassVar
 
 import numpy as np
@@ -123,12 +124,9 @@ class NB201(SearchSpace):
 
     def enumerate(self) -> list[str]:
         """All 15,625 cells, first edge varying fastest (the official NAS-Bench-201 index of
-        each is the reference tables' ``arch_id``; it follows no simple order)."""
-        out = []
-        for index in range(len(self.OPS) ** 6):
-            digits = [(index // len(self.OPS) ** k) % len(self.OPS) for k in range(6)]
-            out.append(self.from_ops(self.OPS[d] for d in digits))
-        return out
+        each is the reference tables' ``arch_id``; it follows no simple order). Built once
+        per process (every ``/optimize`` asks for it), returned as a fresh list."""
+        return list(_nb201_cells())
 
     def sample(self, rng: np.random.Generator, n: int) -> list[str]:
         picks = rng.integers(0, len(self.OPS), size=(n, 6))
@@ -411,6 +409,16 @@ NB201_COLUMNS = 57  # 6 x 5 one-hot, 4 op counts, 13 cell kernels, 10 policy-dep
 
 
 SPACES: dict[str, SearchSpace] = {s.name: s for s in (NB201(), FBNet(), OFAMobileNetV3())}
+
+
+@lru_cache(maxsize=1)
+def _nb201_cells() -> tuple[str, ...]:
+    ops, space = NB201.OPS, NB201()
+    out = []
+    for index in range(len(ops) ** 6):
+        digits = [(index // len(ops) ** k) % len(ops) for k in range(6)]
+        out.append(space.from_ops(ops[d] for d in digits))
+    return tuple(out)
 
 
 def get_space(name: str) -> SearchSpace:
