@@ -318,7 +318,13 @@ def optimize(
         raise InvalidInput("a request with max_measurements runs as a job (refine_job)")
     resolved = resolve(session, req)
     designs, study_note = _designs_for(session, artifacts_dir, req, storage)
-    learned = _learned_choice(session, artifacts_dir, req, resolved, designs)
+    unusable = None  # why ``auto``'s learned optimizer could not answer, where it could not
+    try:
+        learned = _learned_choice(session, artifacts_dir, req, resolved, designs)
+    except NoModel as exc:
+        if req.method != "auto":
+            raise
+        learned, unusable = None, str(exc)
     if learned is not None and learned[1].index is not None:
         predicted, choice = learned
     else:
@@ -332,6 +338,11 @@ def optimize(
                 f"met the goals with probability >= {req.confidence:.2f}; search over every "
                 "design answered",
                 "learned": tried,
+            }
+        elif unusable is not None:
+            predicted.answered["optimizer"] = {
+                "method": "search",
+                "decision": f"the learned optimizer could not answer: {unusable}",
             }
         else:
             predicted.answered["optimizer"] = {"method": "search"}
@@ -827,11 +838,17 @@ def front(session: Session, artifacts_dir: Path, req: FrontRequest) -> dict[str,
     goals = [replace(goals_of(req), max_latency_ms=float(b)) for b in req.budgets_ms]
     shots = resolved.shots if resolved.shots is None or resolved.shot_policy == "fp32" else []
     got = None
+    notes: list[str] = []
     if req.method in ("neural", "auto"):
-        got = proposals(
-            session, artifacts_dir, req.space, req.dataset, resolved.device, shots, designs,
-            goals, required=req.method == "neural",
-        )  # fmt: skip
+        try:
+            got = proposals(
+                session, artifacts_dir, req.space, req.dataset, resolved.device, shots, designs,
+                goals, required=req.method == "neural",
+            )  # fmt: skip
+        except NoModel as exc:
+            if req.method != "auto":
+                raise
+            notes.append(f"the learned optimizer could not answer: {exc}")
     full: list[Predicted] = []
 
     def searched(goal: Goals) -> tuple[Predicted, Candidates, Choice]:
@@ -842,7 +859,6 @@ def front(session: Session, artifacts_dir: Path, req: FrontRequest) -> dict[str,
 
     points: list[dict[str, Any]] = []
     answered: dict[str, Any] = {}
-    notes: list[str] = []
     learned: list[tuple[Choice, np.ndarray]] = []
     if got is not None:
         rows, info = got
