@@ -28,6 +28,7 @@ from sqlalchemy.orm import Session
 from app.db import unit_of_work
 from app.domain_errors import InvalidInput, NoModel
 from app.jobs import JobContext, job_kind
+from app.models import Architecture, Device, Measurement
 from app.models import LearnedOptimizer as LearnedRow
 from app.predictor_service import accuracy_estimates, device_metric, device_shots, metric_basis
 from devices.fingerprint import fingerprint
@@ -46,6 +47,25 @@ class TrainOptimizerParams(BaseModel):
     synthetic: int = Field(4000, ge=0, le=20000, description="synthetic devices drawn")
     epochs: int = Field(40, ge=1, le=200)
     seed: int = Field(0, ge=0, le=2**32 - 1)
+
+
+GENERATOR_SHARE = 0.5
+
+
+def measured_designs(session: Session, space: str) -> dict[str, int]:
+    """Per device name: how many designs of the space it measured (fp32 latency)."""
+    rows = session.execute(
+        select(Device.name, func.count(Measurement.id))
+        .join(Measurement, Measurement.device_id == Device.id)
+        .join(Architecture, Architecture.id == Measurement.architecture_id)
+        .where(
+            Architecture.space == space,
+            Measurement.metric == "latency_ms",
+            Measurement.policy == "fp32",
+        )
+        .group_by(Device.name)
+    ).all()
+    return {name: int(n) for name, n in rows}
 
 
 def check_trainable(params: TrainOptimizerParams) -> None:
@@ -74,6 +94,10 @@ def _train_job(ctx: JobContext, params: dict[str, Any]) -> dict[str, Any]:
         acc, info = accuracy_estimates(s, ctx.artifacts_dir, p.space, p.dataset, "fp32", designs)
         if acc is None:
             raise NoModel(str(info["reason"]))
+        counts = measured_designs(s, p.space)
+    # the generator learns from devices that measured most of the space (GENERATOR_SHARE):
+    # the others' tables are mostly their models' extrapolation
+    covered = np.array([counts.get(n, 0) >= GENERATOR_SHARE * len(designs) for n in basis.names])
     accuracy = acc[0]
     model = fit_learned(
         basis.latency_ms,
@@ -86,6 +110,7 @@ def _train_job(ctx: JobContext, params: dict[str, Any]) -> dict[str, Any]:
         epochs=p.epochs,
         seed=p.seed,
         progress=lambda f, note: ctx.progress(0.05 + 0.9 * f, note),
+        measured=covered if covered.sum() >= 2 else None,
     )
     with unit_of_work(ctx.factory) as s:
         version = 1 + int(

@@ -410,11 +410,15 @@ def fit_learned(
     epochs: int = 40,
     seed: int = 0,
     progress: Callable[[float, str], None] | None = None,
+    measured: np.ndarray | None = None,
 ) -> LearnedOptimizer:
     """Train the learned optimizer on real devices and synthetic ones drawn from them.
 
     ``latency_ms``: designs x real devices; the generator is fitted on the devices that
-    measured every design (the others still teach, on the rows they measured). The model's
+    measured every design (the others still teach, on the rows they measured), and of them
+    only on those ``measured`` marks (default: all) where the table is a model's
+    predictions: a model extrapolating far from what its device measured would teach the
+    generator rankings no device has. The model's
     spec carries its figures: training loss, example counts, time, and the synthetic
     devices' realism against the real ones.
     """
@@ -423,6 +427,8 @@ def fit_learned(
     started = time.perf_counter()
     rng = np.random.default_rng(seed)
     full = np.isfinite(latency_ms).all(axis=0)
+    if measured is not None:
+        full &= np.asarray(measured, dtype=bool)
     say = progress or (lambda fraction, note: None)
     parts = [examples(latency_ms, accuracy, options, fingerprint_rows, spec, PER_REAL, rng)]
     drawn = np.zeros((len(latency_ms), 0))

@@ -157,3 +157,24 @@ def an_optimizer_whose_artifact_is_gone_is_reported(writer: TestClient, settings
     r = writer.post("/optimize", json={"device": "gold_6226", "method": "neural"})
     assert r.status_code == 422
     assert f"learned optimizer {row['id']} cannot be used" in r.json()["error"]["message"]
+
+
+def test_the_cli_trains_lists_and_answers_with_it(settings: Settings, trained: dict) -> None:
+    from tests.app.test_cli import env_for
+    from tests.processes import edgeopt
+
+    env = env_for(settings)
+    taught = edgeopt("optimizer", "train", "--synthetic", "100", "--epochs", "2", env=env)
+    assert taught.returncode == 0, taught.stderr
+    assert "version 1" in taught.stdout and "100%" in taught.stderr  # the job's progress bar
+    listed = edgeopt("optimizer", "list", env=env)
+    assert listed.returncode == 0 and "nb201" in listed.stdout and "cifar10" in listed.stdout
+    budget = str(float(np.median(trained["gold_6226"])))
+    answered = edgeopt(
+        "optimize", "--device", "gold_6226", "--method", "neural", "--max-latency-ms", budget,
+        env=env,
+    )  # fmt: skip
+    assert answered.returncode == 0, answered.stderr
+    bad = edgeopt("optimizer", "train", "--space", "ofa_mbv3", env=env)
+    assert bad.returncode != 0 and "no decisions" in bad.stderr + bad.stdout
+    assert "Traceback" not in bad.stderr
