@@ -298,8 +298,9 @@ def _rank_agreement(session: Session, space: str, policy: str) -> dict[str, Any]
     )
     labels = [names[int(dev_ids[k])] for k in leaves]
     ordered = rho[np.ix_(leaves, leaves)]
-    # each device's proxy as /predict would choose it from its designs (predictors.answer)
-    best = best_proxies(matrix)
+    # each device's proxy as /predict would choose it from its designs (predictors.answer);
+    # a device alone has none (and best_proxies needs two columns to correlate)
+    best = best_proxies(matrix) if n > 1 else [(None, None)]
     proxies = []
     for a, k in enumerate(leaves):
         proxy, rho_best = best[k]

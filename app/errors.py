@@ -6,11 +6,12 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
-from fastapi import FastAPI, HTTPException, Request
+from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from sqlalchemy.exc import DataError, IntegrityError
+from starlette.exceptions import HTTPException
 
 from app.db import ConflictError
 from app.domain_errors import DomainError
@@ -48,14 +49,21 @@ _CODES = {
     415: "unsupported_media_type",
     422: "invalid_input",
     500: "internal_error",
+    503: "service_unavailable",
 }
 
-# Declared on every route, so the OpenAPI schema tells clients what errors look like.
-ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
-    code: {"model": ErrorBody, "description": name.replace("_", " ")}
-    for code, name in _CODES.items()
-    if code in (401, 403, 404, 409, 413, 422)
-}
+
+def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses`` declaring these error codes with the one error body."""
+    return {
+        code: {"model": ErrorBody, "description": _CODES[code].replace("_", " ")} for code in codes
+    }
+
+
+# Declared on every route, so the OpenAPI schema tells clients what errors look like; a
+# route that can answer another error code adds it (``error_responses(415)``). 400 is a
+# body FastAPI cannot parse at all (JSON that is not UTF-8, say); malformed JSON is a 422.
+ERROR_RESPONSES = error_responses(400, 401, 403, 404, 409, 413, 422)
 
 
 # A route answering an ONNX model file declares it so (not a JSON body).
@@ -107,6 +115,8 @@ def install_error_handlers(app: FastAPI) -> None:
         details = [ErrorDetail.model_validate(d) for d in exc.details]
         return error_response(exc.status, exc.message, details)
 
+    # Starlette's class, not FastAPI's subclass: FastAPI's routing raises Starlette's (a body
+    # it cannot parse is a 400), and so does the router for an unknown path or method.
     @app.exception_handler(HTTPException)
     async def _http(_: Request, exc: HTTPException) -> JSONResponse:
         return error_response(exc.status_code, str(exc.detail), headers=exc.headers)

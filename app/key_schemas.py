@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field
 
-from app.schemas import NAME_PATTERN
+from app.schemas import NAME_PATTERN, UtcDateTime
 
 DeviceName = Annotated[str, Field(min_length=1, max_length=120, pattern=NAME_PATTERN)]
 
@@ -34,16 +33,8 @@ class KeyRead(BaseModel):
     prefix: str
     scopes: list[str]
     devices: list[str] | None
-    created_at: datetime
-    revoked_at: datetime | None
-
-    @field_validator("created_at", "revoked_at")
-    @classmethod
-    def _utc(cls, moment: datetime | None) -> datetime | None:
-        # SQLite gives back naive datetimes; everything stored is UTC
-        if moment is not None and moment.tzinfo is None:
-            return moment.replace(tzinfo=UTC)
-        return moment
+    created_at: UtcDateTime
+    revoked_at: UtcDateTime | None
 
 
 class KeyCreated(KeyRead):

@@ -16,7 +16,7 @@ import app.predictor_service
 import app.reference_import  # noqa: F401  (registers the import-reference job kind)
 from app.db import check_schema, head_revision, session_factory
 from app.deps import ReadAccess, SessionDep, SettingsDep
-from app.errors import ERROR_RESPONSES, ApiError, install_error_handlers
+from app.errors import ERROR_RESPONSES, ApiError, error_responses, install_error_handlers
 from app.jobs import JobRunner, mark_stale_jobs
 from app.limits import BodySizeLimit
 from app.models import Device
@@ -76,11 +76,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(keys.router)
     app.include_router(metrics.router)
 
+    unavailable = ERROR_RESPONSES | error_responses(503)
+
     @app.get(
         "/health",
         response_model=Health,
         tags=["service"],
-        responses=ERROR_RESPONSES,
+        responses=unavailable,
         dependencies=[ReadAccess],
     )
     def health(session: SessionDep) -> Health:
@@ -97,7 +99,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         """The process answers (for a liveness probe: touches nothing else)."""
         return Liveness(status="alive")
 
-    @app.get("/readyz", response_model=Readiness, tags=["service"], responses=ERROR_RESPONSES)
+    @app.get("/readyz", response_model=Readiness, tags=["service"], responses=unavailable)
     def readyz(session: SessionDep, settings: SettingsDep) -> Readiness:
         """Ready to serve: the database answers and its schema is the code's; else 503."""
         head = head_revision(settings.database_url)

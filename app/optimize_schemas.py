@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from app.schemas import UtcDateTime
 
 
 class Estimate(BaseModel):
@@ -61,7 +62,7 @@ class OptimizeAnswer(BaseModel):
     method: str
     goals: GoalsView
     confidence: float
-    created_at: datetime
+    created_at: UtcDateTime
     elapsed_s: float
     feasible: bool
     message: str
@@ -88,7 +89,7 @@ class OptimizationSummary(BaseModel):
     device_id: int | None
     space: str
     method: str
-    created_at: datetime
+    created_at: UtcDateTime
     feasible: bool
     message: str
     design: CandidateView | None
@@ -136,7 +137,7 @@ class LearnedOptimizerView(BaseModel):
     devices: list[str]
     quality: dict[str, Any]
     job_id: int | None
-    created_at: datetime
+    created_at: UtcDateTime
 
 
 class FrontPoint(BaseModel):

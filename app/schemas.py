@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any, Generic, Literal, Self, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from devices.profile import DeviceKind, Metric, Precision, canonical_policy
 
@@ -13,6 +13,15 @@ from devices.profile import DeviceKind, Metric, Precision, canonical_policy
 # nanosecond-scale 1e-6 and 1e7 (hours). One shot of 1e308 or 5e-324 ms once turned every
 # prediction of a device into 2e-22 ms and a feasible answer.
 MeasuredValue = Annotated[float, Field(ge=1e-6, le=1e7, allow_inf_nan=False, strict=True)]
+
+
+def _utc(moment: datetime) -> datetime:
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
+# A moment as the API answers it: with its offset, as the schema's ``date-time`` (RFC 3339)
+# says. SQLite gives back naive datetimes; everything stored is UTC.
+UtcDateTime = Annotated[datetime, AfterValidator(_utc)]
 
 T = TypeVar("T")
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:+-]*$"
@@ -91,8 +100,8 @@ class DeviceRead(BaseModel):
     threads: int | None
     source: str | None
     description: str | None
-    created_at: datetime
-    updated_at: datetime
+    created_at: UtcDateTime
+    updated_at: UtcDateTime
 
 
 class MeasurementCount(BaseModel):
@@ -147,7 +156,7 @@ class MeasurementRead(BaseModel):
     dispersion: float | None
     protocol: dict[str, Any] | None
     source: str | None
-    created_at: datetime | None
+    created_at: UtcDateTime | None
 
 
 class AccuracyRead(BaseModel):
@@ -171,7 +180,7 @@ class JobCreate(BaseModel):
 class JobLogRead(BaseModel):
     model_config = ConfigDict(from_attributes=True)
 
-    created_at: datetime
+    created_at: UtcDateTime
     level: str
     line: str
 
@@ -188,10 +197,10 @@ class JobRead(BaseModel):
     result: dict[str, Any] | None
     error: str | None
     cancel_requested: bool
-    created_at: datetime
-    started_at: datetime | None
-    finished_at: datetime | None
-    heartbeat_at: datetime | None
+    created_at: UtcDateTime
+    started_at: UtcDateTime | None
+    finished_at: UtcDateTime | None
+    heartbeat_at: UtcDateTime | None
 
 
 class JobDetail(JobRead):
@@ -229,7 +238,7 @@ class PredictorRead(BaseModel):
     quality: dict[str, Any]
     provenance: dict[str, Any]
     job_id: int | None
-    created_at: datetime
+    created_at: UtcDateTime
 
 
 class PredictorTrain(BaseModel):
@@ -317,7 +326,7 @@ class TaskRead(BaseModel):
     priority: int
     attempts: int
     lease_owner: str | None
-    lease_expires_at: datetime | None
+    lease_expires_at: UtcDateTime | None
     measurement_id: int | None
     model_url: str
 
@@ -352,7 +361,7 @@ class TaskResult(BaseModel):
     agent: str = Field(min_length=1, max_length=64)
     median_ms: MeasuredValue
     dispersion: float | None = Field(None, ge=0, allow_inf_nan=False)
-    repeats: int | None = Field(None, ge=1)
+    repeats: int | None = Field(None, ge=1, le=1_000_000)  # as an upload's
     stable: bool = True
     protocol: dict[str, Any] = Field(default_factory=dict)
 

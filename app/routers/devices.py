@@ -19,7 +19,7 @@ from app.deps import (
     SettingsDep,
     WriteAccess,
 )
-from app.errors import ERROR_RESPONSES, ApiError, ErrorDetail
+from app.errors import ERROR_RESPONSES, ApiError, ErrorDetail, error_responses
 from app.models import Device, Measurement
 from app.queries import MeasurementFilters, get_device, list_measurements, measurement_counts
 from app.repository import AlreadyStored, MeasurementRow, architecture_ids, upsert_measurements
@@ -151,6 +151,7 @@ _UPLOAD_BODY = {
     status_code=201,
     response_model=UploadResult,
     dependencies=[WriteAccess],
+    responses=error_responses(415),  # a body neither JSON nor CSV
     openapi_extra=_UPLOAD_BODY,
 )
 async def upload_measurements(

@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import json
+from datetime import datetime, timedelta
 
 from fastapi.testclient import TestClient
+
+from app.settings import Settings
+from devices.reference import ReferenceTable
+from tests.app.conftest import seed_slice
 
 
 def test_out_of_range_numbers_are_422(writer: TestClient) -> None:
@@ -119,3 +124,45 @@ def test_a_study_too_long_for_one_request_is_422(writer: TestClient) -> None:
         response = writer.post("/optimize", json=body)
         assert response.status_code == 422, study
         assert "study" in response.text
+
+
+# Found while fuzzing the API against its schema (tests/app/test_fuzz.py).
+
+
+def test_every_moment_is_answered_with_its_utc_offset(writer: TestClient) -> None:
+    """RFC 3339, as the schema's date-time says, on SQLite too (it stores naive times)."""
+    device = writer.post("/devices", json={"name": "dated", "kind": "cpu"}).json()
+    listed = writer.get("/devices").json()["items"][0]
+    for moment in (device["created_at"], listed["created_at"], listed["updated_at"]):
+        assert datetime.fromisoformat(moment).utcoffset() == timedelta(0), moment
+
+
+def test_a_body_that_cannot_be_parsed_is_400_in_the_error_shape(writer: TestClient) -> None:
+    """JSON that is not UTF-8 (malformed JSON is a 422, with the field named)."""
+    response = writer.post(
+        "/devices", content=b"\x80", headers={"content-type": "application/json"}
+    )
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == "bad_request"
+    # the router's own answers too: no path, no such method
+    assert writer.get("/no-such-path").json()["error"]["status"] == 404
+    assert writer.put("/healthz").json()["error"]["status"] == 405
+
+
+def test_a_result_with_absurd_repeats_is_422(writer: TestClient) -> None:
+    """Not a database integer overflow (500): bounded like an upload's repeats."""
+    device = writer.put("/agents/counted", json={}).json()
+    task = writer.post(f"/devices/{device['id']}/tasks/lease", json={"agent": "a"}).json()[0]
+    result = {"agent": "a", "median_ms": 2.0, "repeats": 10**30}
+    response = writer.post(f"/tasks/{task['id']}/result", json=result)
+    assert response.status_code == 422, response.text
+    assert "repeats" in response.text
+
+
+def test_the_rank_agreement_of_a_lone_device_names_no_proxy(
+    settings: Settings, writer: TestClient, nb201: ReferenceTable
+) -> None:
+    seed_slice(settings.database_url, nb201, ["pixel3"], 20)
+    response = writer.get("/api/charts/agreement/nb201")
+    assert response.status_code == 200, response.text
+    assert [p["proxy"] for p in response.json()["proxies"]] == [None]
