@@ -155,6 +155,9 @@ def import_reference_cmd(
 def serve(
     host: Annotated[str | None, typer.Option(help="default: EDGEOPT_HOST")] = None,
     port: Annotated[int | None, typer.Option(help="default: EDGEOPT_PORT")] = None,
+    workers: Annotated[
+        int, typer.Option(min=1, max=64, help="API processes (each runs its own job workers)")
+    ] = 1,
 ) -> None:
     """Start the API (docs at /docs). Refuses a database whose schema is behind."""
     import uvicorn
@@ -171,6 +174,7 @@ def serve(
         host=host or settings.host,
         port=port or settings.port,
         log_level="info",
+        workers=workers,
     )
 
 
@@ -205,8 +209,22 @@ def measure_cmd(
     replace: Annotated[bool, typer.Option(help="measure again what is stored")] = False,
     host: Annotated[str, typer.Option(help="device name prefix: HOST-ort-cpu-{threads}t")] = "host",
     pin_threads: Annotated[bool, typer.Option(help="each ORT thread on its own CPU")] = False,
+    busy_wait: Annotated[
+        float | None,
+        typer.Option(
+            min=0,
+            max=3600,
+            help="seconds to wait for other processes to leave the CPU before a new baseline "
+            "gives up (default: EDGEOPT_BUSY_WAIT_S, 120)",
+        ),
+    ] = None,
 ) -> None:
     """Export and measure designs on this host with ONNX Runtime (a job, progress bar)."""
+    import logging
+    import sys
+
+    from app.domain_errors import DomainError
+
     params: dict[str, Any] = {
         "space": space,
         "count": count,
@@ -216,11 +234,24 @@ def measure_cmd(
         "pin_threads": pin_threads,
         "policies": policy or ["fp32"],
         "threads": threads or [1],
+        "busy_wait_s": busy_wait,
     }
     if design:
         params["designs"] = design
-    with clear_errors():
-        job = _run_job("measure-host", params)
+
+    # A foreseeable failure (a busy machine, a device of other hardware) is the job's one-line
+    # error printed below; the traceback the job runner logs for a service's operators would
+    # bury it. Unforeseen errors keep their traceback.
+    def unforeseen(record: logging.LogRecord) -> bool:
+        return not isinstance(sys.exc_info()[1], DomainError)
+
+    runner_log = logging.getLogger("app.jobs")
+    runner_log.addFilter(unforeseen)
+    try:
+        with clear_errors():
+            job = _run_job("measure-host", params)
+    finally:
+        runner_log.removeFilter(unforeseen)
     r = job.result or {}
     console.print(
         f"job {job.id}: {r.get('measurements')} measurements on {', '.join(r.get('devices', {}))}"

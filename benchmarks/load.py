@@ -1,0 +1,177 @@
+"""Benchmark: the service under a bounded load, on loopback.
+
+    python benchmarks/load.py --database-url sqlite:////tmp/edgeopt-learned/registry.db \\
+        --artifacts-dir /tmp/edgeopt-learned/artifacts [--workers 2] [--seconds 20]
+
+Starts ``edgeopt serve --workers N`` on a registry that has predictors (and, for the neural
+scenario, a learned optimizer: ``benchmarks/learned_service.py`` builds one, or ``make
+run`` then ``edgeopt optimizer train``), then keeps ``--concurrency`` requests in flight for
+``--seconds`` per scenario after a short warm-up:
+
+- ``predict``: ``POST /predict``, one design on a reference device with its own model;
+- ``optimize-search`` / ``optimize-neural``: ``POST /optimize`` for that device within a
+  latency budget (each answer is stored, as every optimization is).
+
+Reports requests per second, p50 and p99 latency and errors (non-2xx or failed requests).
+Writes ``load.json`` under ``benchmarks/results/<hardware id>/``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import signal
+import socket
+import subprocess
+import sys
+import time
+from datetime import date
+from pathlib import Path
+
+import httpx
+import numpy as np
+
+from devices.measure import hardware_id, hardware_identity
+
+KEY = "load-key"
+DEVICE = "nb201.pixel3"
+DESIGN = (
+    "|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+"
+    "|skip_connect~0|nor_conv_3x3~1|nor_conv_3x3~2|"
+)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def scenario(
+    url: str, path: str, body: dict, concurrency: int, seconds: float, warmup: float
+) -> dict:
+    """Keep ``concurrency`` requests in flight; latency of those started after the warm-up."""
+    latencies: list[float] = []
+    errors = 0
+    statuses: dict[int, int] = {}
+    started = time.perf_counter()
+    measure_from, stop = started + warmup, started + warmup + seconds
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    async with httpx.AsyncClient(
+        base_url=url, headers={"X-API-Key": KEY}, timeout=60, limits=limits
+    ) as client:
+
+        async def worker() -> None:
+            nonlocal errors
+            while time.perf_counter() < stop:
+                t0 = time.perf_counter()
+                try:
+                    r = await client.post(path, json=body)
+                    ok = r.is_success
+                    statuses[r.status_code] = statuses.get(r.status_code, 0) + 1
+                except httpx.HTTPError:
+                    ok = False
+                if t0 >= measure_from:
+                    latencies.append(time.perf_counter() - t0)
+                    errors += 0 if ok else 1
+
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+    done = np.array(latencies)
+    return {
+        "path": path,
+        "requests": len(done),
+        "requests_per_s": len(done) / seconds,
+        "p50_ms": 1000 * float(np.percentile(done, 50)) if len(done) else None,
+        "p99_ms": 1000 * float(np.percentile(done, 99)) if len(done) else None,
+        "errors": errors,
+        "statuses": statuses,
+        "concurrency": concurrency,
+        "seconds": seconds,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--database-url", required=True)
+    parser.add_argument("--artifacts-dir", type=Path, required=True)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--seconds", type=float, default=20.0)
+    parser.add_argument("--warmup", type=float, default=3.0)
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
+    args = parser.parse_args()
+    port = free_port()
+    env = {
+        **os.environ,
+        "EDGEOPT_DATABASE_URL": args.database_url,
+        "EDGEOPT_ARTIFACTS_DIR": str(args.artifacts_dir),
+        "EDGEOPT_API_KEYS": KEY,
+        "EDGEOPT_LOG_FORMAT": "text",
+    }
+    cmd = [sys.executable, "-m", "app", "serve", "--port", str(port),
+           "--workers", str(args.workers)]  # fmt: skip
+    server = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 60
+        while True:
+            try:
+                if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.time() > deadline or server.poll() is not None:
+                raise SystemExit("the server did not become ready (is the registry migrated?)")
+            time.sleep(0.5)
+        probe = httpx.post(f"{url}/predict", json={"device": DEVICE, "space": "nb201",
+                                                   "designs": [DESIGN]}, timeout=60)  # fmt: skip
+        if probe.status_code != 200:
+            raise SystemExit(f"/predict answered {probe.status_code}: {probe.text[:200]}")
+        scenarios = {
+            "predict": ("/predict", {"device": DEVICE, "space": "nb201", "designs": [DESIGN]}),
+            "optimize-search": ("/optimize", {"device": DEVICE, "method": "search",
+                                              "goals": {"max_latency_ms": 10}}),
+            "optimize-neural": ("/optimize", {"device": DEVICE, "method": "neural",
+                                              "goals": {"max_latency_ms": 10}}),
+        }  # fmt: skip
+        results = {}
+        for name, (path, body) in scenarios.items():
+            for _ in range(2):  # warm every worker's caches
+                httpx.post(f"{url}{path}", json=body, headers={"X-API-Key": KEY}, timeout=120)
+            results[name] = asyncio.run(
+                scenario(url, path, body, args.concurrency, args.seconds, args.warmup)
+            )
+            r = results[name]
+            print(
+                f"{name}: {r['requests_per_s']:.1f} req/s, p50 {r['p50_ms']:.1f} ms, "
+                f"p99 {r['p99_ms']:.1f} ms, {r['errors']} errors {r['statuses']}"
+            )
+    finally:
+        server.send_signal(signal.SIGINT)
+        try:
+            server.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            server.kill()
+    machine = hardware_id(hardware_identity())
+    doc = {
+        "meta": {
+            "command": f"python benchmarks/load.py --workers {args.workers} --concurrency "
+            f"{args.concurrency} --seconds {args.seconds}",
+            "date": date.today().isoformat(),
+            "machine": machine,
+            "platform": f"{platform.machine()} {platform.processor() or platform.system()}",
+            "cores": os.cpu_count(),
+            "database": args.database_url.split(":")[0],
+        },
+        "results": results,
+    }
+    out = args.out / machine
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "load.json").write_text(json.dumps(doc, indent=2))
+
+
+if __name__ == "__main__":
+    main()
