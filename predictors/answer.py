@@ -230,6 +230,8 @@ def best_proxies(
     from scipy.stats import rankdata
 
     n = latency.shape[1]
+    if n < 2:  # a lone device has no other to reuse
+        return [(None, None)] * n
     finite = np.isfinite(latency)
     rho = np.full((n, n), np.nan)
     if finite.all() and len(latency) >= max(min_common, MIN_SHOTS):  # one matrix product

@@ -108,3 +108,8 @@ def test_a_device_with_thousands_of_measurements_and_no_model_is_answered(
     centre = got.estimates[0] if got.estimates is not None else None
     assert centre is not None
     assert np.corrcoef(np.log(centre[1200:]), np.log(target[1200:]))[0, 1] > 0.9
+
+
+def test_a_lone_device_has_no_proxy(nb201: ReferenceTable) -> None:
+    assert best_proxies(nb201.latency_ms[:50, :1]) == [(None, None)]
+    assert best_proxies(np.zeros((0, 0))) == []
