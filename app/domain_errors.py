@@ -69,3 +69,12 @@ class UnsupportedMediaType(DomainError):
     """A body in a format the service does not read (an upload neither JSON nor CSV)."""
 
     status = 415
+
+
+class HostBusy(DomainError):
+    """Other work kept this machine's CPU busy for longer than a host measurement may wait.
+
+    A passing condition, not a fault of the request: 503, measure again once it is quiet.
+    """
+
+    status = 503

@@ -4,7 +4,8 @@ This host registers as one device per thread count (``host-ort-cpu-1t``, ...), w
 read from the machine, its hardware identity among them: a device measured on other hardware
 is refused, not refreshed. Each design x policy is exported once, measured on every thread
 setting under the same protocol, and stored in its own transaction with the protocol, so an
-interrupted run keeps what it measured and a rerun skips it.
+interrupted run keeps what it measured and a rerun skips it. A device the run registered and
+never stored a measurement on leaves with a failed run: nothing half-written stays behind.
 """
 
 from __future__ import annotations
@@ -20,10 +21,19 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.db import unit_of_work
+from app.domain_errors import HostBusy, NotMeasurable
 from app.jobs import JobContext, job_kind
 from app.models import AccuracyRecord, Architecture, Device, Measurement
 from app.repository import architecture_id, latency_row, upsert_measurements
-from devices.normaliser import REFERENCE_DESIGN, REFERENCE_SPACE, Measure, Normaliser
+from app.settings import get_settings
+from devices.normaliser import (
+    REFERENCE_DESIGN,
+    REFERENCE_SPACE,
+    MachineBusy,
+    Measure,
+    Normaliser,
+    Waiting,
+)
 from devices.profile import DeviceKind, Metric, canonical_policy
 from search.policy import parse_policy
 from search.spaces import get_space
@@ -73,9 +83,16 @@ class MeasureParams(DesignSelection):
     round_size: int = Field(10, ge=1, le=10_000)
     budget_s: float = Field(20.0, gt=0, le=600)
     pin_threads: bool = Field(False, description="each ONNX Runtime thread on its own CPU")
+    busy_wait_s: float | None = Field(
+        None,
+        ge=0,
+        le=3600,
+        description="seconds to wait for a busy CPU before a new baseline gives up; "
+        "default EDGEOPT_BUSY_WAIT_S",
+    )
 
 
-class HostChanged(ValueError):
+class HostChanged(NotMeasurable):
     """The registered host device was measured on other hardware than this machine."""
 
 
@@ -173,9 +190,26 @@ class ReferenceExports:
         return self.paths[policy]
 
 
-def host_normaliser(factory: sessionmaker[Session], folder: Path, measure: Measure) -> Normaliser:
-    """The host job's normaliser: references exported under ``folder``, baselines stored."""
-    return Normaliser(measure, ReferenceExports(folder), DeviceBaselines(factory))
+def host_normaliser(
+    factory: sessionmaker[Session],
+    folder: Path,
+    measure: Measure,
+    busy_wait_s: float | None = None,
+    waiting: Waiting | None = None,
+) -> Normaliser:
+    """The host job's normaliser: references exported under ``folder``, baselines stored;
+    a busy CPU is waited for up to ``busy_wait_s`` (default: the setting)."""
+    wait_s = get_settings().busy_wait_s if busy_wait_s is None else busy_wait_s
+    return Normaliser(measure, ReferenceExports(folder), DeviceBaselines(factory), wait_s, waiting)
+
+
+def busy_note(waited_s: float, wait_s: float, load: float | None) -> str:
+    """The progress message while a baseline waits for other processes to leave the CPU."""
+    cores = "" if load is None else f" used {load:.1f} cores"
+    return (
+        f"the CPU is busy (other processes{cores}): waiting to time the reference baseline, "
+        f"{waited_s:.0f} of {wait_s:.0f} s"
+    )
 
 
 def measure_on_host(
@@ -187,60 +221,87 @@ def measure_on_host(
     from search.export import export_fp32, quantize
 
     designs, policies = params.resolve()
+    names = {t: host_device_name(t, params.host) for t in params.threads}
     with unit_of_work(factory) as s:
+        existed = set(s.scalars(select(Device.name).where(Device.name.in_(names.values()))))
         devices = {t: register_host(s, t, params.host).id for t in params.threads}
+    registered = [devices[t] for t, name in names.items() if name not in existed]
+    wait_s = get_settings().busy_wait_s if params.busy_wait_s is None else params.busy_wait_s
     work = [(d, p) for d in designs for p in policies]
     measured = skipped = unstable = retried = worked = 0
+    done, timing = 0.0, ""  # the share of the work done, the device being timed
+
+    def waiting(waited_s: float, load: float | None) -> None:
+        if ctx is not None:  # shown by the CLI's progress bar; honours cancellation
+            ctx.progress(done, busy_note(waited_s, wait_s, load))
+
     started = time.monotonic()
     fp32: dict[str, Any] = {}  # one fp32 export per design, quantized per policy
-    with tempfile.TemporaryDirectory() as tmp:
-        normalised = host_normaliser(factory, Path(tmp), measure)
-        for i, (design, policy) in enumerate(work):
-            with factory() as s:
-                arch = s.scalar(
-                    select(Architecture.id).where(
-                        Architecture.space == params.space, Architecture.encoding == design
-                    )
-                )
-                have = set()
-                if arch is not None:
-                    have = set(
-                        s.scalars(
-                            select(Measurement.device_id).where(
-                                Measurement.architecture_id == arch,
-                                Measurement.policy == policy,
-                                Measurement.metric == Metric.LATENCY_MS.value,
-                            )
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            normalised = host_normaliser(factory, Path(tmp), measure, wait_s, waiting)
+            for i, (design, policy) in enumerate(work):
+                with factory() as s:
+                    arch = s.scalar(
+                        select(Architecture.id).where(
+                            Architecture.space == params.space, Architecture.encoding == design
                         )
                     )
-            todo = [t for t, dev in devices.items() if params.replace or dev not in have]
-            if todo:
-                if design not in fp32:
-                    fp32 = {design: export_fp32(params.space, design, Path(tmp) / "fp32.onnx")}
-                exported = quantize(fp32[design], params.space, policy, Path(tmp) / "m.onnx")
-                results = {}
-                for t in todo:
-                    protocol = Protocol(
-                        threads=t,
-                        warmup=params.warmup,
-                        round_size=params.round_size,
-                        budget_s=params.budget_s,
-                        pinned=params.pin_threads,
-                    )
-                    run = (str(exported.path), devices[t], exported.policy, protocol)
-                    results[t] = normalised(*run)
-                    retried += results[t].protocol["attempts"] > 1
-                    unstable += not results[t].stable
-                with unit_of_work(factory) as s:
-                    arch_id = architecture_id(s, params.space, design)
-                    for t, result in results.items():
-                        row = latency_row(arch_id, policy, result)
-                        upsert_measurements(s, devices[t], [row], HOST_SOURCE)
-                measured += len(todo)
-                worked += 1
-            skipped += len(devices) - len(todo)
-            if ctx is not None:
-                ctx.progress((i + 1) / len(work), f"{i + 1}/{len(work)} designs")
+                    have = set()
+                    if arch is not None:
+                        have = set(
+                            s.scalars(
+                                select(Measurement.device_id).where(
+                                    Measurement.architecture_id == arch,
+                                    Measurement.policy == policy,
+                                    Measurement.metric == Metric.LATENCY_MS.value,
+                                )
+                            )
+                        )
+                todo = [t for t, dev in devices.items() if params.replace or dev not in have]
+                if todo:
+                    if design not in fp32:
+                        fp32 = {design: export_fp32(params.space, design, Path(tmp) / "fp32.onnx")}
+                    exported = quantize(fp32[design], params.space, policy, Path(tmp) / "m.onnx")
+                    results = {}
+                    for t in todo:
+                        protocol = Protocol(
+                            threads=t,
+                            warmup=params.warmup,
+                            round_size=params.round_size,
+                            budget_s=params.budget_s,
+                            pinned=params.pin_threads,
+                        )
+                        run = (str(exported.path), devices[t], exported.policy, protocol)
+                        timing = names[t]
+                        results[t] = normalised(*run)
+                        retried += results[t].protocol["attempts"] > 1
+                        unstable += not results[t].stable
+                    with unit_of_work(factory) as s:
+                        arch_id = architecture_id(s, params.space, design)
+                        for t, result in results.items():
+                            row = latency_row(arch_id, policy, result)
+                            upsert_measurements(s, devices[t], [row], HOST_SOURCE)
+                    measured += len(todo)
+                    worked += 1
+                skipped += len(devices) - len(todo)
+                done = (i + 1) / len(work)
+                if ctx is not None:
+                    ctx.progress(done, f"{i + 1}/{len(work)} designs")
+    except MachineBusy as exc:
+        # one line the CLI prints as it is (kept under its 200 columns): condition, way out
+        dropped = _drop_unmeasured(factory, registered)
+        kept = f"{measured} measurements stored" if measured else "nothing stored"
+        if dropped:
+            kept += ", device removed" if len(dropped) == 1 else ", devices removed"
+        cores = "" if exc.load is None else f" ({exc.load:.1f} cores)"
+        raise HostBusy(
+            f"CPU busy with other work{cores} for {exc.waited_s:.0f} s: no baseline for "
+            f"{timing}; stop that work or raise --busy-wait ({wait_s:g} s); {kept}"
+        ) from exc
+    except BaseException:
+        _drop_unmeasured(factory, registered)
+        raise
     minutes = (time.monotonic() - started) / 60
     return {
         "devices": {host_device_name(t, params.host): dev for t, dev in devices.items()},
@@ -253,6 +314,20 @@ def measure_on_host(
         # designs x policies measured (not those already stored) per minute of this job
         "designs_per_minute": round(worked / minutes, 1) if minutes else None,
     }
+
+
+def _drop_unmeasured(factory: sessionmaker[Session], ids: list[int]) -> list[str]:
+    """Remove the devices of ``ids`` that hold no measurement; their names."""
+    if not ids:
+        return []
+    with unit_of_work(factory) as s:
+        measured = set(
+            s.scalars(select(Measurement.device_id).where(Measurement.device_id.in_(ids)))
+        )
+        rows = [row for i in ids if i not in measured and (row := s.get(Device, i)) is not None]
+        for row in rows:
+            s.delete(row)
+        return [row.name for row in rows]
 
 
 @job_kind("measure-host", MeasureParams)

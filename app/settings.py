@@ -13,6 +13,8 @@ from typing import Annotated, Literal
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from devices.normaliser import BUSY_WAIT_S
+
 DEFAULT_HOME = Path(".edgeopt")
 
 
@@ -41,6 +43,14 @@ class Settings(BaseSettings):
         le=600,
         description="Seconds of timing per design when a job measures on this host "
         "(verification, measure-and-refine)",
+    )
+    busy_wait_s: float = Field(
+        default=BUSY_WAIT_S,
+        ge=0,
+        le=3600,
+        description="Seconds a host measurement waits for other processes to leave the CPU "
+        "before it gives up timing a new device's reference baseline (edgeopt measure "
+        "--busy-wait)",
     )
     job_workers: int = 1
     job_heartbeat_s: float = 2.0

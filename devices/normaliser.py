@@ -13,6 +13,7 @@ agent's own file) and how the reference becomes an ONNX file (the exporter lives
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Protocol
@@ -31,11 +32,34 @@ REFERENCE_SPACE = "nb201"
 # which the reference does not cancel; measure again, up to ATTEMPTS times in all.
 SLOW_SPELL = 0.05
 ATTEMPTS = 3
+# A baseline is the median of the uncontended runs among BASELINE_RUNS reference runs. While
+# every run so far was contended, the normaliser leaves the CPU to the other work (pauses
+# doubling from FIRST_PAUSE_S up to MAX_PAUSE_S) and times again, for up to BUSY_WAIT_S
+# (EDGEOPT_BUSY_WAIT_S in the service); the first uncontended run after a wait is the baseline.
+BASELINE_RUNS = 3
+FIRST_PAUSE_S, MAX_PAUSE_S = 0.5, 5.0
+BUSY_WAIT_S = 120.0
 
 Measure = Callable[..., "Result"]
 """``devices.measure.measure``: ``(model, protocol, reference=None) -> Result``."""
 ReferenceModel = Callable[[str], str]
 """The path of the reference design's ONNX model in a policy (exported once, by the caller)."""
+Waiting = Callable[[float, "float | None"], None]
+"""Told, about every second while the baseline waits for a quiet CPU: ``(seconds waited,
+cores the other processes used in the last reference run)``. It may raise to stop waiting
+(a cancelled job)."""
+
+
+class MachineBusy(RuntimeError):
+    """Other processes kept the CPU busy for the whole wait: no baseline could be timed."""
+
+    def __init__(self, waited_s: float, load: float | None, runs: int) -> None:
+        cores = "" if load is None else f" ({load:.1f} cores)"
+        super().__init__(
+            f"other processes kept the CPU busy{cores} for {waited_s:.0f} s while the reference "
+            f"baseline was timed ({runs} runs, all contended)"
+        )
+        self.waited_s, self.load, self.runs = waited_s, load, runs
 
 
 class Baselines(Protocol):
@@ -73,27 +97,60 @@ def reference_policy(precisions: list[str]) -> str:
 
 
 class Normaliser:
-    """Host measurements relative to the reference, scaled to the reference's baseline."""
+    """Host measurements relative to the reference, scaled to the reference's baseline.
 
-    def __init__(self, measure: Measure, reference: ReferenceModel, baselines: Baselines) -> None:
+    ``busy_wait_s``: how long a first baseline may wait for a quiet CPU before it gives up
+    (:class:`MachineBusy`); ``waiting`` is told while it waits.
+    """
+
+    def __init__(
+        self,
+        measure: Measure,
+        reference: ReferenceModel,
+        baselines: Baselines,
+        busy_wait_s: float = BUSY_WAIT_S,
+        waiting: Waiting | None = None,
+    ) -> None:
         self.measure, self.reference, self.baselines = measure, reference, baselines
+        self.busy_wait_s, self.waiting = busy_wait_s, waiting
 
     def baseline(self, device: int, policy: str, protocol: MeasureProtocol) -> float:
-        """The device's reference time in ``policy``, measured (uncontended) the first time."""
+        """The device's reference time in ``policy``, measured (uncontended) the first time.
+
+        It is the scale every later value of the device lands on, so it is taken only from
+        uncontended runs: while every run was contended, wait and time again, up to
+        ``busy_wait_s``, then raise :class:`MachineBusy`. A quiet machine never waits.
+        """
         known = self.baselines.get(device, policy)
         if known:
             return float(known)
-        # the scale every later value of this device lands on: taken only when uncontended
-        runs = [self.measure(self.reference(policy), protocol) for _ in range(3)]
-        clean = [r.median_ms for r in runs if not r.contended]
-        if not clean:
-            raise RuntimeError(
-                "other processes kept the CPU busy while the reference baseline was timed; "
-                "measure again on a quiet machine"
-            )
+        started = time.monotonic()
+        clean: list[float] = []
+        runs, pause = 0, FIRST_PAUSE_S
+        while not (clean and runs >= BASELINE_RUNS):
+            result = self.measure(self.reference(policy), protocol)
+            runs += 1
+            if not result.contended:
+                clean.append(result.median_ms)
+                continue
+            if clean:  # one of the first runs, beside a quiet one: dropped, as before
+                continue
+            waited = time.monotonic() - started
+            if waited >= self.busy_wait_s:
+                raise MachineBusy(waited, result.foreign_load, runs)
+            self._pause(min(pause, self.busy_wait_s - waited), started, result.foreign_load)
+            pause = min(2 * pause, MAX_PAUSE_S)
         value = float(np.median(clean))
         self.baselines.put(device, policy, value)
         return value
+
+    def _pause(self, seconds: float, started: float, load: float | None) -> None:
+        """Leave the CPU to the other work for ``seconds``, telling ``waiting`` every second."""
+        end = time.monotonic() + seconds
+        while (left := end - time.monotonic()) > 0:
+            if self.waiting is not None:
+                self.waiting(time.monotonic() - started, load)
+            time.sleep(min(1.0, left))
 
     def __call__(
         self, model: str, device: int, precisions: list[str], protocol: MeasureProtocol

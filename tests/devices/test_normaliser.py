@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from devices.measure import Protocol, measure
+from devices.measure import Protocol, Result, measure
 from devices.normaliser import (
     ATTEMPTS,
+    BASELINE_RUNS,
     REFERENCE_DESIGN,
     REFERENCE_SPACE,
     SLOW_SPELL,
+    MachineBusy,
     MemoryBaselines,
     Normaliser,
 )
@@ -62,3 +66,70 @@ def test_a_reference_slower_than_its_baseline_is_measured_again_then_flagged(
     assert slow.median_ms == pytest.approx(
         slow.protocol["raw_median_ms"] * 1e-6 / slow.protocol["reference"]["median_ms"]
     )
+
+
+def scripted(medians: list[float | None]) -> tuple[Callable[..., Result], list[str]]:
+    """A ``measure`` that times each run as scripted: None is a run beside busy work (1.5
+    cores of it), the last entry repeats; and the models it was asked to time."""
+    asked: list[str] = []
+
+    def timed(model: str, protocol: Protocol, reference: str | None = None) -> Result:
+        asked.append(model)
+        ms = medians[min(len(asked), len(medians)) - 1]
+        limits: dict[str, Any] = {"max_foreign_load": protocol.max_foreign_load}
+        load = 1.5 if ms is None else 0.0
+        return Result(ms or 9.0, 0.01, 30, ms is not None, limits, foreign_load=load)
+
+    return timed, asked
+
+
+BUSY = Protocol(threads=1)  # the default limit: 0.25 cores of other work
+
+
+def test_a_quiet_machine_times_the_baseline_at_once() -> None:
+    timed, asked = scripted([2.0, 2.2, 2.1])
+    told: list[tuple[float, float | None]] = []
+    baselines = MemoryBaselines()
+    normaliser = Normaliser(
+        timed, lambda policy: "ref.onnx", baselines, 60, lambda s, load: told.append((s, load))
+    )
+    assert normaliser.baseline(DEVICE, "fp32", BUSY) == pytest.approx(2.1)  # median of three
+    assert len(asked) == BASELINE_RUNS and told == []
+    assert baselines.get(DEVICE, "fp32") == pytest.approx(2.1)
+
+
+def test_a_busy_machine_is_waited_for_with_progress_until_it_quietens() -> None:
+    timed, asked = scripted([None, None, 2.0, 2.4, 2.2])
+    told: list[tuple[float, float | None]] = []
+    baselines = MemoryBaselines()
+    normaliser = Normaliser(
+        timed, lambda policy: "ref.onnx", baselines, 60, lambda s, load: told.append((s, load))
+    )
+    # two busy runs, a pause after each, then the first quiet run is the baseline
+    assert normaliser.baseline(DEVICE, "fp32", BUSY) == pytest.approx(2.0)
+    assert asked == ["ref.onnx"] * 3
+    assert told and all(load == 1.5 for _, load in told)
+    waited = [s for s, _ in told]
+    assert waited == sorted(waited) and waited[-1] >= 0.5  # the first pause, at least
+    assert baselines.get(DEVICE, "fp32") == pytest.approx(2.0)
+
+
+def test_a_machine_busy_for_the_whole_wait_gives_up_and_keeps_no_baseline() -> None:
+    timed, asked = scripted([None])
+    told: list[tuple[float, float | None]] = []
+    baselines = MemoryBaselines()
+    normaliser = Normaliser(
+        timed, lambda policy: "ref.onnx", baselines, 2.0, lambda s, load: told.append((s, load))
+    )
+    with pytest.raises(MachineBusy, match="other processes kept the CPU busy") as busy:
+        normaliser.baseline(DEVICE, "fp32", BUSY)
+    assert busy.value.waited_s >= 2.0 and busy.value.load == 1.5
+    assert busy.value.runs == len(asked) >= 3  # timed again after each pause
+    assert told and max(s for s, _ in told) < 2.0
+    assert baselines.get(DEVICE, "fp32") is None
+
+    # no wait at all: the first busy run gives up
+    timed, asked = scripted([None])
+    with pytest.raises(MachineBusy):
+        Normaliser(timed, lambda policy: "ref.onnx", baselines, 0).baseline(DEVICE, "int8", BUSY)
+    assert len(asked) == 1
