@@ -32,7 +32,7 @@ err = Console(stderr=True, width=None if sys.stderr.isatty() else 200)
 
 
 def fail(message: str) -> typer.Exit:
-    err.print(f"[bold red]error:[/] {message}")
+    err.print(f"[bold red]error:[/] {message}", soft_wrap=True)  # one line, however long
     return typer.Exit(1)
 
 

@@ -24,6 +24,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.db import unit_of_work
+from app.domain_errors import DomainError
 from app.models import Job, JobLog
 
 log = logging.getLogger(__name__)
@@ -146,6 +147,9 @@ def execute_job(
         result = JOB_KINDS[kind].fn(ctx, params)
     except JobCancelled:
         status = "cancelled"
+    except DomainError as exc:  # a foreseeable condition (a busy host, no model): one line
+        status, error = "failed", f"{type(exc).__name__}: {exc}"
+        log.warning("job %s failed: %s", job_id, error)
     except Exception as exc:
         status, error = "failed", f"{type(exc).__name__}: {exc}"
         log.warning("job %s failed\n%s", job_id, traceback.format_exc())
