@@ -361,6 +361,12 @@ def _choose(predicted: Predicted, req: OptimizeRequest) -> Choice:
         raise NoModel(str(exc)) from None
 
 
+def _fp32_shots(resolved: Resolved) -> list[tuple[str, float]] | None:
+    """The fp32 shots the learned optimizer's features come from: None for a registered
+    device (its stored measurements), the inline profile's when they are fp32, else none."""
+    return resolved.shots if resolved.shots is None or resolved.shot_policy == "fp32" else []
+
+
 def _learned_choice(
     session: Session,
     artifacts_dir: Path,
@@ -380,7 +386,7 @@ def _learned_choice(
         return None
     got = proposals(
         session, artifacts_dir, req.space, req.dataset, resolved.device,
-        resolved.shots if resolved.shots is None or resolved.shot_policy == "fp32" else [],
+        _fp32_shots(resolved),
         designs, [goals_of(req)], required=req.method == "neural",
     )  # fmt: skip
     if got is None:
@@ -836,7 +842,7 @@ def front(session: Session, artifacts_dir: Path, req: FrontRequest) -> dict[str,
     resolved = resolve(session, req)
     designs = candidate_designs(session, req.space)
     goals = [replace(goals_of(req), max_latency_ms=float(b)) for b in req.budgets_ms]
-    shots = resolved.shots if resolved.shots is None or resolved.shot_policy == "fp32" else []
+    shots = _fp32_shots(resolved)
     got = None
     notes: list[str] = []
     if req.method in ("neural", "auto"):

@@ -305,12 +305,7 @@ def _neural(
         prints = got.estimates[0]
     proposed = learned.propose(prints, goals, options[usable])
     subset = np.array(list(dict.fromkeys([*shot_rows.tolist(), *proposed.tolist()])), dtype=int)
-    sub = Candidates(
-        subset,
-        np.zeros(len(subset), dtype=int),
-        cands.latency.take(subset),
-        None if cands.accuracy is None else cands.accuracy.take(subset),
-    )
+    sub = cands.take(subset)
     sub_refit = _refit(basis, usable[subset], "auto", method_scales, used)
     sub_rows = {int(usable[r]): k for k, r in enumerate(subset)}
     choice = _search(sub, goals, sub_refit, truth, usable[subset], shots, sub_rows,
