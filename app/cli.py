@@ -356,6 +356,12 @@ def optimize_cmd(
     if d.get("measured_latency_ms") is not None:
         console.print(f"  measured latency: {d['measured_latency_ms']:.3f} ms on the device")
     console.print(f"  P(goals met) = {d['probabilities']['all']:.3f}; {view['elapsed_s']:.2f} s")
+    optimizer = view["answered_by"].get("optimizer") or {}
+    if optimizer.get("method") == "neural":
+        console.print(f"  answered by the learned optimizer {optimizer['optimizer_id']} "
+                      f"(version {optimizer['version']})")  # fmt: skip
+    elif optimizer.get("decision"):
+        console.print(f"  answered by search: {optimizer['decision']}")
     if view.get("measurements"):
         console.print(f"  {view['measurements']} designs measured on the device")
     for note in view["notes"]:

@@ -175,6 +175,7 @@ def test_the_cli_trains_lists_and_answers_with_it(settings: Settings, trained: d
         env=env,
     )  # fmt: skip
     assert answered.returncode == 0, answered.stderr
+    assert "answered by" in answered.stdout  # the learned optimizer, or search and why
     bad = edgeopt("optimizer", "train", "--space", "ofa_mbv3", env=env)
     assert bad.returncode != 0 and "no decisions" in bad.stderr + bad.stdout
     assert "Traceback" not in bad.stderr
