@@ -33,7 +33,6 @@ from app.models import Device, Job, Measurement, Optimization, Predictor
 from app.predictor_service import stale_predictors
 from app.queries import find_device, get_job, measurement_counts
 from app.settings import get_settings
-from devices.profile import canonical_policy
 from devices.reference import REFERENCE_SPACES
 
 cli = typer.Typer(
@@ -278,8 +277,13 @@ def optimize_cmd(
             "optimizer exists, else proxy-or-transfer search)"
         ),
     ] = "auto",
-    dataset: Annotated[str, typer.Option()] = "cifar10",
-    policy: Annotated[list[str] | None, typer.Option(help="policies to consider")] = None,
+    dataset: Annotated[
+        str | None, typer.Option(help="default cifar10 (nb201), digits (fbnet)")
+    ] = None,
+    policy: Annotated[
+        list[str] | None,
+        typer.Option(help='policies to consider (repeatable); "per-unit": every per-unit one'),
+    ] = None,
     confidence: Annotated[float, typer.Option(help="P(goals met) asked for")] = 0.9,
     max_measurements: Annotated[
         int,
@@ -301,7 +305,7 @@ def optimize_cmd(
             {
                 "device": device,
                 "space": space,
-                "dataset": dataset,
+                **({"dataset": dataset} if dataset else {}),
                 "method": method,
                 "policies": policy or ["fp32", "int8"],
                 "confidence": confidence,
@@ -400,7 +404,7 @@ def worker_cmd(
     """Add trials to a shared Optuna study (EDGEOPT_OPTUNA_STORAGE), e.g. one per machine."""
     import os
 
-    from app.optimize_service import study_evaluator
+    from app.optimize_service import study_evaluator, study_policies
     from app.schemas import OptimizeRequest
     from search.optuna_search import open_study, run_trials, study_request
 
@@ -413,9 +417,12 @@ def worker_cmd(
         request = OptimizeRequest.model_validate(study_request(shared))
         with factory() as s:
             score = study_evaluator(s, settings.artifacts_dir, request)
-            policies = [canonical_policy(p) for p in request.policies]
+            policies, per_unit = study_policies(request)
             worker = f"worker-{os.getpid()}"
-            run_trials(shared, request.space, policies, score, trials, request.confidence, worker)
+            run_trials(
+                shared, request.space, policies, score, trials, request.confidence, worker,
+                per_unit,
+            )  # fmt: skip
     console.print(f"{worker} added {trials} trials to study {study}")
 
 
@@ -458,6 +465,10 @@ def measure_accuracy_cmd(
     policy: Annotated[list[str] | None, typer.Option(help="precision(s) (repeatable)")] = None,
     epochs: Annotated[int, typer.Option()] = 4,
     seed: Annotated[int, typer.Option()] = 0,
+    mixed: Annotated[bool, typer.Option(help="also the named mixed policies")] = False,
+    random_policies: Annotated[
+        int, typer.Option(help="further mixed policies drawn per design")
+    ] = 0,
 ) -> None:
     """Train designs on scikit-learn's digits; store fp32 and quantized ONNX accuracy."""
     params: dict[str, Any] = {
@@ -466,6 +477,8 @@ def measure_accuracy_cmd(
         "seed": seed,
         "epochs": epochs,
         "policies": policy or ["fp32", "int8"],
+        "mixed": mixed,
+        "random_policies": random_policies,
     }
     if design:
         params["designs"] = design

@@ -340,6 +340,23 @@ class AccuracyParams(DesignSelection):
     policies: list[str] = Field(default_factory=lambda: ["fp32", "int8"], min_length=1)
     epochs: int = Field(4, ge=1, le=100)
     replace: bool = False
+    mixed: bool = Field(False, description="also the space's named mixed policies")
+    random_policies: int = Field(
+        0, ge=0, le=30, description="further mixed policies drawn per design (seeded)"
+    )
+
+    def policies_for(self, index: int, policies: list[str]) -> list[str]:
+        """The policies design ``index`` is measured in: the asked ones, the named mixed,
+        and its own random draw (seed and index fix it, so a rerun asks for the same)."""
+        from search.policy import named_mixed, random_mixed
+
+        out = list(policies)
+        if self.mixed:
+            out += named_mixed(self.space).values()
+        if self.random_policies:
+            rng = np.random.default_rng([self.seed, index])
+            out += random_mixed(self.space, rng, self.random_policies)
+        return list(dict.fromkeys(canonical_policy(p) for p in out))
 
 
 def measure_accuracy_job(
@@ -348,10 +365,11 @@ def measure_accuracy_job(
     """Train each design on digits, evaluate every policy's ONNX model, store the records."""
     from search.digits import DATASET, measure_accuracy, provenance
 
-    designs, policies = params.resolve()
+    designs, asked = params.resolve()
     source = provenance(params.space, params.epochs)
     stored = skipped = 0
     for i, design in enumerate(designs):
+        policies = params.policies_for(i, asked)
         with factory() as s:
             have = set(
                 s.scalars(

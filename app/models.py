@@ -169,7 +169,7 @@ class JobLog(Base):
     job: Mapped[Job] = relationship(back_populates="logs")
 
 
-PREDICTOR_TARGETS = (*METRICS, "accuracy")
+PREDICTOR_TARGETS = (*METRICS, "accuracy", "accuracy_change")
 
 
 class Predictor(Base):

@@ -48,7 +48,7 @@ from search.optimize import (
     refine,
     shot_count,
 )
-from search.policy import UnsupportedPolicy, parse_policy
+from search.policy import PER_UNIT, UnsupportedPolicy, expand, parse_policy
 from search.spaces import NB201, InvalidEncoding, get_space
 
 FBNET_SAMPLE = 5000
@@ -94,7 +94,7 @@ def resolve(session: Session, req: OptimizeRequest) -> Resolved:
         except (InvalidEncoding, ValueError) as exc:
             raise InvalidInput(f"profile: {exc}") from None
     policies = []
-    for policy in req.policies:
+    for policy in expand(req.space, req.policies, enumerate_all=req.study is None):
         try:
             parse_policy(req.space, policy)
             policies.append(canonical_policy(policy))
@@ -808,6 +808,12 @@ def study_evaluator(
     return score
 
 
+def study_policies(req: OptimizeRequest) -> tuple[list[str], bool]:
+    """A study's policies, and whether it draws one precision per unit (``per-unit``)."""
+    per_unit = PER_UNIT in [p.strip().lower() for p in req.policies]
+    return [canonical_policy(p) for p in expand(req.space, req.policies, False)], per_unit
+
+
 def run_study(
     session: Session, artifacts_dir: Path, req: OptimizeRequest, storage: str
 ) -> list[str]:
@@ -820,10 +826,11 @@ def run_study(
         study.set_user_attr("request", req.model_dump(mode="json", exclude={"study"}))
     if req.study.trials:
         evaluate_one = study_evaluator(session, artifacts_dir, req)
-        policies = resolve(session, req).policies
+        policies, per_unit = study_policies(req)
         run_trials(
-            study, req.space, policies, evaluate_one, req.study.trials, req.confidence, "api"
-        )
+            study, req.space, policies, evaluate_one, req.study.trials, req.confidence, "api",
+            per_unit,
+        )  # fmt: skip
     return [r.design for r in results(study)]
 
 

@@ -30,12 +30,20 @@ from app.jobs import JobContext, job_kind
 from app.models import AccuracyRecord, Architecture, Device, Measurement, Predictor
 from predictors.answer import answer, calibrated_proxy_scale, transfer_calibration
 from predictors.design_model import DesignModel, fit_design_model, library_versions
+from predictors.quantization import (
+    Pairs,
+    combine,
+    fit_change_model,
+    pairs_from_records,
+    policy_features,
+)
 from predictors.transfer import MIN_SHOTS, TransferBasis, TransferModel
 from search.spaces import NB201, InvalidEncoding, get_space
 
 SpaceName = Literal["nb201", "fbnet", "ofa_mbv3"]
 Target = Literal["latency_ms", "energy_mj", "accuracy"]
 LEVEL = 0.9
+CHANGE_POLICY = "any"  # an accuracy-change model answers every policy of its space
 
 
 class TrainParams(BaseModel):
@@ -104,7 +112,41 @@ def _scopes(session: Session, params: TrainParams) -> list[dict[str, Any]]:
                         rows=n,
                     )
                 )
+            for dataset, pairs in _change_pairs(session, space).items():
+                if len(pairs) >= params.min_rows:
+                    scopes.append(
+                        dict(
+                            target="accuracy_change",
+                            space=space,
+                            device_id=None,
+                            dataset=dataset,
+                            policy=CHANGE_POLICY,
+                            rows=len(pairs),
+                        )
+                    )
     return scopes
+
+
+def _change_pairs(session: Session, space: str) -> dict[str, Pairs]:
+    """Per dataset, the designs measured both in fp32 and in some other policy."""
+    quantized = (
+        select(AccuracyRecord.dataset)
+        .join(Architecture)
+        .where(Architecture.space == space, AccuracyRecord.policy != "fp32")
+        .distinct()
+    )
+    out = {}
+    for dataset in session.scalars(quantized).all():
+        rows = session.execute(
+            select(Architecture.encoding, AccuracyRecord.policy, AccuracyRecord.top1)
+            .join(Architecture)
+            .where(Architecture.space == space, AccuracyRecord.dataset == dataset)
+            .order_by(AccuracyRecord.id)
+        ).all()
+        pairs = pairs_from_records((e, p, float(v)) for e, p, v in rows)
+        if len(pairs):
+            out[dataset] = pairs
+    return out
 
 
 def _training_data(
@@ -165,16 +207,34 @@ def train_predictors(
     trained: list[int] = []
     skipped: list[str] = []
     for i, scope in enumerate(scopes):
-        with factory() as s:
-            encodings, values, stable = _training_data(s, scope)
-        try:
-            x = get_space(scope["space"]).encode(encodings, scope["policy"])
-        except ValueError as exc:  # a policy stored before uploads checked it against units
-            skipped.append(f"{scope['space']} {scope['target']} policy {scope['policy']!r}: {exc}")
-            continue
-        model = fit_design_model(
-            x, values, log_target=scope["target"] != "accuracy", reliable=stable
-        )
+        features = f"{scope['space']} design encoding"
+        held_out = "random 20%, seed 0"
+        if scope["target"] == "accuracy_change":
+            with factory() as s:
+                pairs = _change_pairs(s, scope["space"])[scope["dataset"]]
+            try:
+                model = fit_change_model(scope["space"], pairs)
+            except ValueError as exc:  # a policy stored before uploads checked it against units
+                skipped.append(f"{scope['space']} accuracy change on {scope['dataset']}: {exc}")
+                continue
+            width = get_space(scope["space"]).encode(pairs.designs[:1], "fp32").shape[1]
+            values = pairs.change
+            features += " (fp32) and the policy's per-unit int8 mask"
+            held_out = "random 20% of the designs, seed 0"
+        else:
+            with factory() as s:
+                encodings, values, stable = _training_data(s, scope)
+            try:
+                x = get_space(scope["space"]).encode(encodings, scope["policy"])
+            except ValueError as exc:  # a policy stored before uploads checked it against units
+                skipped.append(
+                    f"{scope['space']} {scope['target']} policy {scope['policy']!r}: {exc}"
+                )
+                continue
+            model = fit_design_model(
+                x, values, log_target=scope["target"] != "accuracy", reliable=stable
+            )
+            width = int(x.shape[1])
         rel = Path("predictors") / uuid.uuid4().hex
         model.save(artifacts_dir / rel)
         try:
@@ -199,9 +259,9 @@ def train_predictors(
                     quality=model.quality,
                     provenance={
                         "rows": len(values),
-                        "features": f"{scope['space']} design encoding",
-                        "encoding_columns": int(x.shape[1]),
-                        "held_out": "random 20%, seed 0",
+                        "features": features,
+                        "encoding_columns": width,
+                        "held_out": held_out,
                         "libraries": library_versions(),
                         "level": LEVEL,
                     },
@@ -619,9 +679,10 @@ def _records(
 def accuracy_estimates(
     session: Session, artifacts_dir: Path, space: str, dataset: str, policy: str, designs: list[str]
 ) -> tuple[Arrays | None, dict[str, Any]]:
-    """Recorded accuracy where the registry has it (exact), the dataset's model elsewhere.
+    """Recorded accuracy where the registry has it (exact), the dataset's model elsewhere,
+    and for a quantized policy without either: the fp32 accuracy plus the predicted change.
 
-    None (with the reason) when neither records nor a model exist for the dataset and policy.
+    None (with the reason) when none of them can answer for the dataset and policy.
     """
     records = _records(session, space, dataset, policy, designs)
     models = [
@@ -635,22 +696,98 @@ def accuracy_estimates(
         centre[have], low[have], high[have] = values, values, values
     info: dict[str, Any] = {"method": "recorded" if have.all() else "space-model",
                             "recorded": int(have.sum())}  # fmt: skip
-    if (~have).any():
-        if not models:
-            if not have.any():
-                return None, {
-                    "method": None,
-                    "reason": f"no accuracy records or model for {space} on {dataset!r} "
-                    f"at {policy}",
-                }
-            info["method"] = "recorded"
-            info["note"] = f"{int((~have).sum())} designs without a record were left out"
-        else:
-            missing = [d for d, h in zip(designs, have, strict=True) if not h]
-            c, lo, hi = predict_model(artifacts_dir, models[0], space, missing)
-            centre[~have], low[~have], high[~have] = c, lo, hi
-            info["predictor_id"] = models[0].id
+    if have.all():
+        return (centre, low, high), info
+    missing = [d for d, h in zip(designs, have, strict=True) if not h]
+    if models:
+        c, lo, hi = predict_model(artifacts_dir, models[0], space, missing)
+        centre[~have], low[~have], high[~have] = c, lo, hi
+        info["predictor_id"] = models[0].id
+        return (centre, low, high), info
+    changed = _quantized(session, artifacts_dir, space, dataset, policy, missing)
+    if changed is not None:
+        (c, lo, hi), change_info = changed
+        centre[~have], low[~have], high[~have] = c, lo, hi
+        return (centre, low, high), info | change_info
+    if not have.any():
+        reason = f"no accuracy records or model for {space} on {dataset!r} at {policy}"
+        if policy != "fp32":
+            reason += " (and no fp32 accuracy with an accuracy-change model to start from)"
+        return None, {"method": None, "reason": reason}
+    info["method"] = "recorded"
+    info["note"] = f"{len(missing)} designs without a record were left out"
     return (centre, low, high), info
+
+
+def _quantized(
+    session: Session, artifacts_dir: Path, space: str, dataset: str, policy: str, designs: list[str]
+) -> tuple[Arrays, dict[str, Any]] | None:
+    """fp32 accuracy plus the predicted change of ``policy``; None where either is missing."""
+    if policy == "fp32":
+        return None
+    change = change_estimates(session, artifacts_dir, space, dataset, policy, designs)
+    if change is None:
+        return None
+    fp32, fp32_info = accuracy_estimates(session, artifacts_dir, space, dataset, "fp32", designs)
+    if fp32 is None:
+        return None
+    arrays, change_info = change
+    info = {
+        "method": "fp32+change",
+        "fp32": {k: v for k, v in fp32_info.items() if k in ("method", "recorded", "predictor_id")},
+        "change": change_info,
+    }
+    return combine(fp32, arrays), info
+
+
+def _pairs_then_newest(model: Predictor) -> tuple[int, int]:
+    return int((model.provenance or {}).get("rows", 0)), model.id
+
+
+@lru_cache(maxsize=64)
+def _whole_space_change(path: str, space: str, policy: str) -> Arrays:
+    """A change model's predictions for every enumerated cell under one policy."""
+    designs = get_space(space).enumerate()  # type: ignore[attr-defined]
+    return _load(path).predict(policy_features(space, designs, policy))
+
+
+def change_estimates(
+    session: Session, artifacts_dir: Path, space: str, dataset: str, policy: str, designs: list[str]
+) -> tuple[Arrays, dict[str, Any]] | None:
+    """The accuracy change (points) ``policy`` brings to each design, and where it was learned.
+
+    The dataset's own change model (from records a user uploaded for it) comes first;
+    otherwise the one learned from the most pairs, and the answer says it is another
+    dataset's. None when no change model exists for the space.
+    """
+    models = latest_predictors(session, "accuracy_change", space, CHANGE_POLICY)
+    if not models:
+        return None
+    own = [m for m in models if m.dataset == dataset]
+    model = own[0] if own else max(models, key=_pairs_then_newest)
+    path = str(artifacts_dir / model.artifact)
+    try:
+        rows = whole_space_rows(space, designs)
+        if rows is not None:
+            arrays = _whole_space_change(path, space, policy)
+            arrays = arrays[0][rows], arrays[1][rows], arrays[2][rows]
+        else:
+            arrays = _load(path).predict(policy_features(space, designs, policy))
+    except (ValueError, OSError) as exc:
+        raise Conflict(f"predictor {model.id} cannot be used: {exc}") from None
+    quality = model.quality or {}
+    info: dict[str, Any] = {
+        "predictor_id": model.id,
+        "learned_on": model.dataset,
+        "interval_points": round(float(np.median(arrays[2] - arrays[0])), 3),
+        "held_out_mae_points": quality.get("mae"),
+    }
+    if model.dataset != dataset:
+        info["note"] = (
+            f"the change {policy} brings was learned from {model.dataset} accuracies, not "
+            f"{dataset}: upload quantized accuracy records for {dataset} to replace it"
+        )
+    return arrays, info
 
 
 def accuracy_datasets(session: Session, space: str, policy: str) -> list[str]:
@@ -662,7 +799,10 @@ def accuracy_datasets(session: Session, space: str, policy: str) -> list[str]:
         .distinct()
     ).all()
     modelled = [p.dataset for p in latest_predictors(session, "accuracy", space, policy)]
-    return sorted({d for d in [*recorded, *modelled] if d})
+    found = {d for d in [*recorded, *modelled] if d}
+    if policy != "fp32" and latest_predictors(session, "accuracy_change", space, CHANGE_POLICY):
+        found |= set(accuracy_datasets(session, space, "fp32"))
+    return sorted(found)
 
 
 def predict_designs(

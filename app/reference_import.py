@@ -23,9 +23,11 @@ from app.repository import MeasurementRow, architecture_ids, upsert_measurements
 from devices.profile import Metric
 from devices.reference import (
     ACCURACY_SOURCE,
+    DIGITS,
     REFERENCE_SPACES,
     ReferenceDevice,
     ReferenceTable,
+    load_digits_accuracy,
     load_reference,
 )
 
@@ -70,6 +72,35 @@ def _import_accuracies(session: Session, table: ReferenceTable, arch_ids: np.nda
             session.execute(insert(AccuracyRecord), rows[start : start + _CHUNK])
         inserted += len(rows)
     return inserted
+
+
+def _import_digits(session: Session, space: str) -> int:
+    """EdgeOpt's shipped digits accuracies (every policy); those already stored are kept."""
+    shipped = load_digits_accuracy(space)
+    if not shipped:
+        return 0
+    ids = architecture_ids(session, list(dict.fromkeys((space, r.design) for r in shipped)))
+    have = set(
+        session.execute(
+            select(AccuracyRecord.architecture_id, AccuracyRecord.policy)
+            .join(Architecture)
+            .where(Architecture.space == space, AccuracyRecord.dataset == DIGITS)
+        ).all()
+    )
+    rows = [
+        {
+            "architecture_id": ids[(space, r.design)],
+            "policy": r.policy,
+            "dataset": DIGITS,
+            "top1": r.top1,
+            "source": r.source,
+        }
+        for r in shipped
+        if (ids[(space, r.design)], r.policy) not in have
+    ]
+    for start in range(0, len(rows), _CHUNK):
+        session.execute(insert(AccuracyRecord), rows[start : start + _CHUNK])
+    return len(rows)
 
 
 def _device_row(ref: ReferenceDevice) -> Device:
@@ -131,7 +162,7 @@ def import_reference(
     for table in tables:
         with unit_of_work(factory) as s:
             arch_ids = _architecture_ids(s, table)
-            acc = _import_accuracies(s, table, arch_ids)
+            acc = _import_accuracies(s, table, arch_ids) + _import_digits(s, table.space)
         stats = {
             "devices_created": 0,
             "devices_unchanged": 0,

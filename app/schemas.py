@@ -435,10 +435,22 @@ class OptimizeRequest(BaseModel):
     device: str | None = Field(None, max_length=120, description="registered name or id")
     profile: InlineProfile | None = None
     space: Literal["nb201", "fbnet"] = "nb201"
-    dataset: str = Field("cifar10", max_length=64)
+    dataset: str = Field(
+        "cifar10",
+        max_length=64,
+        description="whose accuracy counts; default cifar10 for nb201, digits for fbnet (the "
+        "only FBNet accuracy measured)",
+    )
     goals: Goals = Field(default_factory=lambda: Goals.model_validate({}))
     method: Literal["proxy", "search", "neural", "auto"] = "auto"
-    policies: list[str] = Field(default_factory=lambda: ["fp32", "int8"], min_length=1)
+    policies: list[str] = Field(
+        default_factory=lambda: ["fp32", "int8"],
+        min_length=1,
+        max_length=64,
+        description='policies to consider; "per-unit" adds every per-unit fp32/int8 policy '
+        "(nb201: 32; fbnet: a study draws one precision per unit, without one fp32, int8 and "
+        "the named mixed policies)",
+    )
     alternatives: int = Field(3, ge=0, le=50)
     confidence: float = Field(0.9, gt=0, lt=1)
     max_measurements: int = Field(
@@ -449,6 +461,14 @@ class OptimizeRequest(BaseModel):
         "from predictions at once. Needs a device that can measure: this host or an agent's.",
     )
     study: StudySpec | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _space_dataset(cls, data: Any) -> Any:
+        """FBNet's default dataset is digits: the only one with FBNet accuracy."""
+        if isinstance(data, dict) and data.get("space") == "fbnet" and "dataset" not in data:
+            return {**data, "dataset": "digits"}
+        return data
 
     @model_validator(mode="after")
     def _one_device(self) -> Self:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import gzip
+import io
 import math
 from dataclasses import dataclass, field
 from importlib import resources
@@ -182,3 +183,44 @@ def load_reference(space: str, root: Path | None = None) -> ReferenceTable:
         latency_ms=latency,
         accuracies=accuracies,
     )
+
+
+DIGITS = "digits"  # the folder of EdgeOpt's own accuracy measurements
+
+
+@dataclass(frozen=True)
+class AccuracyRow:
+    """A measured top-1 of one design under one policy, and how it was measured."""
+
+    design: str
+    policy: str
+    top1: float
+    source: str
+
+
+def digits_file(space: str, root: Path | None = None) -> Path:
+    return (root or data_dir()) / DIGITS / f"{space}.csv.gz"
+
+
+def load_digits_accuracy(space: str, root: Path | None = None) -> list[AccuracyRow]:
+    """EdgeOpt's measured digits accuracies of a space (fp32, int8, mixed), none if unshipped."""
+    path = digits_file(space, root)
+    if not path.is_file():
+        return []
+    with gzip.open(path, "rt", newline="") as f:
+        return [
+            AccuracyRow(r["arch"], r["policy"], float(r["top1"]), r["source"])
+            for r in csv.DictReader(f)
+        ]
+
+
+def write_digits_accuracy(space: str, rows: list[AccuracyRow], root: Path | None = None) -> Path:
+    """Ship measured digits accuracies (sorted, so a rerun that measured the same is no diff)."""
+    path = digits_file(space, root)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with gzip.GzipFile(path, "wb", mtime=0) as raw, io.TextIOWrapper(raw, newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["arch", "policy", "top1", "source"])
+        for r in sorted(rows, key=lambda r: (r.design, r.policy)):
+            writer.writerow([r.design, r.policy, repr(r.top1), r.source])
+    return path

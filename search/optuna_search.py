@@ -30,8 +30,12 @@ class TrialResult:
     probability: float
 
 
-def suggest(trial: optuna.Trial, space: str, policies: list[str]) -> tuple[str, str]:
-    """A design and a policy drawn by the sampler."""
+def suggest(
+    trial: optuna.Trial, space: str, policies: list[str], per_unit: bool = False
+) -> tuple[str, str]:
+    """A design and a policy drawn by the sampler: one of ``policies``, or with ``per_unit``
+    one precision per quantization unit (FBNet's 24 units: 2**24 policies, searched, not
+    enumerated)."""
     codec = get_space(space)
     if isinstance(codec, FBNet):
         design = "-".join(
@@ -43,6 +47,14 @@ def suggest(trial: optuna.Trial, space: str, policies: list[str]) -> tuple[str, 
         )
     else:
         raise ValueError(f"no Optuna search for space {space!r}")
+    if per_unit:
+        from search.policy import units
+
+        parts = [
+            str(trial.suggest_categorical(f"unit_{name}", ("fp32", "int8")))
+            for name in units(space)
+        ]
+        return design, parts[0] if len(set(parts)) == 1 else ",".join(parts)
     policy = trial.suggest_categorical("policy", policies)
     return design, str(policy)
 
@@ -68,11 +80,12 @@ def run_trials(
     trials: int,
     confidence: float,
     worker: str,
+    per_unit: bool = False,
 ) -> None:
     """Add ``trials`` trials to the study from this process."""
 
     def objective(trial: optuna.Trial) -> tuple[float, float]:
-        design, policy = suggest(trial, space, policies)
+        design, policy = suggest(trial, space, policies, per_unit)
         score, latency, probability = evaluate(design, policy)
         trial.set_user_attr("design", design)
         trial.set_user_attr("policy", policy)

@@ -7,6 +7,10 @@ precision applies to every unit. Kept free of torch so validation is cheap every
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
+import numpy as np
+
 from search.kernels import UNITS as NB201_UNITS
 from search.spaces import FBNet
 
@@ -65,3 +69,75 @@ def parse_policy(space: str, policy: str, providers: list[str] | None = None) ->
                 f"has {providers}, whose CPU provider computes in fp32 or int8"
             )
     return parts
+
+
+def uniform(space: str, precision: str) -> list[str]:
+    return [precision] * len(units(space))
+
+
+def named_mixed(space: str) -> dict[str, str]:
+    """The mixed policies every accuracy study measures, by name: the quantized body with
+    fp32 ends (the common deployment choice), its opposite, and one part of the body in int8
+    at a time, so a model can learn what each part costs."""
+    names = units(space)
+    body = range(1, len(names) - 1)
+    thirds = np.array_split(np.array(list(body)), 3)
+
+    def only(indices: Iterable[int]) -> str:
+        keep = set(int(i) for i in indices)
+        return ",".join("int8" if i in keep else "fp32" for i in range(len(names)))
+
+    out = {"body-int8": only(body), "ends-int8": only([0, len(names) - 1])}
+    parts = names[1:-1] if space == "nb201" else ["first", "middle", "last"]
+    label = "stage" if space == "nb201" else "third"
+    for part, indices in zip(parts, thirds, strict=True):
+        out[f"{part}-int8" if label == "stage" else f"{part}-third-int8"] = only(indices)
+    return out
+
+
+def random_mixed(space: str, rng: np.random.Generator, count: int) -> list[str]:
+    """``count`` distinct per-unit policies with both precisions in them, drawn uniformly."""
+    n = len(units(space))
+    out: dict[str, None] = {}
+    while len(out) < count:
+        mask = rng.random(n) < 0.5
+        if mask.all() or not mask.any():
+            continue
+        out[",".join("int8" if m else "fp32" for m in mask)] = None
+    return list(out)
+
+
+PER_UNIT = "per-unit"  # a request's word for "every per-unit policy the space can take"
+ENUMERATED_UNITS = 8  # up to 2**8 policies are enumerated; more are searched per unit
+
+
+def per_unit_policies(space: str) -> list[str]:
+    """Every assignment of fp32 / int8 to the space's units (NB201: 32), canonical: the two
+    uniform ones as ``fp32`` and ``int8``. ValueError for a space with too many units to
+    enumerate (FBNet's 24: its Optuna study draws one precision per unit instead)."""
+    n = len(units(space))
+    if n > ENUMERATED_UNITS:
+        raise ValueError(
+            f"{space} has {n} units ({2**n} policies): use a study, which draws a precision "
+            f"per unit, or name the policies"
+        )
+    out = []
+    for bits in range(2**n):
+        parts = ["int8" if bits >> (n - 1 - u) & 1 else "fp32" for u in range(n)]
+        out.append(parts[0] if len(set(parts)) == 1 else ",".join(parts))
+    return out
+
+
+def expand(space: str, policies: list[str], enumerate_all: bool = True) -> list[str]:
+    """A request's policies with ``per-unit`` replaced by every per-unit policy, or, for a
+    space with too many units (``enumerate_all`` false or FBNet), by fp32, int8 and the named
+    mixed ones; duplicates dropped, order kept."""
+    out: list[str] = []
+    for policy in policies:
+        if policy.strip().lower() != PER_UNIT:
+            out.append(policy)
+        elif enumerate_all and len(units(space)) <= ENUMERATED_UNITS:
+            out += per_unit_policies(space)
+        else:
+            out += ["fp32", "int8", *named_mixed(space).values()]
+    return list(dict.fromkeys(out))
