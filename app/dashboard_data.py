@@ -1,9 +1,10 @@
 """The numbers behind the dashboards, shaped for charts and kept small for the browser.
 
 Large data never reaches the page raw: latency distributions are binned here, predictor
-scatters use the sampled held-out points stored with each model, the rank-agreement matrix
-is computed on at most ``AGREEMENT_ROWS`` designs and ordered by hierarchical clustering.
-The cross-class transfer suite is read from the JSON files its benchmark writes.
+scatters use the sampled held-out points stored with each model, a device's latency-accuracy
+front sends every front point but at most ``FRONT_POINTS`` of the others, the rank-agreement
+matrix is computed on at most ``AGREEMENT_ROWS`` designs and ordered by hierarchical
+clustering. The cross-class transfer suite is read from the JSON files its benchmark writes.
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ from pydantic import BaseModel, ValidationError
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from app.domain_errors import NotFound, UnknownDevice
+from app.domain_errors import Conflict, NotFound, UnknownDevice
+from app.measure_service import HOST_DEVICE_SOURCE
 from app.models import (
     Architecture,
     Device,
@@ -28,7 +30,7 @@ from app.models import (
     Optimization,
     Predictor,
 )
-from app.predictor_service import load_model
+from app.predictor_service import accuracy_datasets, accuracy_estimates, load_model
 from devices.fingerprint import fingerprint
 from devices.profile import Metric
 from devices.reference import REFERENCE_SPACES
@@ -42,6 +44,15 @@ RECENT_FAILURES = 5
 SUITE_COMMAND = "python benchmarks/transfer_suite.py"
 # interval coverage this far from the nominal level (0.85 to 0.95 for 90% intervals) is marked
 COVERAGE_TOLERANCE = 0.05
+# a device's latency-accuracy points beyond its front sent to the browser (a seeded sample)
+FRONT_POINTS = 2000
+# the dataset a device's front takes accuracy from, in order of preference: EdgeOpt measures
+# digits itself (every policy, on this host), published accuracies are CIFAR-10's
+HOST_DATASETS = ("digits", "cifar10")
+OTHER_DATASETS = ("cifar10", "digits")
+# what each target's errors are in: accuracy and its change from fp32 in top-1 points
+UNITS = {"latency_ms": "ms", "energy_mj": "mJ", "accuracy": "points", "accuracy_change": "points"}
+POINTS = ("accuracy", "accuracy_change")
 
 
 def overview(session: Session) -> dict[str, Any]:
@@ -96,18 +107,23 @@ def overview(session: Session) -> dict[str, Any]:
     }
 
 
-def device_detail(session: Session, device_id: int) -> dict[str, Any]:
+def device_detail(session: Session, artifacts_dir: Path, device_id: int) -> dict[str, Any]:
     device = session.get(Device, device_id)
     if device is None:
         raise UnknownDevice(f"no device with id {device_id}")
     rows = session.execute(
-        select(Architecture.space, Measurement.policy, Measurement.value)
+        select(Architecture.space, Measurement.policy, Measurement.value, Architecture.encoding)
         .join(Architecture)
         .where(Measurement.device_id == device_id, Measurement.metric == Metric.LATENCY_MS.value)
+        .order_by(Measurement.id)
     ).all()
     groups: dict[str, list[float]] = {}
-    for space, policy, value in rows:
+    by_space: dict[str, dict[str, tuple[list[str], list[float]]]] = {}
+    for space, policy, value, design in rows:
         groups.setdefault(f"{space} {policy}", []).append(value)
+        designs, values = by_space.setdefault(space, {}).setdefault(policy, ([], []))
+        designs.append(design)
+        values.append(value)
     histograms = []
     for label, values in sorted(groups.items()):
         v = np.asarray(values)
@@ -152,7 +168,136 @@ def device_detail(session: Session, device_id: int) -> dict[str, Any]:
         "fingerprint": [{"design": d, "measured": d in measured} for d in prints],
         "latency": histograms,
         "tasks": {s: c for s, c in tasks},
+        "fronts": [
+            latency_accuracy_front(session, artifacts_dir, device, space, measured_policies)
+            for space, measured_policies in sorted(by_space.items())
+            if len(measured_policies) > 1
+        ],
     }
+
+
+def _policy_order(policy: str) -> tuple[bool, str]:
+    return policy != "fp32", policy
+
+
+def front_dataset(session: Session, device: Device, space: str, policies: list[str]) -> str | None:
+    """The dataset with accuracy for the most of ``policies``, preferring digits on this
+    host's devices (EdgeOpt measured it there, every policy) and CIFAR-10 elsewhere."""
+    preferred = HOST_DATASETS if device.source == HOST_DEVICE_SOURCE else OTHER_DATASETS
+    having = {p: set(accuracy_datasets(session, space, p)) for p in policies}
+    others = sorted(set().union(*having.values()) - set(preferred))
+    covered = [(sum(d in h for h in having.values()), d) for d in [*preferred, *others]]
+    best = max((n for n, _ in covered), default=0)
+    return next((d for n, d in covered if n == best), None) if best else None
+
+
+def pareto_mask(latency: np.ndarray, accuracy: np.ndarray) -> np.ndarray:
+    """True for the points no other point beats: none is as fast and as accurate, and
+    better in one of the two."""
+    order = np.lexsort((-accuracy, latency))  # fastest first, the most accurate of a tie first
+    front = np.zeros(len(latency), dtype=bool)
+    best = -np.inf
+    for i in order:
+        if accuracy[i] > best:
+            front[i] = True
+            best = accuracy[i]
+    return front
+
+
+def _method(info: dict[str, Any]) -> str:
+    """How a policy's accuracy was obtained, in words."""
+    method = info.get("method")
+    if method == "fp32+change":
+        fp32 = info.get("fp32", {})
+        change = info.get("change", {})
+        how = f"fp32 accuracy ({fp32.get('method')}) plus the predicted change"
+        if change.get("predictor_id") is not None:
+            how += f" (predictor {change['predictor_id']}, learned on {change.get('learned_on')})"
+        return how
+    if method == "space-model":
+        return f"recorded where measured, else predictor {info.get('predictor_id')}"
+    return str(method)
+
+
+def latency_accuracy_front(
+    session: Session, artifacts_dir: Path, device: Device, space: str,
+    measured: dict[str, tuple[list[str], list[float]]],
+) -> dict[str, Any]:  # fmt: skip
+    """Measured latency against accuracy for every (design, policy) the device measured in
+    a space, with the non-dominated points apart; where no accuracy exists, ``message`` says
+    so and nothing is plotted.
+
+    Accuracy is the registry's answer for the chosen dataset (:func:`accuracy_estimates`:
+    recorded, the dataset's model, or fp32 plus the predicted change of the policy).
+    """
+    policies = sorted(measured, key=_policy_order)
+    dataset = front_dataset(session, device, space, policies)
+    lines: list[dict[str, Any]] = []
+    latency, accuracy, low, high, designs, policy_of = [], [], [], [], [], []
+    for policy in policies:
+        encodings, values = measured[policy]
+        line: dict[str, Any] = {"policy": policy, "designs": len(encodings), "with_accuracy": 0}
+        lines.append(line)
+        if dataset is None:
+            continue
+        try:
+            arrays, info = accuracy_estimates(
+                session, artifacts_dir, space, dataset, policy, encodings
+            )
+        except Conflict as exc:  # a stale model: say so, keep the other policies
+            line.update(method=None, note=str(exc))
+            continue
+        if arrays is None:
+            line.update(method=None, note=info.get("reason"))
+            continue
+        centre, lo, hi = arrays
+        known = np.isfinite(centre)
+        line.update(method=info["method"], how=_method(info), with_accuracy=int(known.sum()))
+        notes = [info.get("note"), (info.get("change") or {}).get("note")]
+        line["note"] = "; ".join(n for n in notes if n) or None
+        for i in np.flatnonzero(known):
+            latency.append(values[i])
+            accuracy.append(centre[i])
+            low.append(lo[i])
+            high.append(hi[i])
+            designs.append(encodings[i])
+            policy_of.append(policy)
+    answer: dict[str, Any] = {
+        "space": space,
+        "dataset": dataset,
+        "policies": lines,
+        "points": len(latency),
+        "shown": [],
+        "front": [],
+        "message": None,
+    }
+    if not latency:
+        answer["message"] = (
+            f"no accuracy for {space} at {', '.join(policies)} on any dataset: upload accuracy "
+            "records (POST /accuracy-records) or train an accuracy model"
+            if dataset is None
+            else f"no accuracy on {dataset} for the designs this device measured"
+        )
+        return answer
+    lat, acc = np.asarray(latency), np.asarray(accuracy)
+    front = pareto_mask(lat, acc)
+    rest = np.flatnonzero(~front)
+    if len(rest) > FRONT_POINTS:
+        rest = np.sort(np.random.default_rng(0).choice(rest, FRONT_POINTS, replace=False))
+
+    def point(i: int) -> dict[str, Any]:
+        return {
+            "design": designs[i],
+            "policy": policy_of[i],
+            "latency_ms": float(lat[i]),
+            "accuracy": float(acc[i]),
+            "low": float(low[i]),
+            "high": float(high[i]),
+        }
+
+    answer["front"] = [point(int(i)) for i in np.flatnonzero(front)[np.argsort(lat[front])]]
+    answer["shown"] = [point(int(i)) for i in rest]
+    return answer
 
 
 def predictor_quality(session: Session, artifacts_dir: Path, predictor_id: int) -> dict[str, Any]:
@@ -163,7 +308,7 @@ def predictor_quality(session: Session, artifacts_dir: Path, predictor_id: int) 
     measured = np.asarray(held.get("measured", []))
     predicted = np.asarray(held.get("predicted", []))
     errors = 100 * (predicted - measured) / np.where(measured != 0, measured, 1.0)
-    if p.target == "accuracy":
+    if p.target in POINTS:  # points of top-1 (or of its change): a difference, not a ratio
         errors = predicted - measured
     counts, edges = np.histogram(errors, bins=BINS) if errors.size else (np.zeros(0), np.zeros(1))
     versions = session.scalars(
@@ -189,7 +334,7 @@ def predictor_quality(session: Session, artifacts_dir: Path, predictor_id: int) 
             "dataset": p.dataset,
             "policy": p.policy,
             "version": p.version,
-            "quality": p.quality,
+            "quality": _figures(p.quality),
             "provenance": p.provenance,
         },
         "scatter": {
@@ -197,17 +342,45 @@ def predictor_quality(session: Session, artifacts_dir: Path, predictor_id: int) 
             "predicted": predicted.tolist(),
             "low": held.get("low", []),
             "high": held.get("high", []),
+            # an accuracy-change model's held-out pairs each have their policy
+            "policy": held.get("policy", []),
         },
+        "baselines": change_baselines(p.quality) if p.target == "accuracy_change" else [],
         "errors": {
-            "unit": "points" if p.target == "accuracy" else "%",
+            "unit": "points" if p.target in POINTS else "%",
             "centers": ((edges[:-1] + edges[1:]) / 2).tolist() if errors.size else [],
             "counts": counts.astype(int).tolist(),
         },
         "versions": [
-            {"id": v.id, "version": v.version, "created_at": v.created_at, **v.quality}
+            {"id": v.id, "version": v.version, "created_at": v.created_at, **_figures(v.quality)}
             for v in versions
         ],
     }
+
+
+def change_baselines(quality: dict[str, Any]) -> list[dict[str, Any]]:
+    """An accuracy-change model's held-out figures beside what needs no model: predicting
+    no change at all, and predicting each policy's mean change (over the training pairs).
+    A constant guess ranks nothing, so "no change" has no Spearman."""
+
+    def figure(name: str, key: str, no_change: str | None, policy_mean: str, lower: bool) -> dict:
+        ours = _finite(quality.get(key))
+        theirs = [_finite(quality.get(k)) if k else None for k in (no_change, policy_mean)]
+        known = [t for t in theirs if t is not None]
+        return {
+            "figure": name,
+            "predictor": ours,
+            "no_change": theirs[0],
+            "policy_mean": theirs[1],
+            "better": ours is not None
+            and bool(known)
+            and all(ours < t if lower else ours > t for t in known),
+        }
+
+    return [
+        figure("MAE (points)", "mae", "mae_no_change", "mae_policy_mean", lower=True),
+        figure("Spearman", "spearman", None, "spearman_policy_mean", lower=False),
+    ]
 
 
 def predictor_table(session: Session) -> list[dict[str, Any]]:
@@ -222,12 +395,14 @@ def predictor_table(session: Session) -> list[dict[str, Any]]:
             "scope": name or p.dataset,
             "policy": p.policy,
             "version": p.version,
+            "unit": UNITS.get(p.target),
             **{
-                k: p.quality.get(k)
+                k: _finite(p.quality.get(k))
                 for k in ("spearman", "kendall", "mape", "within_10pct", "within_10pct_reliable")
             },
-            "rmse": p.quality.get("rmse_ms", p.quality.get("rmse")),
-            "coverage": p.quality.get("coverage"),
+            "rmse": _finite(p.quality.get("rmse_ms", p.quality.get("rmse"))),
+            "mae": _finite(p.quality.get("mae")),
+            "coverage": _finite(p.quality.get("coverage")),
         }
         for p, name in rows
     ]
@@ -410,6 +585,11 @@ class _SuiteFile(BaseModel):
 def _finite(value: float | None) -> float | None:
     """JSON answers carry no NaN: a figure that could not be computed is null."""
     return value if value is not None and math.isfinite(value) else None
+
+
+def _figures(quality: dict[str, Any]) -> dict[str, Any]:
+    """A quality dict with its NaN figures (a Spearman of constant predictions) as null."""
+    return {k: _finite(v) if isinstance(v, float) else v for k, v in (quality or {}).items()}
 
 
 def transfer_suite(folder: Path) -> dict[str, Any]:

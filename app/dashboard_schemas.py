@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 
 class DeviceLine(BaseModel):
@@ -64,18 +64,72 @@ class FingerprintDesign(BaseModel):
     measured: bool
 
 
+class FrontPoint(BaseModel):
+    """A measured design: its latency on the device and its accuracy (with the interval)."""
+
+    design: str
+    policy: str
+    latency_ms: float
+    accuracy: float
+    low: float
+    high: float
+
+
+class FrontPolicy(BaseModel):
+    """One measured policy: how many designs, how many got an accuracy, and from where
+    (``method`` as ``accuracy_estimates`` names it, ``how`` in words, ``note`` on what is
+    missing or borrowed from another dataset)."""
+
+    policy: str
+    designs: int
+    with_accuracy: int
+    method: str | None = None
+    how: str | None = None
+    note: str | None = None
+
+
+class DeviceFront(BaseModel):
+    """Measured latency against accuracy for a space the device measured in several
+    policies. ``front`` holds every non-dominated point (fastest first); ``shown`` at most
+    ``FRONT_POINTS`` of the others (``points`` counts all). ``message`` says why nothing is
+    plotted."""
+
+    space: str
+    dataset: str | None
+    policies: list[FrontPolicy]
+    points: int
+    front: list[FrontPoint]
+    shown: list[FrontPoint]
+    message: str | None = None
+
+
 class DeviceData(BaseModel):
     device: dict[str, Any]
     fingerprint: list[FingerprintDesign]
     latency: list[Histogram]
     tasks: dict[str, int]
+    fronts: list[DeviceFront]
 
 
 class Scatter(BaseModel):
+    """Sampled held-out designs; an accuracy-change model's also name each one's policy."""
+
     measured: list[float]
     predicted: list[float]
     low: list[float]
     high: list[float]
+    policy: list[str] = []
+
+
+class BaselineFigure(BaseModel):
+    """An accuracy-change model's held-out figure beside the two model-free guesses: no
+    change, and each policy's mean change. ``better``: it beats every baseline shown."""
+
+    figure: str
+    predictor: float | None
+    no_change: float | None
+    policy_mean: float | None
+    better: bool
 
 
 class ErrorHistogram(BaseModel):
@@ -87,6 +141,7 @@ class ErrorHistogram(BaseModel):
 class PredictorData(BaseModel):
     predictor: dict[str, Any]
     scatter: Scatter
+    baselines: list[BaselineFigure] = []
     errors: ErrorHistogram
     versions: list[dict[str, Any]]
 
@@ -130,12 +185,14 @@ class PredictorLine(BaseModel):
     scope: str | None
     policy: str
     version: int
+    unit: str | None = Field(None, description="what RMSE and MAE are in: ms, mJ or points")
     spearman: float | None = None
     kendall: float | None = None
     mape: float | None = None
     within_10pct: float | None = None
     within_10pct_reliable: float | None = None
     rmse: float | None = None
+    mae: float | None = None
     coverage: float | None = None
 
 

@@ -160,6 +160,16 @@ def latency_blocks(
     return out, answered
 
 
+def _left_out_notes(left_out: list[tuple[str, str]], shown: int = 3) -> list[str]:
+    """One note per policy left out, or for many (per-unit requests) one naming a few."""
+    if len(left_out) <= shown:
+        return [f"{policy} left out: {why}" for policy, why in left_out]
+    names = ", ".join(policy for policy, _ in left_out[:shown])
+    return [
+        f"{len(left_out)} policies left out ({names}, ...); the first because: {left_out[0][1]}"
+    ]
+
+
 def predict_candidates(
     session: Session,
     artifacts_dir: Path,
@@ -183,6 +193,7 @@ def predict_candidates(
     )
     answered |= lat_info
     kept: list[str] = []
+    left_out: list[tuple[str, str]] = []  # (policy, why)
     blocks: list[tuple[Estimates | None, Estimates, Estimates | None]] = []
     for policy, lat in zip(resolved.policies, latency, strict=True):
         acc, acc_info = accuracy_estimates(
@@ -190,12 +201,12 @@ def predict_candidates(
         )
         answered[f"accuracy.{policy}"] = acc_info
         if acc is None and needs_accuracy:
-            notes.append(f"{policy} left out: {acc_info['reason']}")
+            left_out.append((policy, acc_info["reason"]))
             continue
         if lat is None and latency_optional:
             lat = Estimates(*(np.full(len(designs), np.nan),) * 3)
         if lat is None:
-            notes.append(f"{policy} left out: {answered[f'latency_ms.{policy}']['reason']}")
+            left_out.append((policy, answered[f"latency_ms.{policy}"]["reason"]))
             continue
         energy, energy_info = device_metric(
             session, artifacts_dir, resolved.device, req.space, "energy_mj", policy, designs,
@@ -216,6 +227,7 @@ def predict_candidates(
                 None if energy is None else Estimates(*energy),
             )
         )
+    notes[:0] = _left_out_notes(left_out)
     if not blocks:
         raise NoModel(
             f"no policy can be evaluated for {resolved.name} in {req.space}: " + "; ".join(notes)

@@ -22,8 +22,8 @@ from sqlalchemy import Insert, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from app.domain_errors import Conflict
-from app.models import Architecture, Device, Measurement
+from app.domain_errors import Conflict, InvalidInput
+from app.models import AccuracyRecord, Architecture, Device, Measurement
 from devices.profile import Metric
 
 _CHUNK = 500  # keys per IN (...) lookup
@@ -228,3 +228,56 @@ def _measurement_ids(
         found = session.execute(query.where(Measurement.architecture_id.in_(chunk))).all()
         ids.update({(a, p, m): i for a, p, m, i in found})
     return ids
+
+
+@dataclass(frozen=True)
+class AccuracyRow:
+    """A validated accuracy record to store: canonical design and policy."""
+
+    space: str
+    arch: str
+    dataset: str
+    policy: str
+    top1: float
+    source: str
+
+
+def upsert_accuracy(session: Session, rows: Sequence[AccuracyRow], replace: bool) -> Upserted:
+    """Store accuracy records, one per design x dataset x policy; a repeat replaces the stored
+    value only with ``replace`` (else AlreadyStored names the first ones)."""
+    keys = [(r.space, r.arch) for r in rows]
+    if len(set(zip(keys, [(r.dataset, r.policy) for r in rows], strict=True))) != len(rows):
+        raise InvalidInput("the upload names one design, dataset and policy more than once")
+    ids = architecture_ids(session, keys)
+    stored = {
+        (a, d, p): rid
+        for rid, a, d, p in session.execute(
+            select(
+                AccuracyRecord.id,
+                AccuracyRecord.architecture_id,
+                AccuracyRecord.dataset,
+                AccuracyRecord.policy,
+            ).where(AccuracyRecord.architecture_id.in_(set(ids.values())))
+        )
+    }
+    again = [r for r in rows if (ids[(r.space, r.arch)], r.dataset, r.policy) in stored]
+    if again and not replace:
+        raise AlreadyStored(
+            f"{len(again)} records are stored already; send replace=true to overwrite",
+            [{"message": f"{r.arch} on {r.dataset} at {r.policy}"} for r in again[:5]],
+        )
+    new = []
+    for r in rows:
+        key = (ids[(r.space, r.arch)], r.dataset, r.policy)
+        if key in stored:
+            session.execute(
+                update(AccuracyRecord)
+                .where(AccuracyRecord.id == stored[key])
+                .values(top1=r.top1, source=r.source)
+            )
+        else:
+            new.append({"architecture_id": key[0], "dataset": r.dataset, "policy": r.policy,
+                        "top1": r.top1, "source": r.source})  # fmt: skip
+    for start in range(0, len(new), _INSERT_CHUNK):
+        session.execute(insert(AccuracyRecord), new[start : start + _INSERT_CHUNK])
+    return Upserted(inserted=len(new), replaced=len(again))

@@ -170,6 +170,31 @@ class AccuracyRead(BaseModel):
     source: str
 
 
+class AccuracyIn(BaseModel):
+    """One measured top-1 of a design under a policy on a dataset (the user's own, say)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    space: Literal["nb201", "fbnet", "ofa_mbv3"]
+    arch: str = Field(min_length=1, max_length=2000)
+    dataset: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+    policy: str = Field("fp32", max_length=400)
+    top1: float = Field(ge=0, le=100, allow_inf_nan=False, strict=True)
+    source: str = Field("upload", min_length=1, max_length=400)
+
+
+class AccuracyUpload(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    records: list[AccuracyIn] = Field(min_length=1, max_length=20_000)
+    replace: bool = Field(False, description="replace stored records of the same design")
+
+
+class AccuracyUploadResult(BaseModel):
+    inserted: int
+    replaced: int
+
+
 class JobCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 

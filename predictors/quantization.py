@@ -128,22 +128,30 @@ def split_by_design(pairs: Pairs, seed: int = 0) -> tuple[np.ndarray, np.ndarray
 def change_quality(
     predicted: Arrays, measured: np.ndarray, fit_change: np.ndarray, fit_policies: list[str],
     policies: list[str],
-) -> dict[str, float]:  # fmt: skip
-    """Held-out figures beside the two baselines: "no change" and each policy's mean change."""
+) -> dict[str, float | None]:  # fmt: skip
+    """Held-out figures beside the two baselines: "no change" and each policy's mean change.
+
+    A Spearman is None where a side is constant (it ranks nothing), not NaN: the figures
+    are stored as JSON."""
     from scipy.stats import spearmanr
 
     centre, low, high = predicted
     means = {p: float(np.mean(fit_change[np.array(fit_policies) == p])) for p in set(fit_policies)}
     overall = float(np.mean(fit_change)) if len(fit_change) else 0.0
     policy_mean = np.array([means.get(p, overall) for p in policies])
-    rho = spearmanr(centre, measured)[0] if np.ptp(centre) > 0 else float("nan")
-    rho_mean = spearmanr(policy_mean, measured)[0] if np.ptp(policy_mean) > 0 else float("nan")
+
+    def rank(guess: np.ndarray) -> float | None:
+        if np.ptp(guess) == 0 or np.ptp(measured) == 0:
+            return None
+        rho = float(spearmanr(guess, measured)[0])
+        return rho if np.isfinite(rho) else None
+
     return {
         "mae": float(np.mean(np.abs(centre - measured))),
         "mae_no_change": float(np.mean(np.abs(measured))),
         "mae_policy_mean": float(np.mean(np.abs(policy_mean - measured))),
-        "spearman": float(rho) if np.isfinite(rho) else float("nan"),
-        "spearman_policy_mean": float(rho_mean) if np.isfinite(rho_mean) else float("nan"),
+        "spearman": rank(centre),
+        "spearman_policy_mean": rank(policy_mean),
         "interval_coverage": float(np.mean((measured >= low) & (measured <= high))),
         "mean_change": float(np.mean(measured)),
         "mean_abs_change": float(np.mean(np.abs(measured))),
@@ -174,8 +182,9 @@ def fit_change_model(space: str, pairs: Pairs, seed: int = 0) -> DesignModel:
     rng = np.random.default_rng(seed)
     centre, low, high = model.predict(x[held])
     held_policies = [pairs.policies[i] for i in held]
-    figures = change_quality(
-        (centre, low, high), y[held], y[fit], [pairs.policies[i] for i in fit], held_policies
+    fit_policies = [pairs.policies[i] for i in fit]
+    figures: dict[str, Any] = dict(
+        change_quality((centre, low, high), y[held], y[fit], fit_policies, held_policies)
     )
     figures["coverage"] = cross_coverage(error, rng)
     figures["held_out"] = len(held)

@@ -93,8 +93,8 @@ def overview_data(session: SessionDep) -> OverviewData:
 
 
 @router.get("/api/charts/devices/{device_id}", tags=["dashboard"])
-def device_data(device_id: ResourceId, session: SessionDep) -> DeviceData:
-    return DeviceData.model_validate(data.device_detail(session, device_id))
+def device_data(device_id: ResourceId, session: SessionDep, settings: SettingsDep) -> DeviceData:
+    return DeviceData.model_validate(data.device_detail(session, settings.artifacts_dir, device_id))
 
 
 @router.get("/api/charts/predictors", tags=["dashboard"])

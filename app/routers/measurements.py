@@ -6,11 +6,16 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
-from app.deps import IdFilter, Limit, Offset, ReadAccess, SessionDep
+from app.db import commit
+from app.deps import IdFilter, Limit, Offset, ReadAccess, SessionDep, WriteAccess
+from app.domain_errors import InvalidInput
 from app.errors import ERROR_RESPONSES
 from app.queries import MeasurementFilters, list_accuracy, list_measurements
-from app.schemas import AccuracyRead, MeasurementRead, Page
-from devices.profile import Metric
+from app.repository import AccuracyRow, upsert_accuracy
+from app.schemas import AccuracyRead, AccuracyUpload, AccuracyUploadResult, MeasurementRead, Page
+from devices.profile import Metric, canonical_policy
+from search.policy import NETWORK_SPACES, parse_policy
+from search.spaces import InvalidEncoding, get_space
 
 router = APIRouter(tags=["measurements"], responses=ERROR_RESPONSES, dependencies=[ReadAccess])
 
@@ -53,3 +58,30 @@ def accuracy_records(
 ) -> Page[AccuracyRead]:
     """Accuracy of designs per dataset, each with its source (benchmark or own measurement)."""
     return list_accuracy(session, space, dataset, policy, limit, offset)
+
+
+@router.post(
+    "/accuracy-records",
+    status_code=201,
+    response_model=AccuracyUploadResult,
+    dependencies=[WriteAccess],
+)
+def upload_accuracy(body: AccuracyUpload, session: SessionDep) -> AccuracyUploadResult:
+    """Measured accuracies, e.g. of quantized designs on the user's own dataset: they answer
+    for those designs, and train that dataset's models (accuracy, accuracy change) in place
+    of another dataset's. All-or-nothing."""
+    rows = []
+    for i, r in enumerate(body.records):
+        try:
+            arch = get_space(r.space).canonical(r.arch)
+            if r.space in NETWORK_SPACES:
+                parse_policy(r.space, r.policy)
+            policy = canonical_policy(r.policy)
+        except (InvalidEncoding, ValueError) as exc:
+            raise InvalidInput(f"records[{i}]: {exc}") from None
+        if r.space not in NETWORK_SPACES and policy != "fp32":
+            raise InvalidInput(f"records[{i}]: {r.space} has no quantization units: use fp32")
+        rows.append(AccuracyRow(r.space, arch, r.dataset, policy, r.top1, r.source))
+    stored = upsert_accuracy(session, rows, body.replace)
+    commit(session)
+    return AccuracyUploadResult(inserted=stored.inserted, replaced=stored.replaced)

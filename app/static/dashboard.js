@@ -15,7 +15,8 @@ const EdgeOpt = (() => {
     return Number.isInteger(v) ? String(v) : real(v, d);
   };
   // Held-out quality figures are real even when whole (a Spearman of 1, all within ±10%).
-  const FIGURES = new Set(["spearman", "kendall", "rmse", "rmse_ms", "mae", "mape", "coverage", "within_10pct", "within_10pct_reliable"]);
+  const FIGURES = new Set(["spearman", "kendall", "rmse", "rmse_ms", "mae", "mape", "coverage", "within_10pct", "within_10pct_reliable",
+    "mae_no_change", "mae_policy_mean", "spearman_policy_mean", "interval_coverage", "mean_change", "mean_abs_change"]);
   // Nested objects as flat key/value pairs ("cache.l2_kb"); lists of plain values stay one
   // value (fmt joins them), lists of objects are numbered ("cores[0].freq_mhz").
   const fields = (obj, prefix = "") => Object.entries(obj).flatMap(([k, v]) => {
@@ -30,7 +31,14 @@ const EdgeOpt = (() => {
   // plotly.js 3+ ignores a plain string as an axis title: it must be { text }.
   const axis = (text, more = {}) => ({ title: { text }, automargin: true, ...more });
   const logAxis = (text) => axis(text, { type: "log", tickformat: "~g" }); // "20", not a bare "2"
-  const UNITS = { latency_ms: "latency (ms)", energy_mj: "energy (mJ)", accuracy: "accuracy (%)" };
+  const UNITS = { latency_ms: "latency (ms)", energy_mj: "energy (mJ)", accuracy: "accuracy (%)", accuracy_change: "accuracy change (points)" };
+  // Targets in top-1 points: linear axes, errors as differences rather than percentages.
+  const POINTS = new Set(["accuracy", "accuracy_change"]);
+  // One marker shape and colour per policy, the same in every trace of a chart.
+  const SYMBOLS = ["circle", "square", "diamond", "triangle-up", "x", "cross", "triangle-down", "pentagon", "hexagon", "star"];
+  const COLORS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"];
+  const byPolicy = (a, b) => (a === "fp32" ? -1 : b === "fp32" ? 1 : a.localeCompare(b)); // fp32 first
+  const marker = (k, more = {}) => ({ symbol: SYMBOLS[k % SYMBOLS.length], color: COLORS[k % COLORS.length], ...more });
   const keyValues = (obj, d) => `<table>${fields(obj).map(([k, v]) => `<tr><th>${esc(k)}</th><td>${esc(FIGURES.has(k) ? real(v, d) : fmt(v, d))}</td></tr>`).join("")}</table>`;
   const jobError = (r) => (r.error ? `<span class="bad">${esc(r.error)}</span>` : "");
   const status = (text) => { $("status").textContent = text; };
@@ -83,13 +91,65 @@ const EdgeOpt = (() => {
       x: h.edges.slice(0, -1), width: h.counts.map((_, i) => h.edges[i + 1] - h.edges[i]), y: h.counts,
       customdata: h.edges.slice(1), hovertemplate: "%{x:.3g} to %{customdata:.3g} ms: %{y} designs",
     })), { barmode: "overlay", bargap: 0, margin: { t: 10 }, xaxis: logAxis("latency (ms)"), yaxis: axis("designs") }, config);
+    fronts(d.fronts);
     status(`${d.latency.reduce((a, h) => a + h.n, 0)} measurements`);
+  }
+
+  // Per space measured in several policies: measured latency against accuracy, each point
+  // marked by its policy, the non-dominated ones (none faster and more accurate) outlined.
+  function fronts(list) {
+    const el = $("fronts");
+    if (!list.length) {
+      el.innerHTML = '<p class="muted" id="no-front">Each space was measured in one policy: a latency-accuracy front across policies appears once a second policy (int8, say) is measured.</p>';
+      return;
+    }
+    el.innerHTML = list.map((f) => `<div class="front" id="front-${esc(f.space)}"><h3>${esc(f.space)}</h3>${frontSource(f)}${f.message
+      ? `<p class="bad front-message">${esc(f.message)}</p>`
+      : `<div class="grid"><div id="front-chart-${esc(f.space)}" class="chart"></div><div id="front-table-${esc(f.space)}" class="scroll tall"></div></div>`}</div>`).join("");
+    list.filter((f) => !f.message).forEach(frontChart);
+  }
+
+  function frontSource(f) {
+    const lines = f.policies.map((p) => `<li><b>${esc(p.policy)}</b>: ${p.designs} designs measured, ${p.with_accuracy} with accuracy` +
+      `${p.method ? ` (method <code>${esc(p.method)}</code>: ${esc(p.how)})` : ""}${p.note ? ` <span class="muted">${esc(p.note)}</span>` : ""}</li>`).join("");
+    const where = f.dataset ? `Accuracy on <b class="front-dataset">${esc(f.dataset)}</b> (top-1 %), by policy:` : "No dataset has accuracy for these policies:";
+    const shown = f.points ? `<p class="muted">All ${f.front.length} front points shown, and ${f.shown.length} of the other ${f.points - f.front.length}.</p>` : "";
+    return `<p>${where}</p><ul class="front-policies">${lines}</ul>${shown}`;
+  }
+
+  function frontChart(f) {
+    const policies = f.policies.map((p) => p.policy);
+    const hover = "%{customdata[0]}<br>%{customdata[1]}: %{x:.3g} ms, %{y:.2f}% [%{customdata[2]:.2f}, %{customdata[3]:.2f}]<extra></extra>";
+    const trace = (points, k, more) => ({
+      type: "scatter", mode: "markers", legendgroup: policies[k],
+      x: points.map((p) => p.latency_ms), y: points.map((p) => p.accuracy),
+      customdata: points.map((p) => [p.design, p.policy, p.low, p.high]), hovertemplate: hover, ...more,
+    });
+    const traces = policies.map((p, k) => trace(f.shown.filter((x) => x.policy === p), k, { name: p, marker: marker(k, { size: 6, opacity: 0.4 }) }));
+    traces.push({ type: "scatter", mode: "lines", name: "Pareto front", x: f.front.map((p) => p.latency_ms), y: f.front.map((p) => p.accuracy), line: { color: "#1d2733", width: 1.5 }, hoverinfo: "skip" });
+    policies.forEach((p, k) => {
+      const points = f.front.filter((x) => x.policy === p);
+      if (points.length) {
+        traces.push(trace(points, k, {
+          name: `${p} on the front`, marker: marker(k, { size: 12, line: { width: 2, color: "#1d2733" } }),
+          error_y: { type: "data", symmetric: false, array: points.map((x) => x.high - x.accuracy), arrayminus: points.map((x) => x.accuracy - x.low), thickness: 1, width: 3, color: "#1d2733" },
+        }));
+      }
+    });
+    Plotly.newPlot($(`front-chart-${f.space}`), traces, { margin: { t: 10 }, legend: { orientation: "h", x: 0, y: 1.02, yanchor: "bottom" }, xaxis: logAxis("measured latency (ms)"), yaxis: axis(`accuracy on ${f.dataset} (top-1 %)`) }, config);
+    table($(`front-table-${f.space}`), f.front, [
+      ["latency_ms", "latency (ms)", (r) => esc(real(r.latency_ms))],
+      ["accuracy", "accuracy (%)", (r) => esc(real(r.accuracy, 2))],
+      ["interval", "90% interval", (r) => (r.low === r.high ? "recorded" : `${esc(real(r.low, 2))} to ${esc(real(r.high, 2))}`)],
+      ["policy", "policy", (r) => `<span class="policy" style="color: ${COLORS[policies.indexOf(r.policy) % COLORS.length]}">${esc(r.policy)}</span>`],
+      ["design", "design", (r) => `<code>${esc(r.design)}</code>`],
+    ]);
   }
 
   async function predictors(selected) {
     const rows = await get("/api/charts/predictors");
-    const cols = [["id", "id"], ["target", "target"], ["space", "space"], ["scope", "device / dataset"], ["policy", "policy"], ["version", "v"],
-      ["spearman", "Spearman"], ["kendall", "Kendall"], ["rmse", "RMSE"], ["mape", "MAPE %"], ["within_10pct", "within ±10%"], ["within_10pct_reliable", "±10%, stable measurements"], ["coverage", "90% coverage"]]
+    const cols = [["id", "id"], ["target", "target"], ["space", "space"], ["scope", "device / dataset"], ["policy", "policy"], ["version", "v"], ["unit", "unit"],
+      ["spearman", "Spearman"], ["kendall", "Kendall"], ["rmse", "RMSE"], ["mae", "MAE"], ["mape", "MAPE %"], ["within_10pct", "within ±10%"], ["within_10pct_reliable", "±10%, stable measurements"], ["coverage", "90% coverage"]]
       .map(([k, label]) => (FIGURES.has(k) ? [k, label, (r) => esc(real(r[k], k === "mape" ? 2 : 3))] : [k, label]));
     const suite = transferSuite();
     table($("table"), rows, cols, (id) => show(Number(id)));
@@ -163,15 +223,21 @@ const EdgeOpt = (() => {
   async function show(id) {
     document.querySelectorAll("#table tr").forEach((tr) => tr.classList.toggle("selected", tr.dataset.id === String(id)));
     const d = await get(`/api/charts/predictors/${id}`);
-    const s = d.scatter;
+    const s = d.scatter, target = d.predictor.target;
     const lo = Math.min(...s.measured, ...s.predicted), hi = Math.max(...s.measured, ...s.predicted);
-    const log = d.predictor.target !== "accuracy", unit = UNITS[d.predictor.target] || d.predictor.target;
+    const log = !POINTS.has(target), unit = UNITS[target] || target;
+    const change = target === "accuracy_change";
+    const byPolicyTraces = change && s.policy.length === s.measured.length;
     Plotly.newPlot($("scatter-chart"), [
-      { type: "scattergl", mode: "markers", x: s.measured, y: s.predicted, name: "held-out designs", marker: { size: 4, opacity: 0.5 } },
+      ...(byPolicyTraces ? changeTraces(s) : [{ type: "scattergl", mode: "markers", x: s.measured, y: s.predicted, name: "held-out designs", marker: { size: 4, opacity: 0.5 } }]),
       { type: "scatter", mode: "lines", x: [lo, hi], y: [lo, hi], name: "y = x", line: { dash: "dot" } },
-    ], { margin: { t: 10 }, xaxis: log ? logAxis(`measured ${unit}`) : axis(`measured ${unit}`), yaxis: log ? logAxis(`predicted ${unit}`) : axis(`predicted ${unit}`) }, config);
+    ], { margin: { t: 10 }, legend: byPolicyTraces ? { orientation: "h", x: 0, y: 1.02, yanchor: "bottom" } : {}, xaxis: log ? logAxis(`measured ${unit}`) : axis(`measured ${unit}`), yaxis: log ? logAxis(`predicted ${unit}`) : axis(`predicted ${unit}`) }, config);
+    $("scatter-note").textContent = change
+      ? `Top-1 of the quantized design minus its fp32 top-1, in points, on ${s.measured.length} held-out (design, policy) pairs of designs never trained on${byPolicyTraces ? "; one marker per policy, bars: the 90% interval" : ""}.`
+      : "";
     Plotly.newPlot($("errors-chart"), [{ type: "bar", x: d.errors.centers, y: d.errors.counts }],
-      { margin: { t: 10 }, xaxis: axis(d.errors.unit === "%" ? "error (% of measured)" : `error (${d.errors.unit} of accuracy)`), yaxis: axis("designs") }, config);
+      { margin: { t: 10 }, xaxis: axis(d.errors.unit === "%" ? "error (% of measured)" : `error (${d.errors.unit} of ${change ? "accuracy change" : "accuracy"})`), yaxis: axis(change ? "held-out pairs" : "designs") }, config);
+    baselines(d.baselines);
     const q = d.predictor.quality;
     $("quality").innerHTML = `<p>${esc(d.predictor.target)} · ${esc(d.predictor.space)} · ${esc(d.predictor.device || d.predictor.dataset)} · ${esc(d.predictor.policy)} · v${d.predictor.version}</p>` +
       keyValues(q, 4);
@@ -181,6 +247,32 @@ const EdgeOpt = (() => {
     Plotly.newPlot($("versions-chart"), shown.map((k) => ({
       type: "scatter", mode: "lines+markers", name: figures[k], x: d.versions.map((v) => `v${v.version}`), y: d.versions.map((v) => v[k]),
     })), { margin: { t: 10 }, xaxis: axis("predictor version", { type: "category" }), yaxis: axis("held-out figure (0 to 1)", { range: [low - 0.05, 1.05] }) }, config);
+  }
+
+  // An accuracy-change model's held-out pairs, one trace per policy, with the interval.
+  function changeTraces(s) {
+    const policies = [...new Set(s.policy)].sort(byPolicy);
+    return policies.map((p, k) => {
+      const rows = s.policy.flatMap((x, i) => (x === p ? [i] : []));
+      const at = (values) => rows.map((i) => values[i]);
+      return {
+        type: "scatter", mode: "markers", name: p, x: at(s.measured), y: at(s.predicted),
+        error_y: { type: "data", symmetric: false, array: rows.map((i) => s.high[i] - s.predicted[i]), arrayminus: rows.map((i) => s.predicted[i] - s.low[i]), thickness: 1, width: 0 },
+        marker: marker(k, { size: 7, opacity: 0.75 }),
+        hovertemplate: `${esc(p)}<br>measured %{x:.2f}, predicted %{y:.2f} points<extra></extra>`,
+      };
+    });
+  }
+
+  // The change model beside what needs no model: "no change" and each policy's mean change.
+  function baselines(rows) {
+    const el = $("baselines");
+    if (!rows.length) { el.innerHTML = ""; return; }
+    const cell = (v) => (v === null || v === undefined ? "n/a" : esc(real(v, 4)));
+    el.innerHTML = "<p>Held-out figures beside two baselines that need no model: predicting no change, and predicting each policy's mean change.</p>" +
+      `<table><thead><tr><th>figure</th><th>this predictor</th><th>no change</th><th>per-policy mean</th></tr></thead><tbody>${rows.map((r) =>
+        `<tr><td>${esc(r.figure)}</td><td class="${r.better ? "good" : "bad"}">${cell(r.predictor)}</td><td>${cell(r.no_change)}</td><td>${cell(r.policy_mean)}</td></tr>`).join("")}</tbody></table>` +
+      '<p class="muted">No change has no Spearman: a constant guess ranks nothing. Green: better than every baseline.</p>';
   }
 
   async function agreement(space) {

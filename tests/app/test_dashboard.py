@@ -27,9 +27,11 @@ from sqlalchemy import insert, select
 
 from app.db import session_factory, unit_of_work, upgrade
 from app.main import create_app
-from app.models import Architecture, Device, Measurement
+from app.measure_service import HOST_DEVICE_SOURCE
+from app.models import AccuracyRecord, Architecture, Device, Measurement
 from app.settings import Settings
 from devices.reference import ReferenceTable, load_reference
+from search.spaces import get_space
 from tests.app.conftest import flag_unstable, seed_slice
 from tests.conftest import API_KEY, wait_for_job
 from tests.processes import Server, edgeopt_job
@@ -40,6 +42,13 @@ DEVICES = ["gold_6226", "pixel3", "raspi4", "eyeriss", "fpga", "titan_rtx_256"]
 SPECS = {"cores": 4, "cache": {"l2_kb": 1024, "l3_mb": 22}, "isa": ["avx2", "avx512"]}
 FULL = "pixel2"  # a reference device with every NB201 design measured (15,625)
 UNKNOWN = "nowhere"  # the device a failing training job asks for
+HOST = "host-ort-cpu-1t"  # this host's device as `edgeopt measure` registers it
+MIXED = "fp32,int8,int8,int8,fp32"  # the quantized body with fp32 ends
+# How many NB201 designs have digits accuracy per policy: fp32 for 200; int8 and MIXED for
+# 45 each (90 designs measured both in fp32 and quantized), too few for a model of their
+# own, so the host's quantized accuracy is fp32 accuracy plus the predicted change.
+DIGITS = {"fp32": range(200), "int8": range(45), MIXED: range(40, 85)}
+HOST_DESIGNS = 300  # the host measured these in fp32, int8 and MIXED
 
 # What the cross-class suite found for each (split, unseen device) at 10 shots: Spearman,
 # the ridge baseline's, and 90% interval coverage. Spearman is 0.05 lower at 5 shots and
@@ -336,7 +345,7 @@ def test_predictor_table_scores_stable_measurements_apart(
 def test_optimization_page_links_the_model(server: Server, browser: webdriver.Chrome) -> None:
     browser.get(server.url + "/ui/optimizations/1")
     link = WebDriverWait(browser, 30).until(lambda b: b.find_element(By.ID, "download"))
-    model = httpx.get(link.get_attribute("href"), timeout=120)
+    model = httpx.get(str(link.get_attribute("href")), timeout=120)
     assert model.status_code == 200 and len(model.content) > 10_000
     goals = WebDriverWait(browser, 30).until(lambda b: b.find_element(By.ID, "goals").text)
     assert "latency budget (ms)" in goals and "confidence" in goals
@@ -394,7 +403,7 @@ def test_chart_data_stays_small_for_large_registries(settings, monkeypatch) -> N
         s.execute(insert(Measurement), rows)
     with factory() as s:
         agreement = dashboard_data.rank_agreement(s, "nb201")
-        detail = dashboard_data.device_detail(s, device_ids[0])
+        detail = dashboard_data.device_detail(s, settings.artifacts_dir, device_ids[0])
     assert len(agreement["devices"]) == 250 and agreement["designs_used"] == 150
     assert agreement["proxies"]
     assert all(p["proxy"] and p["spearman"] > 0 for p in agreement["proxies"])
@@ -490,3 +499,273 @@ def test_predictors_page_says_when_the_suite_has_not_run(
         srv.stop()
     assert "has not been run" in text and "python benchmarks/transfer_suite.py" in text
     assert str(empty) in text
+
+
+# -- quantization policies: the accuracy-change model and a device's latency-accuracy front --
+def digits_records(table: ReferenceTable) -> list[dict[str, Any]]:
+    """Digits top-1 as `edgeopt measure-accuracy` measures it: quantizing costs a design
+    some points, int8 everywhere more than the mixed policy with fp32 ends."""
+    rng = np.random.default_rng(1)
+    fp32 = table.accuracies["cifar10"][: len(DIGITS["fp32"])]
+    lost = {"int8": (2.0, 0.5), MIXED: (1.5, 0.3)}  # gamma shape and scale, in points
+    records = []
+    for policy, rows in DIGITS.items():
+        cost = rng.gamma(*lost[policy], len(rows)) if policy in lost else np.zeros(len(rows))
+        records += [
+            {"space": "nb201", "arch": table.encodings[i], "dataset": "digits", "policy": policy,
+             "top1": float(np.clip(round(fp32[i] - c, 2), 0, 100)), "source": "test"}
+            for i, c in zip(rows, cost, strict=True)
+        ]  # fmt: skip
+    return records
+
+
+def add_host(url: str, table: ReferenceTable) -> None:
+    """This host's device, measured in fp32, int8 and MIXED on NB201 (int8 about half the
+    fp32 latency) and in fp32 and int8 on a few FBNet designs, which have no accuracy."""
+    rng = np.random.default_rng(2)
+    fp32 = table.latency_ms[:HOST_DESIGNS, [d.column for d in table.devices].index("gold_6226")]
+    speed = {"fp32": 1.0, "int8": 0.55, MIXED: 0.7}
+    fbnet = get_space("fbnet").sample(np.random.default_rng(0), 30)
+    with unit_of_work(session_factory(url)) as s:
+        s.add_all(Architecture(space="fbnet", encoding=e) for e in fbnet)
+        s.flush()
+        ids = dict(s.execute(select(Architecture.encoding, Architecture.id)).all())
+        device = Device(name=HOST, kind="cpu", source=HOST_DEVICE_SOURCE, threads=1,
+                        runtime="onnxruntime", batch_size=1)  # fmt: skip
+        s.add(device)
+        s.flush()
+        rows = [
+            {"device_id": device.id, "architecture_id": ids[table.encodings[i]], "policy": policy,
+             "metric": "latency_ms", "value": float(v * factor * rng.lognormal(0, 0.05))}
+            for policy, factor in speed.items()
+            for i, v in enumerate(fp32)
+        ]  # fmt: skip
+        rows += [
+            {"device_id": device.id, "architecture_id": ids[e], "policy": policy,
+             "metric": "latency_ms", "value": float(rng.lognormal(1, 0.3))}
+            for policy in ("fp32", "int8")
+            for e in fbnet
+        ]  # fmt: skip
+        s.execute(insert(Measurement), rows)
+
+
+@pytest.fixture(scope="module")
+def quantized(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """A registry whose digits accuracy covers quantized policies (uploaded), with its
+    accuracy models trained (the accuracy-change model among them), and this host's device
+    measured in three policies beside a reference device measured in fp32 only."""
+    tmp = tmp_path_factory.mktemp("quantized")
+    url = f"sqlite:///{tmp / 'quantized.db'}"
+    env = {
+        "EDGEOPT_DATABASE_URL": url,
+        "EDGEOPT_ARTIFACTS_DIR": str(tmp / "artifacts"),
+        "EDGEOPT_API_KEYS": API_KEY,
+        "EDGEOPT_SUITE_RESULTS_DIR": str(tmp / "suite"),
+    }
+    upgrade(url)
+    table = load_reference("nb201")
+    seed_slice(url, table, ["gold_6226"], HOST_DESIGNS)  # and CIFAR-10 accuracy, fp32
+    add_host(url, table)
+    srv = Server(env)
+    try:
+        with httpx.Client(base_url=srv.url, headers={"X-API-Key": API_KEY}, timeout=60) as api:
+            up = api.post("/accuracy-records", json={"records": digits_records(table)})
+            assert up.status_code == 201, up.text
+            body = {"spaces": ["nb201"], "targets": ["accuracy"], "min_rows": 50}
+            started = api.post("/predictors/train", json=body)
+            assert started.status_code == 202, started.text
+            wait_for_job(api, started.json()["id"])
+        yield srv
+    finally:
+        srv.stop()
+
+
+def chart_traces(browser: webdriver.Chrome, element: str) -> list[dict[str, Any]]:
+    """The traces plotly drew in a chart: name, point count, whether it has error bars."""
+    return browser.execute_script(
+        """return document.getElementById(arguments[0]).data.map((t) => ({
+          name: t.name, n: (t.x || []).length,
+          bars: Boolean(t.error_y && t.error_y.array && t.error_y.array.length),
+          symbol: t.marker ? t.marker.symbol || null : null,
+        }));""",
+        element,
+    )
+
+
+def severe(browser: webdriver.Chrome) -> list[dict[str, Any]]:
+    return [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
+
+
+def test_accuracy_change_predictor_shows_its_baselines_and_scatter(
+    quantized: Server, browser: webdriver.Chrome
+) -> None:
+    """The change model's page: held-out changes in points by policy with their interval,
+    and its MAE and Spearman beside "no change" and each policy's mean change."""
+    rows = httpx.get(f"{quantized.url}/api/charts/predictors", timeout=30).json()
+    (line,) = [r for r in rows if r["target"] == "accuracy_change"]
+    assert (line["scope"], line["policy"], line["unit"]) == ("digits", "any", "points")
+    assert {r["unit"] for r in rows if r["target"] == "accuracy"} == {"points"}
+    detail = httpx.get(f"{quantized.url}/api/charts/predictors/{line['id']}", timeout=30).json()
+    q, scatter = detail["predictor"]["quality"], detail["scatter"]
+    assert line["mae"] == q["mae"] and detail["errors"]["unit"] == "points"
+    assert len(scatter["policy"]) == len(scatter["measured"]) == q["held_out"] > 0
+    assert set(scatter["policy"]) == {"int8", MIXED}
+    assert all(lo <= c <= hi for lo, c, hi in zip(scatter["low"], scatter["predicted"],
+                                                  scatter["high"], strict=True))  # fmt: skip
+    mae, rho = detail["baselines"]
+    assert (mae["predictor"], mae["no_change"], mae["policy_mean"]) == (
+        q["mae"], q["mae_no_change"], q["mae_policy_mean"])  # fmt: skip
+    assert rho["no_change"] is None and rho["policy_mean"] == q["spearman_policy_mean"]
+
+    browser.get_log("browser")
+    open_page(browser, f"{quantized.url}/ui/predictors?predictor={line['id']}", charts=4)
+    WebDriverWait(browser, 30).until(lambda b: b.find_elements(By.CSS_SELECTOR, "#baselines tr"))
+    shown = {r["figure"]: r for r in table_cells(browser, "baselines")}
+    assert set(shown) == {"MAE (points)", "Spearman"}
+    assert float(shown["MAE (points)"]["this predictor"]) == pytest.approx(q["mae"], rel=1e-3)
+    assert float(shown["MAE (points)"]["no change"]) == pytest.approx(q["mae_no_change"], rel=1e-3)
+    assert float(shown["MAE (points)"]["per-policy mean"]) == pytest.approx(
+        q["mae_policy_mean"], rel=1e-3
+    )
+    assert shown["Spearman"]["no change"] == "n/a"
+    traces = chart_traces(browser, "scatter-chart")
+    by_name = {t["name"]: t for t in traces}
+    assert set(by_name) == {"int8", MIXED, "y = x"}, traces
+    assert by_name["int8"]["n"] + by_name[MIXED]["n"] == len(scatter["measured"])
+    assert by_name["int8"]["bars"] and by_name[MIXED]["bars"]  # the 90% interval
+    assert by_name["int8"]["symbol"] != by_name[MIXED]["symbol"]
+    (chart,) = [c for c in charts_on(browser) if c["id"] == "scatter-chart"]
+    assert (chart["x"], chart["y"]) == (
+        "measured accuracy change (points)", "predicted accuracy change (points)")  # fmt: skip
+    drawn = browser.find_elements(By.CSS_SELECTOR, "#scatter-chart .scatterlayer .points path")
+    assert len(drawn) == len(scatter["measured"])  # every held-out pair is a marker
+    assert "90% interval" in browser.find_element(By.ID, "scatter-note").text
+    table = {r["id"]: r for r in table_cells(browser, "table")}
+    assert table[str(line["id"])]["unit"] == "points"
+    assert table[str(line["id"])]["device / dataset"] == "digits"
+    assert severe(browser) == []
+    browser.save_screenshot(str(SHOTS / "predictor-accuracy-change.png"))
+
+
+def dominated(latency: np.ndarray, accuracy: np.ndarray) -> np.ndarray:
+    """For each point, whether another is at least as fast and as accurate, and better in one."""
+    lat, acc = latency[:, None], accuracy[:, None]
+    beats = (latency <= lat) & (accuracy >= acc) & ((latency < lat) | (accuracy > acc))
+    return np.asarray(beats.any(axis=1))
+
+
+def assert_true_front(front: list[dict[str, Any]], others: list[dict[str, Any]]) -> None:
+    """``front`` is exactly the non-dominated points of ``front + others``, fastest first."""
+    points = [*front, *others]
+    out = dominated(
+        np.array([p["latency_ms"] for p in points]), np.array([p["accuracy"] for p in points])
+    )
+    assert not out[: len(front)].any() and out[len(front) :].all()
+    assert [p["latency_ms"] for p in front] == sorted(p["latency_ms"] for p in front)
+
+
+def test_device_measured_in_several_policies_shows_its_front(
+    quantized: Server, browser: webdriver.Chrome
+) -> None:
+    """This host measured NB201 in fp32, int8 and MIXED: its page plots latency against
+    digits accuracy, each point marked by its policy, the front outlined and listed, and
+    says where the accuracy came from; FBNet, without accuracy, says so instead."""
+    devices = httpx.get(f"{quantized.url}/api/charts/overview", timeout=30).json()["devices"]
+    ids = {d["name"]: d["id"] for d in devices}
+    data = httpx.get(f"{quantized.url}/api/charts/devices/{ids[HOST]}", timeout=60).json()
+    fbnet, nb201 = data["fronts"]
+    assert (nb201["space"], nb201["dataset"]) == ("nb201", "digits")  # the host's own dataset
+    policies = {p["policy"]: p for p in nb201["policies"]}
+    assert list(policies) == ["fp32", MIXED, "int8"]
+    assert policies["fp32"]["method"] == "space-model"  # 200 recorded, the digits model for 100
+    assert policies["int8"]["method"] == policies[MIXED]["method"] == "fp32+change"
+    assert all(p["designs"] == p["with_accuracy"] == HOST_DESIGNS for p in policies.values())
+    assert nb201["points"] == 3 * HOST_DESIGNS == len(nb201["front"]) + len(nb201["shown"])
+    assert_true_front(nb201["front"], nb201["shown"])
+    on_front = {p["policy"] for p in nb201["front"]}
+    assert {"int8", "fp32"} <= on_front  # int8 the fastest, fp32 the most accurate
+    assert fbnet["space"] == "fbnet" and fbnet["dataset"] is None and fbnet["points"] == 0
+    assert "no accuracy" in fbnet["message"]
+
+    browser.get_log("browser")
+    open_page(browser, f"{quantized.url}/ui/devices/{ids[HOST]}", charts=2)
+    section = browser.find_element(By.ID, "front-nb201")
+    assert section.find_element(By.CLASS_NAME, "front-dataset").text == "digits"
+    assert "fp32+change" in section.text and "space-model" in section.text
+    names = [t["name"] for t in chart_traces(browser, "front-chart-nb201")]
+    assert names[:4] == ["fp32", MIXED, "int8", "Pareto front"]
+    assert {f"{p} on the front" for p in on_front} == set(names[4:])
+    listed = table_cells(browser, "front-table-nb201")
+    assert [r["policy"] for r in listed] == [p["policy"] for p in nb201["front"]]
+    assert [r["design"] for r in listed] == [p["design"] for p in nb201["front"]]
+    (chart,) = [c for c in charts_on(browser) if c["id"] == "front-chart-nb201"]
+    assert chart["x"] == "measured latency (ms)" and chart["y"] == "accuracy on digits (top-1 %)"
+    message = browser.find_element(By.CSS_SELECTOR, "#front-fbnet .front-message").text
+    assert "no accuracy for fbnet" in message
+    assert not browser.find_elements(By.ID, "front-chart-fbnet")
+    assert severe(browser) == []
+    browser.execute_script("arguments[0].scrollIntoView()", section)
+    browser.save_screenshot(str(SHOTS / "device-front.png"))
+
+    open_page(browser, f"{quantized.url}/ui/devices/{ids['gold_6226']}", charts=1)
+    assert "one policy" in browser.find_element(By.ID, "no-front").text  # fp32 only: no front
+    assert not browser.find_elements(By.CSS_SELECTOR, ".front")
+
+
+def test_front_keeps_every_front_point_and_a_bounded_sample(
+    settings: Settings, nb201: ReferenceTable, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Many measured designs: the browser gets the whole front and FRONT_POINTS of the
+    rest, the same sample on every read; recorded accuracy needs no model."""
+    import app.dashboard_data as dashboard_data
+
+    monkeypatch.setattr(dashboard_data, "FRONT_POINTS", 100)
+    rng = np.random.default_rng(3)
+    n, policies = 300, ("fp32", "int8", MIXED)
+    with unit_of_work(session_factory(settings.database_url)) as s:
+        archs = [Architecture(space="nb201", encoding=e) for e in nb201.encodings[:n]]
+        s.add_all(archs)
+        device = Device(name="phone", kind="cpu")
+        s.add(device)
+        s.flush()
+        for k, policy in enumerate(policies):
+            s.add_all(
+                Measurement(device_id=device.id, architecture_id=a.id, policy=policy,
+                            metric="latency_ms", value=float(v))
+                for a, v in zip(archs, rng.lognormal(1 - 0.2 * k, 0.5, n), strict=True)
+            )  # fmt: skip
+            s.add_all(
+                AccuracyRecord(architecture_id=a.id, dataset="digits", policy=policy,
+                               top1=float(v), source="test")
+                for a, v in zip(archs, rng.uniform(80, 95, n), strict=True)
+            )  # fmt: skip
+        device_id = device.id
+    factory = session_factory(settings.database_url)
+    with factory() as s:
+        first = dashboard_data.device_detail(s, settings.artifacts_dir, device_id)
+    with factory() as s:
+        again = dashboard_data.device_detail(s, settings.artifacts_dir, device_id)
+    (front,) = first["fronts"]
+    assert front == again["fronts"][0]  # a seeded sample: the page does not flicker
+    assert front["dataset"] == "digits" and front["points"] == len(policies) * n
+    assert {p["method"] for p in front["policies"]} == {"recorded"}
+    assert len(front["shown"]) == 100 and front["front"]
+    sampled = {(p["design"], p["policy"]) for p in front["shown"]}
+    assert not sampled & {(p["design"], p["policy"]) for p in front["front"]}
+    # the front is of every point, not of the sample: rebuild all of them from the registry
+    with factory() as s:
+        everything = [
+            {"latency_ms": lat, "accuracy": acc}
+            for lat, acc in s.execute(
+                select(Measurement.value, AccuracyRecord.top1).join(
+                    AccuracyRecord,
+                    (AccuracyRecord.architecture_id == Measurement.architecture_id)
+                    & (AccuracyRecord.policy == Measurement.policy),
+                )
+            ).all()
+        ]
+    front_keys = {(p["latency_ms"], p["accuracy"]) for p in front["front"]}
+    assert_true_front(
+        front["front"],
+        [p for p in everything if (p["latency_ms"], p["accuracy"]) not in front_keys],
+    )
