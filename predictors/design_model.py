@@ -67,7 +67,7 @@ class DesignModel:
 
     booster: lgb.Booster
     half_width: float
-    quality: dict[str, float]
+    quality: dict[str, Any]  # held-out figures (numbers, and per-part breakdowns)
     log_target: bool
     held_out: dict[str, list[float]] | None = None  # measured / predicted / low / high, sampled
     value_range: tuple[float, float] | None = None  # of the training targets
@@ -190,8 +190,12 @@ def fit_design_model(
     log_target: bool = True,
     seed: int = 0,
     reliable: np.ndarray | None = None,
+    additive: bool | None = None,
 ) -> DesignModel:
     """Fit on 80%, measure on the held-out 20%, then refit on all rows.
+
+    ``additive``: with or without the additive base; None lets the rows decide
+    (:func:`_base_helps`).
 
     ``reliable`` marks the values whose measurement its protocol called stable. Training
     uses every row; the figures add ``within_10pct_reliable`` over the held-out reliable
@@ -209,7 +213,7 @@ def fit_design_model(
     order = rng.permutation(len(y))
     cut = len(y) // 5
     held, fit = order[:cut], order[cut:]
-    with_base = log_target and _base_helps(x[fit], y[fit], seed)
+    with_base = log_target and (_base_helps(x[fit], y[fit], seed) if additive is None else additive)
     base = AdditiveBase.fit(x[fit], y[fit]) if with_base else None
     booster = _train(x[fit], target[fit], base, seed)
     bounds = (float(target[fit].min()), float(target[fit].max()))
