@@ -28,17 +28,17 @@ from app.db import unit_of_work
 from app.domain_errors import Conflict, InvalidInput
 from app.jobs import JobContext, job_kind
 from app.models import AccuracyRecord, Architecture, Device, Measurement, Predictor
-from predictors import policy_latency
 from predictors.answer import answer, calibrated_proxy_scale, transfer_calibration
 from predictors.design_model import DesignModel, fit_design_model, library_versions
-from predictors.quantization import (
+from predictors.transfer import MIN_SHOTS, TransferBasis, TransferModel
+from search import policy_latency
+from search.accuracy_change import (
     Pairs,
     combine,
     fit_change_model,
     pairs_from_records,
     policy_features,
 )
-from predictors.transfer import MIN_SHOTS, TransferBasis, TransferModel
 from search.policy import NETWORK_SPACES
 from search.spaces import NB201, InvalidEncoding, get_space
 

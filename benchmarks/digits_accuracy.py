@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from devices.reference import AccuracyRow, write_digits_accuracy
-from predictors.quantization import pairs_from_records
+from search.accuracy_change import pairs_from_records
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -2,12 +2,12 @@
 
     python benchmarks/quantization.py [--out benchmarks/results/reference/quantization.json]
 
-Fits the model the service trains (``predictors.quantization.fit_change_model``) on the
+Fits the model the service trains (``search.accuracy_change.fit_change_model``) on the
 shipped digits accuracies of each space (20% of the designs held out, seed 0) and reports
 its mean absolute error (points), Spearman of the changes and 90% interval coverage beside
 "no change" and "each policy's mean change". Then, for each host table in
 ``benchmarks/results/*/host_nb201_latency.csv``, the per-unit latency model
-(``predictors.policy_latency.fit_policy_model``) with each measured mixed policy held out.
+(``search.policy_latency.fit_policy_model``) with each measured mixed policy held out.
 """
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ from pathlib import Path
 import numpy as np
 
 from devices.reference import load_digits_accuracy
-from predictors.policy_latency import Measured, fit_policy_model
-from predictors.quantization import fit_change_model, pairs_from_records
+from search.accuracy_change import fit_change_model, pairs_from_records
+from search.policy_latency import Measured, fit_policy_model
 
 RESULTS = Path(__file__).parent / "results"
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from predictors.policy_latency import Measured, fit_policy_model, predict, unit_costs
 from search.policy import named_mixed, unit_precisions
+from search.policy_latency import Measured, fit_policy_model, predict, unit_costs
 from search.spaces import get_space
 
 MIXED = named_mixed("nb201")

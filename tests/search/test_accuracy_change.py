@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from predictors.quantization import (
+from search.accuracy_change import (
     MIN_PAIRS,
     Pairs,
     combine,
