@@ -25,12 +25,6 @@ from search.spaces import FBNet, get_space
 MIN_POLICIES = 3  # fp32, int8 and a mixed one at least: the mixed one is the check
 
 
-def unit_costs(space: str, designs: list[str]) -> np.ndarray:
-    """Each design's work per unit (designs x units), as shares summing to 1."""
-    work = unit_work(space, designs)
-    return work / work.sum(axis=1, keepdims=True)
-
-
 def unit_work(space: str, designs: list[str]) -> np.ndarray:
     """Each design's work per unit (designs x units), in a space's own rough unit.
 
