@@ -191,7 +191,7 @@ def up(
     if stale:
         typer.echo(f"{stale} predictors were trained on an older design encoding: retraining")
     if not trained or stale:
-        predictors_train(None, None, 200)
+        predictors_train(None, None, 200, FIRST_START_ACCURACY_ROWS)
     serve(host, port)
 
 
@@ -488,6 +488,10 @@ def measure_accuracy_cmd(
     console.print(f"job {job.id}: {r.get('records')} accuracy records ({r.get('skipped')} kept)")
 
 
+# The shipped FBNet digits accuracies are 150 designs: each took a training run to measure.
+FIRST_START_ACCURACY_ROWS = 100
+
+
 @predictors_cli.command("train")
 def predictors_train(
     space: Annotated[list[str] | None, typer.Option(help="space (repeatable); default all")] = None,
@@ -495,9 +499,12 @@ def predictors_train(
         list[str] | None, typer.Option(help="latency_ms, energy_mj or accuracy (repeatable)")
     ] = None,
     min_rows: Annotated[int, typer.Option(help="fewest designs to fit a model")] = 200,
+    min_accuracy_rows: Annotated[
+        int | None, typer.Option(help="fewest designs for an accuracy model (default min-rows)")
+    ] = None,
 ) -> None:
     """Train a new version of every predictor the registry has enough data for."""
-    params: dict[str, Any] = {"min_rows": min_rows}
+    params: dict[str, Any] = {"min_rows": min_rows, "min_accuracy_rows": min_accuracy_rows}
     if space:
         params["spaces"] = space
     if target:

@@ -55,6 +55,17 @@ class TrainParams(BaseModel):
     targets: list[Target] = Field(default_factory=lambda: list(get_args(Target)), min_length=1)
     devices: list[str] | None = Field(None, description="device names; default: all with data")
     min_rows: int = Field(200, ge=50, le=1_000_000, description="fewest designs to fit a model")
+    min_accuracy_rows: int | None = Field(
+        None,
+        ge=50,
+        le=1_000_000,
+        description="fewest designs to fit an accuracy model (default min_rows): accuracy "
+        "takes a training run per design, latency a few milliseconds",
+    )
+
+    @property
+    def accuracy_rows(self) -> int:
+        return self.min_rows if self.min_accuracy_rows is None else self.min_accuracy_rows
 
 
 def _scopes(session: Session, params: TrainParams) -> list[dict[str, Any]]:
@@ -119,7 +130,7 @@ def _scopes(session: Session, params: TrainParams) -> list[dict[str, Any]]:
                 .join(Architecture)
                 .where(Architecture.space == space)
                 .group_by(AccuracyRecord.dataset, AccuracyRecord.policy)
-                .having(func.count() >= params.min_rows)
+                .having(func.count() >= params.accuracy_rows)
                 .order_by(AccuracyRecord.dataset, AccuracyRecord.policy)
             )
             for dataset, policy, n in session.execute(acc_q):
@@ -134,7 +145,7 @@ def _scopes(session: Session, params: TrainParams) -> list[dict[str, Any]]:
                     )
                 )
             for dataset, pairs in _change_pairs(session, space).items():
-                if len(pairs) >= params.min_rows:
+                if len(pairs) >= params.accuracy_rows:
                     scopes.append(
                         dict(
                             target="accuracy_change",

@@ -275,6 +275,9 @@ class PredictorTrain(BaseModel):
     targets: list[Metric | Literal["accuracy"]] | None = Field(None, min_length=1)
     devices: list[str] | None = Field(None, max_length=1000)
     min_rows: int = Field(200, ge=50, le=1_000_000)
+    min_accuracy_rows: int | None = Field(
+        None, ge=50, le=1_000_000, description="fewest designs for an accuracy model"
+    )
 
 
 class PredictRequest(BaseModel):

@@ -243,3 +243,10 @@ def test_whole_space_accuracy_follows_rewritten_records(
             s, settings.artifacts_dir, "nb201", "cifar10", "fp32", designs
         )
     assert again is not None and 12.5 in again[0].tolist()
+
+
+def test_accuracy_models_can_ask_for_fewer_designs_than_latency(writer: TestClient, seeded) -> None:
+    job = train(writer, min_rows=100_000, min_accuracy_rows=100)  # accuracy costs a training run
+    assert job["status"] == "succeeded", job
+    targets = {p["target"] for p in writer.get("/predictors").json()["items"]}
+    assert targets and targets <= {"accuracy", "accuracy_change"}
