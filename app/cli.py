@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -72,7 +75,15 @@ def _run_job(kind: str, params: dict[str, Any]) -> Job:
     """
     factory = _ready_factory()
     settings = get_settings()
-    runner = JobRunner(factory, 1, settings.job_heartbeat_s, settings.artifacts_dir)
+    runner = JobRunner(
+        factory,
+        1,
+        settings.job_heartbeat_s,
+        settings.artifacts_dir,
+        consume=False,
+        stale_after_s=settings.job_stale_after_s,
+        max_attempts=settings.job_max_attempts,
+    )
     latest: list[tuple[float, str | None]] = [(0.0, None)]  # what the job last reported
     outcome: list[BaseException] = []
 
@@ -81,7 +92,7 @@ def _run_job(kind: str, params: dict[str, Any]) -> Job:
 
     def work() -> None:
         try:
-            execute_job(factory, job_id, report, runner.artifacts_dir)
+            execute_job(factory, job_id, report, runner.artifacts_dir, runner.owner)
         except BaseException as exc:  # raised again in the calling thread
             outcome.append(exc)
 
@@ -154,11 +165,13 @@ def import_reference_cmd(
 def serve(
     host: Annotated[str | None, typer.Option(help="default: EDGEOPT_HOST")] = None,
     port: Annotated[int | None, typer.Option(help="default: EDGEOPT_PORT")] = None,
-    workers: Annotated[
-        int, typer.Option(min=1, max=64, help="API processes (each runs its own job workers)")
-    ] = 1,
+    workers: Annotated[int, typer.Option(min=1, max=64, help="API processes")] = 1,
 ) -> None:
-    """Start the API (docs at /docs). Refuses a database whose schema is behind."""
+    """Start the API (docs at /docs). Refuses a database whose schema is behind.
+
+    With EDGEOPT_JOB_WORKERS_MODE=process (the default) it also starts EDGEOPT_JOB_WORKERS
+    `edgeopt worker` processes, and stops them when it stops.
+    """
     import uvicorn
 
     settings = get_settings()
@@ -167,14 +180,39 @@ def serve(
     console.print(
         f"EdgeOpt on http://{host or settings.host}:{port or settings.port} (API docs at /docs)"
     )
-    uvicorn.run(
-        "app.main:create_app",
-        factory=True,
-        host=host or settings.host,
-        port=port or settings.port,
-        log_level="info",
-        workers=workers,
-    )
+    in_process = settings.job_workers_mode == "process"
+    job_workers = _start_workers(settings.job_workers) if in_process else []
+    try:
+        uvicorn.run(
+            "app.main:create_app",
+            factory=True,
+            host=host or settings.host,
+            port=port or settings.port,
+            log_level="info",
+            workers=workers,
+        )
+    finally:
+        _stop_workers(job_workers)
+
+
+def _start_workers(count: int) -> list[subprocess.Popen[bytes]]:
+    """`edgeopt worker` child processes that stop by themselves should this one die."""
+    command = [sys.executable, "-m", "app", "worker", "--parent-pid", str(os.getpid())]
+    return [subprocess.Popen(command) for _ in range(count)]
+
+
+def _stop_workers(procs: list[subprocess.Popen[bytes]], timeout_s: float = 30.0) -> None:
+    """SIGTERM: each hands its running job back to the queue, then exits."""
+    for proc in procs:
+        if proc.poll() is None:
+            proc.terminate()
+    deadline = time.monotonic() + timeout_s
+    for proc in procs:
+        try:
+            proc.wait(max(deadline - time.monotonic(), 0.1))
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
 
 
 @cli.command("up")
@@ -398,12 +436,24 @@ def optimize_cmd(
 
 @cli.command("worker")
 def worker_cmd(
-    study: Annotated[str, typer.Option(help="name of an Optuna study created by /optimize")],
-    trials: Annotated[int, typer.Option(help="trials this worker adds")] = 100,
+    study: Annotated[
+        str | None,
+        typer.Option(help="add trials to this Optuna study (created by /optimize) instead"),
+    ] = None,
+    trials: Annotated[int, typer.Option(help="trials this worker adds (with --study)")] = 100,
+    threads: Annotated[
+        int | None, typer.Option(min=1, max=64, help="jobs run at once (default 1)")
+    ] = None,
+    parent_pid: Annotated[int | None, typer.Option(hidden=True)] = None,
 ) -> None:
-    """Add trials to a shared Optuna study (EDGEOPT_OPTUNA_STORAGE), e.g. one per machine."""
-    import os
-
+    """Run queued jobs (EDGEOPT_QUEUE_URL), as many workers as wanted, on any machine that
+    reaches the database and the queue; with --study, add trials to a shared Optuna study
+    (EDGEOPT_OPTUNA_STORAGE) instead. Stops on SIGTERM / Ctrl-C, handing its running jobs
+    back to the queue."""
+    if study is None:
+        with clear_errors():
+            _run_worker(threads or 1, parent_pid)
+        return
     from app.optimize_service import study_evaluator, study_policies
     from app.schemas import OptimizeRequest
     from search.optuna_search import open_study, run_trials, study_request
@@ -424,6 +474,34 @@ def worker_cmd(
                 per_unit,
             )  # fmt: skip
     console.print(f"{worker} added {trials} trials to study {study}")
+
+
+def _run_worker(threads: int, parent_pid: int | None) -> None:
+    """Consume the job queue until SIGTERM / SIGINT, or until ``parent_pid`` is gone."""
+    import signal
+
+    from app.queue import JobQueue
+
+    settings = get_settings()
+    factory = _ready_factory()
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    runner = JobRunner(
+        factory,
+        threads,
+        settings.job_heartbeat_s,
+        settings.artifacts_dir,
+        queue=JobQueue(settings.job_queue_url),
+        stale_after_s=settings.job_stale_after_s,
+        max_attempts=settings.job_max_attempts,
+    )
+    console.print(f"worker {runner.owner}: {threads} thread(s) on {settings.job_queue_url}")
+    while not stop.wait(0.5):
+        if parent_pid is not None and os.getppid() != parent_pid:  # the server died
+            break
+    runner.shutdown(timeout_s=60)
+    console.print(f"worker {runner.owner} stopped")
 
 
 @cli.command("agent")

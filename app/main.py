@@ -17,10 +17,11 @@ import app.reference_import  # noqa: F401  (registers the import-reference job k
 from app.db import check_schema, head_revision, session_factory
 from app.deps import ReadAccess, SessionDep, SettingsDep
 from app.errors import ERROR_RESPONSES, ApiError, error_responses, install_error_handlers
-from app.jobs import JobRunner, mark_stale_jobs
+from app.jobs import JobRunner
 from app.limits import BodySizeLimit
 from app.models import Device
 from app.observability import RequestContext, setup_logging
+from app.queue import JobQueue
 from app.routers import (
     dashboard,
     devices,
@@ -51,11 +52,20 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         settings.ensure_dirs()
         check_schema(settings.database_url)
         factory = session_factory(settings.database_url)
-        mark_stale_jobs(factory, settings.job_stale_after_s)
         app.state.settings = settings
         app.state.session_factory = factory
+        # Thread mode runs jobs here, on a private queue; otherwise this process only queues
+        # them for `edgeopt worker` processes. Either way it reaps dead workers' jobs.
+        in_process = settings.job_workers_mode == "thread"
         app.state.runner = JobRunner(
-            factory, settings.job_workers, settings.job_heartbeat_s, settings.artifacts_dir
+            factory,
+            settings.job_workers,
+            settings.job_heartbeat_s,
+            settings.artifacts_dir,
+            queue=None if in_process else JobQueue(settings.job_queue_url),
+            consume=in_process,
+            stale_after_s=settings.job_stale_after_s,
+            max_attempts=settings.job_max_attempts,
         )
         try:
             yield

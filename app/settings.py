@@ -52,9 +52,32 @@ class Settings(BaseSettings):
         "before it gives up timing a new device's reference baseline (edgeopt measure "
         "--busy-wait)",
     )
-    job_workers: int = 1
+    job_workers: int = Field(
+        default=1,
+        ge=1,
+        le=64,
+        description="Jobs run at once: worker processes edgeopt serve starts (process mode), "
+        "threads of the API process (thread mode)",
+    )
+    job_workers_mode: Literal["process", "thread", "external"] = Field(
+        default="process",
+        description="Who runs jobs: process (edgeopt serve starts edgeopt worker processes), "
+        "external (workers started separately, on any machine), thread (the API process "
+        "itself, on a private in-memory queue: for tests and development)",
+    )
+    queue_url: str | None = Field(
+        default=None,
+        description="The job queue: redis://host:6379/0 or sqlite:///path; default a SQLite "
+        "file next to a SQLite registry (else in the artifacts folder)",
+    )
     job_heartbeat_s: float = 2.0
     job_stale_after_s: float = 15.0
+    job_max_attempts: int = Field(
+        default=3,
+        ge=1,
+        le=100,
+        description="Starts a job gets when the workers running it die; then it is interrupted",
+    )
     optuna_storage: str = Field(
         default=f"sqlite:///{DEFAULT_HOME / 'optuna.db'}",
         description="Optuna RDB storage shared by search workers; its own database or schema "
@@ -77,6 +100,17 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             return [k.strip() for k in value.split(",") if k.strip()]
         return value
+
+    @property
+    def job_queue_url(self) -> str:
+        """The queue's URL: ``queue_url``, or a SQLite file beside the registry."""
+        if self.queue_url:
+            return self.queue_url
+        if self.database_url.startswith("sqlite:///"):
+            db_path = Path(self.database_url.removeprefix("sqlite:///").split("?")[0])
+            if str(db_path) not in ("", ":memory:"):
+                return f"sqlite:///{db_path.with_name(db_path.stem + '-queue.db')}"
+        return f"sqlite:///{self.artifacts_dir / 'queue.db'}"
 
     def ensure_dirs(self) -> None:
         """Create the local folders the defaults point at (SQLite file, artifacts)."""

@@ -85,6 +85,7 @@ def settings(database_url: str, tmp_path: Path) -> Settings:
         artifacts_dir=tmp_path / "artifacts",
         api_keys=[API_KEY],
         job_heartbeat_s=0.2,
+        job_workers_mode="thread",  # jobs run in the app's threads: no worker to start
     )
 
 

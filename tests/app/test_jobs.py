@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 from fastapi.testclient import TestClient
 
 from app.db import session_factory
-from app.jobs import JobRunner, create_job, mark_stale_jobs
+from app.jobs import Claim, JobRunner, claim_job, create_job, mark_stale_jobs
 from app.models import Job
 from app.settings import Settings
 from tests.conftest import wait_for_job, wait_until
@@ -71,47 +73,79 @@ def test_bad_job_requests(writer: TestClient) -> None:
     assert writer.get("/jobs/12345").status_code == 404
 
 
-def test_a_job_without_heartbeat_becomes_interrupted(settings: Settings) -> None:
+def test_a_dead_workers_job_is_queued_again_then_interrupted(settings: Settings) -> None:
     factory = session_factory(settings.database_url)
-    job_id = create_job(factory, "import-reference", {}, owner="a-dead-process")
-    assert mark_stale_jobs(factory, stale_after_s=60) == 0
-    time.sleep(0.3)
-    assert mark_stale_jobs(factory, stale_after_s=0.1) == 1
+    job_id = create_job(factory, "import-reference", {})
+    for attempt in (1, 2):
+        claim = claim_job(factory, job_id, owner=f"a-worker-that-dies-{attempt}")
+        assert claim is not None and claim.attempt == attempt
+        assert mark_stale_jobs(factory, stale_after_s=60, max_attempts=2) == 0
+        time.sleep(0.3)
+        assert mark_stale_jobs(factory, stale_after_s=0.1, max_attempts=2) == 1
+        with factory() as s:
+            job = s.get(Job, job_id)
+            assert job is not None and job.attempts == attempt
+            assert job.status == ("queued" if attempt == 1 else "interrupted")
+    assert job.error is not None and "2 times" in job.error
+    assert claim_job(factory, job_id, owner="too-late") is None
+
+
+def test_of_many_workers_claiming_a_job_one_gets_it(settings: Settings) -> None:
+    factory = session_factory(settings.database_url)
+    job_id = create_job(factory, "import-reference", {})
+    start = threading.Barrier(8)
+
+    def claim(i: int) -> Claim | None:
+        start.wait()
+        return claim_job(factory, job_id, owner=f"worker-{i}")
+
+    with ThreadPoolExecutor(8) as pool:
+        claims = [c for c in pool.map(claim, range(8)) if c is not None]
+    assert len(claims) == 1
     with factory() as s:
         job = s.get(Job, job_id)
-        assert job is not None and job.status == "interrupted"
+        assert job is not None
+        assert (job.status, job.owner, job.attempts) == ("running", claims[0].owner, 1)
 
 
 def test_a_live_runner_keeps_its_jobs_fresh(settings: Settings) -> None:
     factory = session_factory(settings.database_url)
-    runner = JobRunner(factory, heartbeat_s=0.05)
+    runner = JobRunner(factory, heartbeat_s=0.05, consume=False)
     try:
-        job_id = create_job(factory, "import-reference", {}, owner=runner.owner)
+        job_id = create_job(factory, "import-reference", {})
+        assert claim_job(factory, job_id, owner=runner.owner) is not None
         time.sleep(0.5)
         assert mark_stale_jobs(factory, stale_after_s=0.3) == 0
         with factory() as s:
-            assert s.get(Job, job_id).status == "queued"  # type: ignore[union-attr]
+            assert s.get(Job, job_id).status == "running"  # type: ignore[union-attr]
     finally:
         runner.shutdown()
 
 
-def test_stopping_the_service_interrupts_its_jobs(settings: Settings) -> None:
+def test_stopping_the_service_hands_its_jobs_back_and_the_next_start_runs_them(
+    settings: Settings,
+) -> None:
     factory = session_factory(settings.database_url)
     runner = JobRunner(factory, heartbeat_s=0.05)
     running = runner.submit("import-reference", {"spaces": ["nb201"]})
     queued = runner.submit("import-reference", {"spaces": ["ofa_mbv3"]})
 
-    def started() -> bool:
+    def job(job_id: int) -> Job:
         with factory() as s:
-            return s.get(Job, running).progress > 0  # type: ignore[union-attr]
+            found = s.get(Job, job_id)
+            assert found is not None
+            _ = found.logs
+            return found
 
-    wait_until(started, 120, f"job {running} started")
+    wait_until(lambda: job(running).progress > 0, 120, f"job {running} started")
     runner.shutdown()
-    with factory() as s:
-        for job_id in (running, queued):
-            job = s.get(Job, job_id)
-            assert job is not None
-            assert (job.status, job.error) == (
-                "interrupted",
-                "the service stopped before this job finished",
-            )
+    for job_id in (running, queued):
+        assert (job(job_id).status, job(job_id).attempts, job(job_id).error) == ("queued", 0, None)
+    assert "handed back" in job(running).logs[-1].line
+
+    after = JobRunner(factory, heartbeat_s=0.05, stale_after_s=0.5)
+    try:
+        wait_until(lambda: job(running).owner == after.owner, 60, "the next start took it")
+        assert job(running).status == "running"
+    finally:
+        after.shutdown()

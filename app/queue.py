@@ -1,0 +1,97 @@
+"""The job queue: Huey carries "run job N" messages from the process that queues a job to
+the workers that run it.
+
+The message is only a wake-up call. The job's row in the database stays the truth about its
+status, progress, log and cancellation, and a worker claims a job with one conditional
+UPDATE before it runs it (``app.jobs.claim_job``), so a message delivered twice, or for a job
+that is already over, does nothing. Huey does not acknowledge messages: one lost with a dying
+worker is made good by the reaper (``app.jobs.JobRunner``), which queues the job again.
+
+Storages, chosen by URL: ``sqlite:///path`` (the embedded default, no server to start),
+``redis://host:port/db`` (workers on other machines), ``memory://`` (one process only: the
+thread mode of tests and development).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+from huey import Huey, MemoryHuey, RedisHuey, SqliteHuey
+from huey.consumer import Worker
+
+log = logging.getLogger(__name__)
+
+QUEUE_NAME = "edgeopt-jobs"
+
+
+class JobQueue:
+    """A Huey queue of job ids, and Huey's consumer loop run in threads of this process."""
+
+    def __init__(self, url: str, name: str = QUEUE_NAME) -> None:
+        self.url = url
+        self.huey = _open(url, name)
+        self._handler: Callable[[int], None] | None = None
+
+        def run_job(job_id: int) -> None:
+            if self._handler is None:
+                raise RuntimeError("this process queues jobs but runs none")
+            self._handler(job_id)
+
+        self._task = self.huey.task(name="run_job")(run_job)
+
+    @property
+    def shared(self) -> bool:
+        """Whether other processes can read this queue (not an in-memory one)."""
+        return not isinstance(self.huey, MemoryHuey)
+
+    def enqueue(self, job_id: int) -> None:
+        self._task(job_id)
+
+    def pending(self) -> int:
+        """Messages waiting (not yet taken by a worker)."""
+        return int(self.huey.pending_count())
+
+    def consume(
+        self,
+        handler: Callable[[int], None],
+        threads: int,
+        stop: threading.Event,
+        max_delay_s: float = 0.5,
+    ) -> list[threading.Thread]:
+        """Start ``threads`` Huey workers that call ``handler(job_id)`` per message.
+
+        Huey's own ``Consumer`` also installs signal handlers, which only the main thread of
+        a process may do; its ``Worker`` loop (dequeue, execute, back off while idle) is what
+        runs here, in threads that end once ``stop`` is set and their current job is over.
+        """
+        self._handler = handler
+
+        def loop() -> None:
+            worker = Worker(self.huey, default_delay=0.05, max_delay=max_delay_s, backoff=1.5)
+            worker.initialize()
+            while not stop.is_set():
+                worker.loop()
+
+        started = []
+        for i in range(threads):
+            thread = threading.Thread(target=loop, name=f"edgeopt-job-{i + 1}", daemon=True)
+            thread.start()
+            started.append(thread)
+        return started
+
+
+def _open(url: str, name: str) -> Huey:
+    if url.startswith("memory:"):
+        return MemoryHuey(name, results=False, utc=True)
+    if url.startswith("sqlite:///"):
+        path = Path(url.removeprefix("sqlite:///"))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return SqliteHuey(name, filename=str(path), results=False, utc=True, timeout=30)
+    if url.startswith(("redis://", "rediss://", "unix://")):
+        return RedisHuey(name, url=url, results=False, utc=True, blocking=True, read_timeout=1)
+    raise ValueError(
+        f"unsupported queue URL {url!r}: use sqlite:///PATH, redis://HOST or memory://"
+    )
