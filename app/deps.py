@@ -22,16 +22,32 @@ def get_settings_dep(request: Request) -> Settings:
     return request.app.state.settings
 
 
-def get_session(request: Request) -> Iterator[Session]:
-    """A session per request; routes that write call ``commit`` from ``app.db``."""
+def _session(request: Request, write: bool) -> Iterator[Session]:
     session = request.app.state.session_factory()
-    if request.method not in ("GET", "HEAD", "OPTIONS"):
+    if write:
         session.connection(execution_options=WRITE)
     try:
         yield session
     finally:
         session.rollback()
         session.close()
+
+
+def get_session(request: Request) -> Iterator[Session]:
+    """A session per request; routes that write call ``commit`` from ``app.db``.
+
+    A non-GET request's session takes SQLite's write lock as it begins (``app.db.WRITE``)
+    and holds it to the end: the safe default for a route that writes. A POST that only
+    reads takes ``ReadSessionDep``; a route that computes long before it writes reads in a
+    session of its own and stores in ``unit_of_work`` (``POST /optimize``).
+    """
+    yield from _session(request, request.method not in ("GET", "HEAD", "OPTIONS"))
+
+
+def get_read_session(request: Request) -> Iterator[Session]:
+    """A session that never takes the write lock, whatever the method: for routes that
+    only read (``POST /optimize/front``), so they neither wait for writers nor block them."""
+    yield from _session(request, write=False)
 
 
 def get_factory(request: Request) -> sessionmaker[Session]:
@@ -44,6 +60,7 @@ def get_runner(request: Request) -> JobRunner:
 
 SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
 SessionDep = Annotated[Session, Depends(get_session)]
+ReadSessionDep = Annotated[Session, Depends(get_read_session)]
 RunnerDep = Annotated[JobRunner, Depends(get_runner)]
 FactoryDep = Annotated[sessionmaker[Session], Depends(get_factory)]
 

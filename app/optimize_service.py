@@ -325,6 +325,17 @@ def optimize(
     session: Session, artifacts_dir: Path, req: OptimizeRequest, storage: str | None = None
 ) -> Optimization:
     """Answer an optimization request from predictions and store it (the caller commits)."""
+    record = answer_optimization(session, artifacts_dir, req, storage)
+    session.add(record)
+    session.flush()
+    return record
+
+
+def answer_optimization(
+    session: Session, artifacts_dir: Path, req: OptimizeRequest, storage: str | None = None
+) -> Optimization:
+    """The optimization record of a request, not yet stored: reads only, so the service
+    computes it outside the database's write lock and takes that lock only to store it."""
     started = time.perf_counter()
     if req.max_measurements:
         raise InvalidInput("a request with max_measurements runs as a job (refine_job)")
@@ -360,10 +371,7 @@ def optimize(
             predicted.answered["optimizer"] = {"method": "search"}
     if study_note:
         predicted.notes.append(study_note)
-    record = _record(req, resolved, answer_json(predicted, choice), time.perf_counter() - started)
-    session.add(record)
-    session.flush()
-    return record
+    return _record(req, resolved, answer_json(predicted, choice), time.perf_counter() - started)
 
 
 def _choose(predicted: Predicted, req: OptimizeRequest) -> Choice:

@@ -12,6 +12,7 @@ from app.deps import (
     Limit,
     Offset,
     ReadAccess,
+    ReadSessionDep,
     ResourceId,
     RunnerDep,
     SessionDep,
@@ -71,7 +72,7 @@ def read_optimizer(optimizer_id: ResourceId, session: SessionDep) -> LearnedRow:
 
 @router.post("/optimize/front", response_model=FrontAnswer, dependencies=[ReadAccess])
 def optimize_front(
-    body: FrontRequest, session: SessionDep, settings: SettingsDep
+    body: FrontRequest, session: ReadSessionDep, settings: SettingsDep
 ) -> dict[str, Any]:
     """The best design at each latency budget (up to 50), in one call; stores nothing."""
     return front(session, settings.artifacts_dir, body)

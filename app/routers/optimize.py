@@ -8,8 +8,9 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from app.dashboard_schemas import Fingerprint
-from app.db import commit
+from app.db import commit, unit_of_work
 from app.deps import (
+    FactoryDep,
     Limit,
     Offset,
     ReadAccess,
@@ -30,8 +31,8 @@ from app.optimize_schemas import (
     VerificationView,
 )
 from app.optimize_service import (
+    answer_optimization,
     optimization_view,
-    optimize,
     refine_job,
     refresh_verification,
     start_verification,
@@ -58,17 +59,21 @@ def _get(session: Session, optimization_id: int) -> Optimization:
     responses={202: {"model": OptimizeJob, "description": "measure-and-refine job started"}},
 )
 def optimize_design(
-    body: OptimizeRequest, session: SessionDep, settings: SettingsDep, runner: RunnerDep
+    body: OptimizeRequest, factory: FactoryDep, settings: SettingsDep, runner: RunnerDep
 ) -> OptimizeAnswer | JSONResponse:
     """The best design for a device within its goals, with predictions, odds and Pareto front.
 
     Stored as an optimization record; ``model_url`` downloads the design as ONNX. With
     ``max_measurements`` > 0 the device measures designs first (this host or its agent): the
     answer is then a job (202) whose result names the optimization once it is done.
+
+    The answer is computed in a read session and stored in a transaction of its own: on
+    SQLite the write lock is held for the insert only, not for the search (which would make
+    every other writer wait for it).
     """
     if body.max_measurements:
-        kind, params = refine_job(session, body, settings.measure_budget_s)
-        commit(session)  # the job's worker reads the registry in its own transactions
+        with factory() as session:
+            kind, params = refine_job(session, body, settings.measure_budget_s)
         job_id = runner.submit(kind, params)
         job = OptimizeJob(
             job_id=job_id,
@@ -78,8 +83,10 @@ def optimize_design(
             message=f"measuring up to {body.max_measurements} designs on the device",
         )
         return JSONResponse(job.model_dump(mode="json"), status_code=202)
-    record = optimize(session, settings.artifacts_dir, body, settings.optuna_storage)
-    commit(session)
+    with factory() as session:
+        record = answer_optimization(session, settings.artifacts_dir, body, settings.optuna_storage)
+    with unit_of_work(factory) as session:
+        session.add(record)
     count_predictions("/optimize", int(record.result.get("candidates", 0)))
     return OptimizeAnswer.model_validate(optimization_view(record))
 
