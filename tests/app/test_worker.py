@@ -12,8 +12,10 @@ from pathlib import Path
 
 import httpx
 import pytest
+from sqlalchemy import text
 
 from app.db import get_engine, upgrade
+from devices.reference import load_reference
 from tests.conftest import API_KEY, BACKENDS, fresh_database, wait_for_job, wait_until
 from tests.processes import Server
 
@@ -116,3 +118,84 @@ def _owner(env: dict[str, str], job_id: int) -> str:
         owner = s.scalar(select(Job.owner).where(Job.id == job_id))
     assert owner is not None
     return owner
+
+
+def _upload_csv(count: int) -> bytes:
+    """``count`` measurements of distinct NB201 designs (two metrics, two policies each)."""
+    lines = ["space,arch,policy,metric,value"]
+    for i, arch in enumerate(load_reference("nb201").encodings):
+        for policy in ("fp32", "int8"):
+            for metric in ("latency_ms", "energy_mj"):
+                lines.append(f"nb201,{arch},{policy},{metric},{1 + i % 97 / 10}")
+    return ("\n".join(lines[: count + 1]) + "\n").encode()
+
+
+def _writing(url: str) -> bool:
+    """The database is in the middle of the upload's transaction."""
+    if url.startswith("sqlite:///"):  # WAL mode: a big transaction's pages spill to the WAL
+        wal = Path(url.removeprefix("sqlite:///") + "-wal")
+        return wal.exists() and wal.stat().st_size > 4 * 1024 * 1024
+    engine = get_engine(url)
+    with engine.connect() as conn:
+        active = conn.execute(
+            text(
+                "SELECT count(*) FROM pg_stat_activity WHERE pid <> pg_backend_pid() "
+                "AND state <> 'idle' AND query ILIKE 'INSERT INTO measurements%'"
+            )
+        )
+        return bool(active.scalar())
+
+
+def test_a_server_killed_during_an_upload_stored_all_of_it_or_nothing(
+    env: dict[str, str],
+) -> None:
+    rows = 60_000
+    body = _upload_csv(rows)
+    url = env["EDGEOPT_DATABASE_URL"]
+    server = Server(env)
+    try:
+        device = httpx.post(
+            f"{server.url}/devices", json={"name": "big-upload", "kind": "cpu"}, headers=HEADERS
+        ).json()["id"]
+        done: list[httpx.Response | Exception] = []
+
+        def upload() -> None:
+            try:
+                done.append(
+                    httpx.post(
+                        f"{server.url}/devices/{device}/measurements",
+                        content=body,
+                        headers={**HEADERS, "content-type": "text/csv"},
+                        timeout=300,
+                    )
+                )
+            except httpx.TransportError as exc:  # the server died mid-request
+                done.append(exc)
+
+        sender = threading.Thread(target=upload)
+        sender.start()
+        wait_until(lambda: _writing(url) or bool(done), 300, "the upload is being written")
+        assert not done, f"the upload ended before the kill: {done}"
+        server.kill()
+        sender.join(30)
+    finally:
+        server.stop()
+
+    assert isinstance(done[0], httpx.TransportError)
+    again = Server(env)
+    try:
+        stored = httpx.get(f"{again.url}/devices/{device}/measurements").json()["total"]
+        assert stored in (0, rows)  # killed mid-write: nothing (or, after its commit, all)
+        retried = httpx.post(
+            f"{again.url}/devices/{device}/measurements",
+            content=body,
+            headers={**HEADERS, "content-type": "text/csv"},
+            params={"replace": "true"},
+            timeout=300,
+        )
+        assert retried.status_code == 201, retried.text
+        assert sum(retried.json()[k] for k in ("inserted", "replaced")) == rows
+        stored = httpx.get(f"{again.url}/devices/{device}/measurements").json()["total"]
+        assert stored == rows
+    finally:
+        again.stop()
