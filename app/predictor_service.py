@@ -255,7 +255,13 @@ def train_predictors(
         raise ValueError(f"no scope has {params.min_rows} or more designs to learn from")
     trained: list[int] = []
     skipped: list[str] = []
+    # A retried job (its worker died) keeps what an earlier attempt published: no version twice.
+    published = _published_by(factory, ctx.job_id) if ctx is not None and ctx.attempt > 1 else {}
     for i, scope in enumerate(scopes):
+        key = tuple(scope[k] for k in ("target", "space", "device_id", "dataset", "policy"))
+        if key in published:
+            trained.append(published[key])
+            continue
         features = f"{scope['space']} design encoding"
         held_out = "random 20%, seed 0"
         if scope["target"] == "accuracy_change":
@@ -340,6 +346,22 @@ def train_predictors(
     if not trained and skipped:
         raise ValueError(f"no scope could be trained: {'; '.join(skipped[:3])}")
     return {"predictors": trained, "count": len(trained), "skipped": skipped}
+
+
+def _published_by(factory: sessionmaker[Session], job_id: int) -> dict[tuple[Any, ...], int]:
+    """The predictors a job stored, by scope (target, space, device, dataset, policy)."""
+    with factory() as s:
+        rows = s.execute(
+            select(
+                Predictor.target,
+                Predictor.space,
+                Predictor.device_id,
+                Predictor.dataset,
+                Predictor.policy,
+                Predictor.id,
+            ).where(Predictor.job_id == job_id)
+        ).all()
+    return {tuple(row[:5]): row[5] for row in rows}
 
 
 @job_kind("train-predictors", TrainParams)

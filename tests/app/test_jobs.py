@@ -6,11 +6,22 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
+import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import select
 
 from app.db import session_factory
-from app.jobs import Claim, JobRunner, claim_job, create_job, mark_stale_jobs
-from app.models import Job
+from app.jobs import (
+    JOB_KINDS,
+    Claim,
+    JobContext,
+    JobRunner,
+    claim_job,
+    create_job,
+    execute_job,
+    mark_stale_jobs,
+)
+from app.models import Job, Predictor
 from app.settings import Settings
 from tests.conftest import wait_for_job, wait_until
 
@@ -149,3 +160,41 @@ def test_stopping_the_service_hands_its_jobs_back_and_the_next_start_runs_them(
         assert job(running).status == "running"
     finally:
         after.shutdown()
+
+
+class _Died(Exception):
+    """The worker's process ends here (as with SIGKILL: nothing after it runs)."""
+
+
+def test_a_retried_training_publishes_each_predictor_once(
+    settings: Settings, seeded: dict[str, object]
+) -> None:
+    factory = session_factory(settings.database_url)
+    job_id = create_job(factory, "train-predictors", {"spaces": ["nb201"], "min_rows": 100})
+    claim = claim_job(factory, job_id, owner="a-worker-that-dies")
+    assert claim is not None
+    reports: list[float] = []
+
+    def die_after_two(fraction: float, message: str | None) -> None:
+        reports.append(fraction)
+        if len(reports) == 2:
+            raise _Died
+
+    ctx = JobContext(factory, job_id, die_after_two, 0, settings.artifacts_dir, claim)
+    with pytest.raises(_Died):
+        JOB_KINDS["train-predictors"].fn(ctx, claim.params)
+    with factory() as s:
+        first = s.scalars(select(Predictor.id).where(Predictor.job_id == job_id)).all()
+    assert len(first) == 2
+
+    time.sleep(0.3)
+    assert mark_stale_jobs(factory, stale_after_s=0.1) == 1  # queued again, attempt 2 next
+    assert execute_job(factory, job_id, artifacts_dir=settings.artifacts_dir) == "succeeded"
+    with factory() as s:
+        job = s.get(Job, job_id)
+        rows = s.scalars(select(Predictor).where(Predictor.job_id == job_id)).all()
+    assert job is not None and job.attempts == 2 and job.result is not None
+    scopes = [(p.target, p.device_id, p.dataset, p.policy) for p in rows]
+    assert len(scopes) == len(set(scopes)) == job.result["count"]  # no scope twice
+    assert set(first) <= set(job.result["predictors"])
+    assert all((settings.artifacts_dir / p.artifact).exists() for p in rows)
