@@ -477,6 +477,7 @@ class JobRunner:
         start. Waits for them up to ``timeout_s`` (None: as long as they take)."""
         self._consuming.set()
         self._stopping.set()
+        self.queue.wake()
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
         for thread in self._threads:
             left = None if deadline is None else max(deadline - time.monotonic(), 0.0)

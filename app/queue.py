@@ -34,6 +34,7 @@ class JobQueue:
         self.url = url
         self.huey = _open(url, name)
         self._handler: Callable[[int], None] | None = None
+        self._wake = threading.Event()  # a message queued by this process: no need to poll
 
         def run_job(job_id: int) -> None:
             if self._handler is None:
@@ -49,6 +50,11 @@ class JobQueue:
 
     def enqueue(self, job_id: int) -> None:
         self._task(job_id)
+        self._wake.set()
+
+    def wake(self) -> None:
+        """End the idle wait of this process's consumer threads (to see a stop flag)."""
+        self._wake.set()
 
     def pending(self) -> int:
         """Messages waiting (not yet taken by a worker)."""
@@ -70,7 +76,7 @@ class JobQueue:
         self._handler = handler
 
         def loop() -> None:
-            worker = Worker(self.huey, default_delay=0.05, max_delay=max_delay_s, backoff=1.5)
+            worker = _Worker(self.huey, 0.05, max_delay_s, 1.5, wake=self._wake)
             worker.initialize()
             while not stop.is_set():
                 worker.loop()
@@ -81,6 +87,34 @@ class JobQueue:
             thread.start()
             started.append(thread)
         return started
+
+
+class _Worker(Worker):
+    """Huey's worker, whose idle wait also ends when this process queues a message."""
+
+    delay: float
+    default_delay: float
+    max_delay: float
+    backoff: float
+
+    def __init__(
+        self,
+        huey: Huey,
+        default_delay: float,
+        max_delay: float,
+        backoff: float,
+        wake: threading.Event,
+    ) -> None:
+        super().__init__(huey, default_delay, max_delay, backoff)
+        self._woken = wake
+
+    def sleep(self) -> None:
+        delay: float = min(self.delay, self.max_delay)
+        if self._woken.wait(delay):
+            self._woken.clear()
+            self.delay = self.default_delay
+        else:
+            self.delay = delay * self.backoff
 
 
 def _open(url: str, name: str) -> Huey:
