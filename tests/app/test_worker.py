@@ -24,16 +24,22 @@ HEADERS = {"X-API-Key": API_KEY}
 NB201_ROWS, NB201_DEVICES = 27 * 15_625 + 1_996 + 1_739, 29
 
 
+# The queue of each backend's tests: a SQLite file (the embedded setup) and, with PostgreSQL,
+# the local Redis (workers on several machines); a database number of its own.
+REDIS_QUEUE = os.environ.get("EDGEOPT_TEST_REDIS_URL", "redis://127.0.0.1:6379/13")
+
+
 @pytest.fixture(params=BACKENDS)
 def env(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[dict[str, str]]:
     """A migrated database; the API only queues jobs, workers are started by the test."""
     gen = fresh_database(request.param, tmp_path)
     url = next(gen)
     upgrade(url)
+    sqlite_queue = f"sqlite:///{tmp_path / 'queue.db'}"
     yield {
         "EDGEOPT_DATABASE_URL": url,
         "EDGEOPT_ARTIFACTS_DIR": str(tmp_path / "artifacts"),
-        "EDGEOPT_QUEUE_URL": f"sqlite:///{tmp_path / 'queue.db'}",
+        "EDGEOPT_QUEUE_URL": sqlite_queue if request.param == "sqlite" else REDIS_QUEUE,
         "EDGEOPT_API_KEYS": API_KEY,
         "EDGEOPT_JOB_WORKERS_MODE": "external",
         "EDGEOPT_JOB_HEARTBEAT_S": "0.2",
