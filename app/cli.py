@@ -480,9 +480,11 @@ def _run_worker(threads: int, parent_pid: int | None) -> None:
     """Consume the job queue until SIGTERM / SIGINT, or until ``parent_pid`` is gone."""
     import signal
 
+    from app.observability import setup_logging
     from app.queue import JobQueue
 
     settings = get_settings()
+    setup_logging(settings.log_format)
     factory = _ready_factory()
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -63,6 +63,9 @@ SPACES = ("nb201", "fbnet", "ofa_mbv3")
 class QueuedOnly(JobRunner):
     """Records each job as queued, with its parameters checked, and runs none."""
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **{**kwargs, "consume": False})
+
     def submit(self, kind: str, params: dict[str, Any]) -> int:
         return create_job(self.factory, kind, params, self.owner)
 
