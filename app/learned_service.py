@@ -179,7 +179,7 @@ def device_features(
     predictions elsewhere; NoModel when nothing can predict them.
     """
     if shots is None:
-        shots_known = device_shots(session, device, space, "latency_ms", "fp32")
+        shots_known = device_shots(session, device, space, "latency_ms", "fp32", among=prints)
     else:
         shots_known = shots
     measured = dict(shots_known)

@@ -21,7 +21,7 @@ from typing import Any, Literal, get_args
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
-from sqlalchemy import func, literal, select
+from sqlalchemy import event, func, literal, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.db import unit_of_work
@@ -480,6 +480,65 @@ def stale_predictors(session: Session) -> list[Predictor]:
     return stale
 
 
+_NEWEST = "edgeopt.newest_predictors"  # session.info: the newest predictor per scope, by space
+_SNAPSHOTS: dict[tuple[Any, ...], list[Predictor]] = {}
+_COLUMNS = [c.key for c in Predictor.__mapper__.column_attrs]
+
+
+@event.listens_for(Session, "after_flush")
+@event.listens_for(Session, "after_transaction_end")
+def _forget_newest(session: Session, *_: Any) -> None:
+    """A session's own writes, or a new transaction, may change what it read."""
+    session.info.pop(_NEWEST, None)
+    session.info.pop(_RECORDED, None)
+
+
+def _newest_predictors(session: Session, space: str) -> list[Predictor]:
+    """The newest version of every predictor scope of a space, for a dozen scopes a
+    prediction asks about: read once per transaction, and kept across requests until a
+    predictor is added or removed (the newest id, the count and the newest creation time
+    change; SQLite reuses the ids a device's deletion frees, their creation time differs).
+
+    Rows are never rewritten. The copies returned are transient (in no session), shared
+    between requests: read them, never change them or add them to a session.
+    """
+    memo = session.info.setdefault(_NEWEST, {})
+    if space in memo:
+        return memo[space]
+    stamp = session.execute(
+        select(func.max(Predictor.id), func.count(), func.max(Predictor.created_at))
+    ).one()
+    key = (str(session.get_bind().engine.url), space, *stamp)
+    if key not in _SNAPSHOTS:
+        scope = (Predictor.target, Predictor.device_id, Predictor.dataset, Predictor.policy)
+        newest = (
+            select(*scope, func.max(Predictor.version).label("version"))
+            .where(Predictor.space == space)
+            .group_by(*scope)
+            .subquery()
+        )
+        q = (
+            select(*(getattr(Predictor, c) for c in _COLUMNS))
+            .join(
+                newest,
+                (Predictor.target == newest.c.target)
+                & (Predictor.policy == newest.c.policy)
+                & (Predictor.version == newest.c.version)
+                & (Predictor.device_id.is_not_distinct_from(newest.c.device_id))
+                & (Predictor.dataset.is_not_distinct_from(newest.c.dataset)),
+            )
+            .where(Predictor.space == space)
+            .order_by(Predictor.device_id, Predictor.dataset)
+        )
+        if len(_SNAPSHOTS) >= 32:
+            _SNAPSHOTS.clear()
+        _SNAPSHOTS[key] = [
+            Predictor(**dict(zip(_COLUMNS, r, strict=True))) for r in session.execute(q)
+        ]
+    memo[space] = _SNAPSHOTS[key]
+    return memo[space]
+
+
 def latest_predictors(
     session: Session,
     target: str,
@@ -488,28 +547,12 @@ def latest_predictors(
     device_id: int | None = None,
     any_device: bool = False,
 ) -> list[Predictor]:
-    """Newest version per scope, optionally across all devices."""
-    newest = (
-        select(Predictor.device_id, Predictor.dataset, func.max(Predictor.version).label("version"))
-        .where(Predictor.target == target, Predictor.space == space, Predictor.policy == policy)
-        .group_by(Predictor.device_id, Predictor.dataset)
-        .subquery()
-    )
-    q = (
-        select(Predictor)
-        .join(
-            newest,
-            (Predictor.version == newest.c.version)
-            & (Predictor.device_id.is_not_distinct_from(newest.c.device_id))
-            & (Predictor.dataset.is_not_distinct_from(newest.c.dataset)),
-        )
-        .where(Predictor.target == target, Predictor.space == space, Predictor.policy == policy)
-    )
-    if not any_device:
-        q = q.where(
-            Predictor.device_id.is_(None) if device_id is None else Predictor.device_id == device_id
-        )
-    return list(session.scalars(q.order_by(Predictor.device_id, Predictor.dataset)))
+    """Newest version per scope, optionally across all devices (by device, then dataset)."""
+    return [
+        p
+        for p in _newest_predictors(session, space)
+        if p.target == target and p.policy == policy and (any_device or p.device_id == device_id)
+    ]
 
 
 def _estimates(centre: np.ndarray, low: np.ndarray, high: np.ndarray) -> list[dict[str, float]]:
@@ -520,10 +563,16 @@ def _estimates(centre: np.ndarray, low: np.ndarray, high: np.ndarray) -> list[di
 
 
 def device_shots(
-    session: Session, device: Device, space: str, metric: str, policy: str
+    session: Session,
+    device: Device,
+    space: str,
+    metric: str,
+    policy: str,
+    among: list[str] | None = None,
 ) -> list[tuple[str, float]]:
-    """The device's own measured designs of a space, metric and policy (the shots)."""
-    rows = session.execute(
+    """The device's own measured designs of a space, metric and policy (the shots); only
+    those ``among`` some designs when given (a reference device measured all 15,625)."""
+    query = (
         select(Architecture.encoding, Measurement.value)
         .join(Architecture)
         .where(
@@ -533,8 +582,10 @@ def device_shots(
             Architecture.space == space,
         )
         .order_by(Architecture.id)
-    ).all()
-    return [(r[0], float(r[1])) for r in rows]
+    )
+    if among is not None:
+        query = query.where(Architecture.encoding.in_(among))
+    return [(r[0], float(r[1])) for r in session.execute(query).all()]
 
 
 def metric_basis(
@@ -777,6 +828,7 @@ def _whole_space_policy(path: str, space: str, policy: str) -> Arrays:
 
 
 _RECORDS: dict[tuple[Any, ...], dict[str, float]] = {}
+_RECORDED = "edgeopt.recorded"  # session.info: a few designs' records, by dataset
 
 
 def _records(
@@ -790,8 +842,25 @@ def _records(
         AccuracyRecord.policy == policy,
     )
     query = select(Architecture.encoding, AccuracyRecord.top1).join(Architecture).where(*scope)
-    if len(designs) <= 500:  # a few designs (``/predict``): fetch only theirs
-        return dict(session.execute(query.where(Architecture.encoding.in_(designs))).all())
+    if len(designs) <= 500:  # a few designs (``/predict``): theirs, every dataset in one query
+        memo = session.info.setdefault(_RECORDED, {})
+        asked = (space, policy, tuple(designs))
+        if asked not in memo:
+            if len(memo) >= 16:
+                memo.clear()
+            rows = session.execute(
+                select(AccuracyRecord.dataset, Architecture.encoding, AccuracyRecord.top1)
+                .join(Architecture)
+                .where(
+                    Architecture.space == space,
+                    AccuracyRecord.policy == policy,
+                    Architecture.encoding.in_(designs),
+                )
+            ).all()
+            memo[asked] = {}
+            for name, encoding, top1 in rows:
+                memo[asked].setdefault(name, {})[encoding] = top1
+        return dict(memo[asked].get(dataset, {}))
     newest, count, total = session.execute(
         select(func.max(AccuracyRecord.id), func.count(), func.sum(AccuracyRecord.top1))
     ).one()
@@ -808,6 +877,7 @@ def accuracy_estimates(
 ) -> tuple[Arrays | None, dict[str, Any]]:
     """Recorded accuracy where the registry has it (exact), the dataset's model elsewhere,
     and for a quantized policy without either: the fp32 accuracy plus the predicted change.
+    Predicted top-1 and its interval stay within 0-100%.
 
     None (with the reason) when none of them can answer for the dataset and policy.
     """
@@ -828,13 +898,13 @@ def accuracy_estimates(
     missing = [d for d, h in zip(designs, have, strict=True) if not h]
     if models:
         c, lo, hi = predict_model(artifacts_dir, models[0], space, missing)
-        centre[~have], low[~have], high[~have] = c, lo, hi
+        centre[~have], low[~have], high[~have] = np.clip((c, lo, hi), 0.0, 100.0)
         info["predictor_id"] = models[0].id
         return (centre, low, high), info
     changed = _quantized(session, artifacts_dir, space, dataset, policy, missing)
     if changed is not None:
         (c, lo, hi), change_info = changed
-        centre[~have], low[~have], high[~have] = c, lo, hi
+        centre[~have], low[~have], high[~have] = np.clip((c, lo, hi), 0.0, 100.0)
         return (centre, low, high), info | change_info
     if not have.any():
         reason = f"no accuracy records or model for {space} on {dataset!r} at {policy}"
@@ -917,14 +987,34 @@ def change_estimates(
     return arrays, info
 
 
+_DATASETS: dict[tuple[Any, ...], list[str]] = {}
+
+
+def _recorded_datasets(session: Session, space: str, policy: str) -> list[str]:
+    """Datasets with accuracy records for the space and policy, cached until a record is
+    added: the distinct over every record of the space took most of a one-design
+    ``/predict``. Records are added or rewritten in place (a rewrite keeps its dataset and
+    policy), never deleted, so the newest id tells when the answer may have changed; a count
+    would cost more than the rest of the request."""
+    newest = session.scalar(select(func.max(AccuracyRecord.id)))
+    key = (str(session.get_bind().engine.url), space, policy, newest)
+    if key not in _DATASETS:
+        if len(_DATASETS) >= 64:
+            _DATASETS.clear()
+        _DATASETS[key] = list(
+            session.scalars(
+                select(AccuracyRecord.dataset)
+                .join(Architecture)
+                .where(Architecture.space == space, AccuracyRecord.policy == policy)
+                .distinct()
+            ).all()
+        )
+    return _DATASETS[key]
+
+
 def accuracy_datasets(session: Session, space: str, policy: str) -> list[str]:
     """Datasets with accuracy records or a model for the space and policy."""
-    recorded = session.scalars(
-        select(AccuracyRecord.dataset)
-        .join(Architecture)
-        .where(Architecture.space == space, AccuracyRecord.policy == policy)
-        .distinct()
-    ).all()
+    recorded = _recorded_datasets(session, space, policy)
     modelled = [p.dataset for p in latest_predictors(session, "accuracy", space, policy)]
     found = {d for d in [*recorded, *modelled] if d}
     if policy != "fp32" and latest_predictors(session, "accuracy_change", space, ANY_POLICY):

@@ -8,7 +8,7 @@ from scipy.stats import spearmanr
 from sqlalchemy import func, select, update
 
 from app.db import session_factory, unit_of_work
-from app.models import AccuracyRecord
+from app.models import AccuracyRecord, Architecture
 from app.settings import Settings
 from tests.app.conftest import DEVICES, N, flag_unstable, train
 
@@ -250,3 +250,37 @@ def test_accuracy_models_can_ask_for_fewer_designs_than_latency(writer: TestClie
     assert job["status"] == "succeeded", job
     targets = {p["target"] for p in writer.get("/predictors").json()["items"]}
     assert targets and targets <= {"accuracy", "accuracy_change"}
+
+
+def test_predict_follows_the_registry_between_requests(
+    writer: TestClient, seeded, settings: Settings, nb201
+) -> None:
+    """What /predict reads once and keeps (the newest predictors, the datasets with records)
+    follows a retraining, a deleted device whose ids SQLite hands out again, a new dataset."""
+    train(writer)
+    design = nb201.encodings[0]  # registered, with a CIFAR-10 record
+    body = {"device": "pixel3", "space": "nb201", "designs": [design]}
+
+    def answer() -> dict:
+        r = writer.post("/predict", json=body)
+        assert r.status_code == 200, r.text
+        return r.json()
+
+    def newest(device: str) -> int:
+        items = writer.get("/predictors", params={"target": "latency_ms"}).json()["items"]
+        ids = {d["id"]: d["name"] for d in writer.get("/devices").json()["items"]}
+        return max(p["id"] for p in items if ids.get(p["device_id"]) == device)
+
+    assert answer()["answered_by"]["latency_ms"]["predictor_id"] == newest("pixel3")
+    gold = next(d for d in writer.get("/devices").json()["items"] if d["name"] == "gold_6226")
+    assert writer.delete(f"/devices/{gold['id']}").status_code == 204
+    train(writer, targets=["latency_ms"])  # new versions, on the ids the deletion freed
+    assert answer()["answered_by"]["latency_ms"]["predictor_id"] == newest("pixel3")
+
+    assert set(answer()["designs"][0]["accuracy"]) == {"cifar10"}
+    with unit_of_work(session_factory(settings.database_url)) as s:
+        arch = s.scalar(select(Architecture.id).where(Architecture.encoding == design))
+        s.add(AccuracyRecord(architecture_id=arch, dataset="cifar100", top1=61.5, source="test"))
+    got = answer()
+    assert got["designs"][0]["accuracy"]["cifar100"]["value"] == pytest.approx(61.5)
+    assert got["answered_by"]["accuracy.cifar100"]["method"] == "recorded"
