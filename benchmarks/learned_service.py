@@ -57,7 +57,12 @@ def main() -> None:
     args.workdir.mkdir(parents=True)
     url = f"sqlite:///{args.workdir / 'registry.db'}"
     upgrade(url)
-    settings = Settings(database_url=url, artifacts_dir=args.workdir / "artifacts", api_keys=[KEY])
+    settings = Settings(
+        database_url=url,
+        artifacts_dir=args.workdir / "artifacts",
+        api_keys=[KEY],
+        job_workers_mode="thread",  # this process runs the jobs it queues: no worker to start
+    )
     ref = load_reference("nb201")
     column = {d.column: j for j, d in enumerate(ref.devices)}
     row = {e: i for i, e in enumerate(ref.encodings)}
