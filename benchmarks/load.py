@@ -12,7 +12,9 @@ run`` then ``edgeopt optimizer train``), then keeps ``--concurrency`` requests i
 - ``optimize-search`` / ``optimize-neural``: ``POST /optimize`` for that device within a
   latency budget (each answer is stored, as every optimization is).
 
-Reports requests per second, p50 and p99 latency and errors (non-2xx or failed requests).
+Reports requests per second, p50 and p99 latency and errors (non-2xx or failed requests),
+and the machine's load average before and after each scenario: the load generator shares
+the cores with the server, and anything else running on them shows in the figures.
 Writes ``load.json`` under ``benchmarks/results/<hardware id>/``.
 """
 
@@ -141,13 +143,16 @@ def main() -> None:
         for name, (path, body) in scenarios.items():
             for _ in range(2):  # warm every worker's caches
                 httpx.post(f"{url}{path}", json=body, headers={"X-API-Key": KEY}, timeout=120)
+            before = os.getloadavg()[0]
             results[name] = asyncio.run(
                 scenario(url, path, body, args.concurrency, args.seconds, args.warmup)
             )
             r = results[name]
+            r["load_average_1min"] = {"before": before, "after": os.getloadavg()[0]}
             print(
                 f"{name}: {r['requests_per_s']:.1f} req/s, p50 {r['p50_ms']:.1f} ms, "
-                f"p99 {r['p99_ms']:.1f} ms, {r['errors']} errors {r['statuses']}"
+                f"p99 {r['p99_ms']:.1f} ms, {r['errors']} errors {r['statuses']}, "
+                f"load average {before:.2f} -> {os.getloadavg()[0]:.2f}"
             )
     finally:
         server.send_signal(signal.SIGINT)
