@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -169,8 +167,8 @@ def serve(
 ) -> None:
     """Start the API (docs at /docs). Refuses a database whose schema is behind.
 
-    With EDGEOPT_JOB_WORKERS_MODE=process (the default) it also starts EDGEOPT_JOB_WORKERS
-    `edgeopt worker` processes, and stops them when it stops.
+    With EDGEOPT_JOB_WORKERS_MODE=process (the default) each API process also starts
+    EDGEOPT_JOB_WORKERS `edgeopt worker` processes, and stops them when it stops.
     """
     import uvicorn
 
@@ -180,39 +178,14 @@ def serve(
     console.print(
         f"EdgeOpt on http://{host or settings.host}:{port or settings.port} (API docs at /docs)"
     )
-    in_process = settings.job_workers_mode == "process"
-    job_workers = _start_workers(settings.job_workers) if in_process else []
-    try:
-        uvicorn.run(
-            "app.main:create_app",
-            factory=True,
-            host=host or settings.host,
-            port=port or settings.port,
-            log_level="info",
-            workers=workers,
-        )
-    finally:
-        _stop_workers(job_workers)
-
-
-def _start_workers(count: int) -> list[subprocess.Popen[bytes]]:
-    """`edgeopt worker` child processes that stop by themselves should this one die."""
-    command = [sys.executable, "-m", "app", "worker", "--parent-pid", str(os.getpid())]
-    return [subprocess.Popen(command) for _ in range(count)]
-
-
-def _stop_workers(procs: list[subprocess.Popen[bytes]], timeout_s: float = 30.0) -> None:
-    """SIGTERM: each hands its running job back to the queue, then exits."""
-    for proc in procs:
-        if proc.poll() is None:
-            proc.terminate()
-    deadline = time.monotonic() + timeout_s
-    for proc in procs:
-        try:
-            proc.wait(max(deadline - time.monotonic(), 0.1))
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    uvicorn.run(
+        "app.main:create_app",
+        factory=True,
+        host=host or settings.host,
+        port=port or settings.port,
+        log_level="info",
+        workers=workers,
+    )
 
 
 @cli.command("up")
@@ -760,7 +733,7 @@ def devices_show(name: Annotated[str, typer.Argument(help="device name or id")])
 def jobs_list(limit: Annotated[int, typer.Option(min=1)] = 20) -> None:
     with clear_errors():
         factory = _ready_factory()
-        mark_stale_jobs(factory, get_settings().job_stale_after_s)
+        mark_stale_jobs(factory, get_settings().job_stale_after_s, get_settings().job_max_attempts)
         with factory() as s:
             jobs = s.scalars(select(Job).order_by(Job.id.desc()).limit(limit)).all()
     table = Table("id", "kind", "status", "progress", "message", "created")
@@ -778,7 +751,7 @@ def jobs_list(limit: Annotated[int, typer.Option(min=1)] = 20) -> None:
 
 def _load_job(job_id: int) -> Job:
     factory = _ready_factory()
-    mark_stale_jobs(factory, get_settings().job_stale_after_s)
+    mark_stale_jobs(factory, get_settings().job_stale_after_s, get_settings().job_max_attempts)
     with factory() as s:
         job = get_job(s, job_id)
         _ = job.logs

@@ -19,6 +19,8 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import subprocess
+import sys
 import threading
 import time
 import traceback
@@ -484,3 +486,24 @@ class JobRunner:
             thread.join(left)
         self._stop.set()
         self._beat.join(5)
+
+
+def start_worker_processes(env: dict[str, str], count: int) -> list[subprocess.Popen[bytes]]:
+    """``count`` `edgeopt worker` child processes with these ``EDGEOPT_*`` settings; each
+    stops by itself should this process die (it watches its parent)."""
+    command = [sys.executable, "-m", "app", "worker", "--parent-pid", str(os.getpid())]
+    return [subprocess.Popen(command, env={**os.environ, **env}) for _ in range(count)]
+
+
+def stop_worker_processes(procs: list[subprocess.Popen[bytes]], timeout_s: float = 70.0) -> None:
+    """SIGTERM: each worker hands its running job back to the queue, then exits."""
+    for proc in procs:
+        if proc.poll() is None:
+            proc.terminate()
+    deadline = time.monotonic() + timeout_s
+    for proc in procs:
+        try:
+            proc.wait(max(deadline - time.monotonic(), 0.1))
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()

@@ -17,7 +17,7 @@ import app.reference_import  # noqa: F401  (registers the import-reference job k
 from app.db import check_schema, head_revision, session_factory
 from app.deps import ReadAccess, SessionDep, SettingsDep
 from app.errors import ERROR_RESPONSES, ApiError, error_responses, install_error_handlers
-from app.jobs import JobRunner
+from app.jobs import JobRunner, start_worker_processes, stop_worker_processes
 from app.limits import BodySizeLimit
 from app.models import Device
 from app.observability import RequestContext, setup_logging
@@ -67,9 +67,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             stale_after_s=settings.job_stale_after_s,
             max_attempts=settings.job_max_attempts,
         )
+        job_workers = (
+            start_worker_processes(settings.as_environment(), settings.job_workers)
+            if settings.job_workers_mode == "process"
+            else []
+        )
         try:
             yield
         finally:
+            stop_worker_processes(job_workers)
             app.state.runner.shutdown()
 
     app = FastAPI(

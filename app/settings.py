@@ -112,6 +112,20 @@ class Settings(BaseSettings):
                 return f"sqlite:///{db_path.with_name(db_path.stem + '-queue.db')}"
         return f"sqlite:///{self.artifacts_dir / 'queue.db'}"
 
+    def as_environment(self) -> dict[str, str]:
+        """These settings as ``EDGEOPT_*`` variables, for a child process to read the same."""
+        env = {}
+        for name, value in self.model_dump().items():
+            if value is None:
+                continue
+            if isinstance(value, list):
+                value = ",".join(value)
+            elif isinstance(value, bool):
+                value = "true" if value else "false"
+            env[f"EDGEOPT_{name.upper()}"] = str(value)
+        env["EDGEOPT_QUEUE_URL"] = self.job_queue_url
+        return env
+
     def ensure_dirs(self) -> None:
         """Create the local folders the defaults point at (SQLite file, artifacts)."""
         self.artifacts_dir.mkdir(parents=True, exist_ok=True)

@@ -57,8 +57,8 @@ def list_jobs(
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     offset: Offset = 0,
 ) -> Page[JobRead]:
-    """Newest first. Jobs whose process died show as ``interrupted``."""
-    mark_stale_jobs(factory, settings.job_stale_after_s)
+    """Newest first. A job whose worker died is queued again (then ``interrupted``)."""
+    mark_stale_jobs(factory, settings.job_stale_after_s, settings.job_max_attempts)
     query = select(Job)
     if status:
         query = query.where(Job.status == status)
@@ -75,7 +75,7 @@ def list_jobs(
 def read_job(
     job_id: ResourceId, session: SessionDep, factory: FactoryDep, settings: SettingsDep
 ) -> Job:
-    mark_stale_jobs(factory, settings.job_stale_after_s)
+    mark_stale_jobs(factory, settings.job_stale_after_s, settings.job_max_attempts)
     return get_job(session, job_id)
 
 

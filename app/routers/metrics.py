@@ -56,7 +56,8 @@ class _Stored(Collector):
 @router.get("/metrics", response_class=Response, responses=TEXT, dependencies=[ReadAccess])
 def metrics(factory: FactoryDep, settings: SettingsDep) -> Response:
     """Prometheus metrics (open to scrapers unless reads require a key)."""
-    mark_stale_jobs(factory, settings.job_stale_after_s)  # a dead process's jobs: interrupted
+    # a dead worker's jobs: queued again, or interrupted after EDGEOPT_JOB_MAX_ATTEMPTS
+    mark_stale_jobs(factory, settings.job_stale_after_s, settings.job_max_attempts)
     with factory() as session:
         jobs = session.execute(select(Job.status, func.count()).group_by(Job.status)).all()
         tasks = session.execute(
