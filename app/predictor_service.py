@@ -491,6 +491,7 @@ def _forget_newest(session: Session, *_: Any) -> None:
     """A session's own writes, or a new transaction, may change what it read."""
     session.info.pop(_NEWEST, None)
     session.info.pop(_RECORDED, None)
+    session.info.pop(_STAMP, None)
 
 
 def _newest_predictors(session: Session, space: str) -> list[Predictor]:
@@ -795,12 +796,16 @@ def _per_unit(
     metric: str,
     policy: str,
     encodings: list[str],
-) -> tuple[Arrays, dict[str, Any]] | None:
-    """A policy the device never measured, from its model over the policies it did."""
+) -> tuple[Arrays | None, dict[str, Any]] | None:
+    """A policy the device never measured, from its model over the policies it did (None
+    with the reason where the policy lies outside what the model was checked on)."""
     models = latest_predictors(session, metric, space, ANY_POLICY, device.id)
     if not models or space not in NETWORK_SPACES:
         return None
     model = models[0]
+    refused = policy_latency.outside(model.quality, space, policy)
+    if refused is not None:
+        return None, {"method": None, "predictor_id": model.id, "reason": refused}
     path = str(artifacts_dir / model.artifact)
     try:
         rows = whole_space_rows(space, encodings)
@@ -829,6 +834,7 @@ def _whole_space_policy(path: str, space: str, policy: str) -> Arrays:
 
 _RECORDS: dict[tuple[Any, ...], dict[str, float]] = {}
 _RECORDED = "edgeopt.recorded"  # session.info: a few designs' records, by dataset
+_STAMP = "edgeopt.records_stamp"  # session.info: newest id, count and sum of the records
 
 
 def _records(
@@ -836,12 +842,6 @@ def _records(
 ) -> dict[str, float]:
     """Recorded top-1 by encoding: for a few designs, theirs; for many, the whole scope's,
     cached until a record is added, removed or rewritten (newest id, count and sum change)."""
-    scope = (
-        Architecture.space == space,
-        AccuracyRecord.dataset == dataset,
-        AccuracyRecord.policy == policy,
-    )
-    query = select(Architecture.encoding, AccuracyRecord.top1).join(Architecture).where(*scope)
     if len(designs) <= 500:  # a few designs (``/predict``): theirs, every dataset in one query
         memo = session.info.setdefault(_RECORDED, {})
         asked = (space, policy, tuple(designs))
@@ -861,13 +861,22 @@ def _records(
             for name, encoding, top1 in rows:
                 memo[asked].setdefault(name, {})[encoding] = top1
         return dict(memo[asked].get(dataset, {}))
-    newest, count, total = session.execute(
-        select(func.max(AccuracyRecord.id), func.count(), func.sum(AccuracyRecord.top1))
-    ).one()
-    key = (str(session.get_bind().engine.url), space, dataset, policy, newest, count, total)
+    if _STAMP not in session.info:  # once per transaction: it reads every record
+        session.info[_STAMP] = tuple(
+            session.execute(
+                select(func.max(AccuracyRecord.id), func.count(), func.sum(AccuracyRecord.top1))
+            ).one()
+        )
+    key = (str(session.get_bind().engine.url), space, dataset, policy, *session.info[_STAMP])
     if key not in _RECORDS:
         if len(_RECORDS) >= 32:
             _RECORDS.clear()
+        scope = (
+            Architecture.space == space,
+            AccuracyRecord.dataset == dataset,
+            AccuracyRecord.policy == policy,
+        )
+        query = select(Architecture.encoding, AccuracyRecord.top1).join(Architecture).where(*scope)
         _RECORDS[key] = {e: float(v) for e, v in session.execute(query).all()}
     return _RECORDS[key]
 
