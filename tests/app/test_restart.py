@@ -65,8 +65,11 @@ def test_a_killed_servers_job_is_finished_after_restart_once(env: dict[str, str]
         with httpx.Client(base_url=second.url, timeout=10) as api:
             job = wait_for_job(api, job_id)
         lines = [line["line"] for line in job["logs"]]
-        assert any("handed back" in line or "queued again" in line for line in lines), lines
-        assert sum(line.startswith("started import-reference") for line in lines) == 2
+        # Every start after the first follows a hand-back or a reaping: at least one, and
+        # more if a busy machine delayed a heartbeat past EDGEOPT_JOB_STALE_AFTER_S.
+        starts = sum(line.startswith("started import-reference") for line in lines)
+        retries = sum("handed back" in line or "queued again" in line for line in lines)
+        assert starts >= 2 and retries == starts - 1, lines
         total = httpx.get(f"{second.url}/measurements", params={"limit": 1}).json()["total"]
         assert total == 27 * 15_625 + 1_996 + 1_739  # nothing lost, nothing twice
     finally:
