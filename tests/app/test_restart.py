@@ -29,6 +29,7 @@ def env(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[dict[str, st
         "EDGEOPT_API_KEYS": API_KEY,
         "EDGEOPT_JOB_HEARTBEAT_S": "0.2",
         "EDGEOPT_JOB_STALE_AFTER_S": "1.5",
+        "EDGEOPT_JOB_MAX_ATTEMPTS": "10",  # a busy machine may delay heartbeats that long
         "EDGEOPT_JOB_WORKERS_MODE": mode,
     }
     get_engine(url).dispose()
