@@ -99,9 +99,21 @@ def _run_job(kind: str, params: dict[str, Any]) -> Job:
         with JobProgress(kind) as shown:
             thread = threading.Thread(target=work, name=f"edgeopt-{kind}", daemon=True)
             thread.start()
-            while thread.is_alive():
-                shown.update(*latest[0])
-                thread.join(0.2)
+            try:
+                while thread.is_alive():
+                    shown.update(*latest[0])
+                    thread.join(0.2)
+            except KeyboardInterrupt:  # Ctrl-C: the job ends cancelled at its next step
+                with unit_of_work(factory) as s:
+                    get_job(s, job_id).cancel_requested = True
+                # not thread.join(): once interrupted, it may return before the thread ends
+                deadline = time.monotonic() + 30
+                while time.monotonic() < deadline:
+                    with factory() as s:
+                        if get_job(s, job_id).status not in ACTIVE:
+                            break
+                    time.sleep(0.2)
+                raise
             if outcome:
                 raise outcome[0]
             with factory() as s:

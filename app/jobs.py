@@ -411,7 +411,10 @@ class JobRunner:
         self._stop = threading.Event()  # the beat thread ends
         self._stopping = threading.Event()  # running jobs hand themselves back
         self._consuming = threading.Event()  # consumer threads take no new message
-        self.reap()  # a process that died before this one started leaves nothing running
+        try:  # a process that died before this one started leaves nothing running
+            self.reap()
+        except Exception:  # a queue that does not answer yet: the beat thread tries again
+            log.warning("could not reap jobs at start", exc_info=True)
         self._threads = self.queue.consume(self._run, workers, self._consuming) if consume else []
         self._beat = threading.Thread(target=self._beat_loop, daemon=True, name="edgeopt-beat")
         self._beat.start()
