@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import sqlite3
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -13,7 +14,7 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import select, update
+from sqlalchemy import make_url, select, update
 
 from app.db import session_factory, unit_of_work
 from app.main import create_app
@@ -50,6 +51,36 @@ def test_best_design_within_budget_and_its_model(writer: TestClient, trained) ->
     sess = ort.InferenceSession(model.content, providers=["CPUExecutionProvider"])
     out = sess.run(None, {"input": np.zeros((1, 3, 32, 32), np.float32)})[0]
     assert out.shape == (1, 10)
+
+
+def test_an_optimization_is_computed_outside_the_write_lock(
+    writer: TestClient, trained, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On SQLite one writer at a time: while /optimize searches, another writer gets the
+    lock at once (the answer takes it only to be stored), and the answer is still stored."""
+    url = make_url(settings.database_url)
+    if url.get_backend_name() != "sqlite":
+        pytest.skip("PostgreSQL has no database-wide write lock")
+    import app.routers.optimize as route
+
+    computed = route.answer_optimization
+    took_the_lock: list[bool] = []
+
+    def while_computing(*args, **kwargs):  # type: ignore[no-untyped-def]
+        other = sqlite3.connect(url.database, timeout=0, isolation_level=None)
+        try:
+            other.execute("BEGIN IMMEDIATE")  # "database is locked" at once if it is held
+            other.execute("ROLLBACK")
+            took_the_lock.append(True)
+        finally:
+            other.close()
+        return computed(*args, **kwargs)
+
+    monkeypatch.setattr(route, "answer_optimization", while_computing)
+    r = writer.post("/optimize", json={"device": "gold_6226", "goals": {"max_latency_ms": 1.0}})
+    assert r.status_code == 201, r.text
+    assert took_the_lock == [True]
+    assert writer.get(f"/optimizations/{r.json()['id']}").status_code == 200
 
 
 def test_infeasible_goals_get_the_closest_designs(writer: TestClient, trained) -> None:
