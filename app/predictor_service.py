@@ -31,7 +31,6 @@ from app.models import AccuracyRecord, Architecture, Device, Measurement, Predic
 from predictors.answer import answer, calibrated_proxy_scale, transfer_calibration
 from predictors.design_model import DesignModel, fit_design_model, library_versions
 from predictors.transfer import MIN_SHOTS, TransferBasis, TransferModel
-from search import policy_latency
 from search.accuracy_change import (
     Pairs,
     combine,
@@ -39,7 +38,6 @@ from search.accuracy_change import (
     pairs_from_records,
     policy_features,
 )
-from search.policy import NETWORK_SPACES
 from search.spaces import NB201, InvalidEncoding, get_space
 
 SpaceName = Literal["nb201", "fbnet", "ofa_mbv3"]
@@ -93,10 +91,8 @@ def _scopes(session: Session, params: TrainParams) -> list[dict[str, Any]]:
                 .having(func.count() >= params.min_rows)
                 .order_by(Measurement.device_id, Measurement.metric, Measurement.policy)
             )
-            measured: dict[tuple[int, str], dict[str, int]] = {}
             for device_id, metric, policy, n in session.execute(q):
                 if wanted is None or device_id in wanted:
-                    measured.setdefault((device_id, metric), {})[policy] = n
                     scopes.append(
                         dict(
                             target=metric,
@@ -105,23 +101,6 @@ def _scopes(session: Session, params: TrainParams) -> list[dict[str, Any]]:
                             dataset=None,
                             policy=policy,
                             rows=n,
-                        )
-                    )
-            for (device_id, metric), counts in measured.items():
-                # every per-unit policy, from the policies measured (one mixed: the check)
-                if (
-                    space in NETWORK_SPACES
-                    and len(counts) >= policy_latency.MIN_POLICIES
-                    and (any("," in p for p in counts))
-                ):
-                    scopes.append(
-                        dict(
-                            target=metric,
-                            space=space,
-                            device_id=device_id,
-                            dataset=None,
-                            policy=ANY_POLICY,
-                            rows=sum(counts.values()),
                         )
                     )
         if "accuracy" in params.targets:
@@ -218,23 +197,6 @@ def _training_data(
     )
 
 
-def _measured_policies(session: Session, scope: dict[str, Any]) -> policy_latency.Measured:
-    """A device's measurements of a metric in every policy it measured."""
-    rows = session.execute(
-        select(Architecture.encoding, Measurement.policy, Measurement.value)
-        .join(Architecture)
-        .where(
-            Architecture.space == scope["space"],
-            Measurement.device_id == scope["device_id"],
-            Measurement.metric == scope["target"],
-        )
-        .order_by(Measurement.id)
-    ).all()
-    return policy_latency.Measured(
-        [r[0] for r in rows], [r[1] for r in rows], np.array([r[2] for r in rows], dtype=float)
-    )
-
-
 def _scope_filter(target: str, space: str, device_id: int | None, dataset: str | None, policy: str):
     return (
         Predictor.target == target,
@@ -276,18 +238,6 @@ def train_predictors(
             values = pairs.change
             features += " (fp32) and the policy's per-unit int8 mask"
             held_out = "random 20% of the designs, seed 0"
-        elif scope["policy"] == ANY_POLICY:
-            with factory() as s:
-                measured = _measured_policies(s, scope)
-            try:
-                model = policy_latency.fit_policy_model(scope["space"], measured)
-            except ValueError as exc:
-                skipped.append(f"{scope['space']} {scope['target']} of every policy: {exc}")
-                continue
-            width = get_space(scope["space"]).encode(measured.designs[:1], "fp32").shape[1]
-            values = measured.values
-            features += " under each policy, its int8 units and their share of the work"
-            held_out = "random 20%; each measured mixed policy held out in turn"
         else:
             with factory() as s:
                 encodings, values, stable = _training_data(s, scope)
@@ -751,10 +701,6 @@ def device_metric(
         return got.estimates, got.info() | {"predictor_id": own[0].id}
     if shots is None and device is not None:
         shots = device_shots(session, device, space, metric, policy)
-        if len(shots) < MIN_SHOTS:
-            composed = _per_unit(session, artifacts_dir, device, space, metric, policy, encodings)
-            if composed is not None:
-                return composed
     shots = shots or []
     shot_enc = [e for e, _ in shots]
     union = list(dict.fromkeys(shot_enc + encodings))
@@ -786,50 +732,6 @@ def device_metric(
         expected_spearman=scales[2],
     )
     return got.estimates, got.info()
-
-
-def _per_unit(
-    session: Session,
-    artifacts_dir: Path,
-    device: Device,
-    space: str,
-    metric: str,
-    policy: str,
-    encodings: list[str],
-) -> tuple[Arrays | None, dict[str, Any]] | None:
-    """A policy the device never measured, from its model over the policies it did (None
-    with the reason where the policy lies outside what the model was checked on)."""
-    models = latest_predictors(session, metric, space, ANY_POLICY, device.id)
-    if not models or space not in NETWORK_SPACES:
-        return None
-    model = models[0]
-    refused = policy_latency.outside(model.quality, space, policy)
-    if refused is not None:
-        return None, {"method": None, "predictor_id": model.id, "reason": refused}
-    path = str(artifacts_dir / model.artifact)
-    try:
-        rows = whole_space_rows(space, encodings)
-        if rows is not None:
-            whole = _whole_space_policy(path, space, policy)
-            arrays: Arrays = (whole[0][rows], whole[1][rows], whole[2][rows])
-        else:
-            arrays = policy_latency.predict(_load(path), space, encodings, policy)
-    except (ValueError, OSError) as exc:
-        raise Conflict(f"predictor {model.id} cannot be used: {exc}") from None
-    quality = model.quality or {}
-    return arrays, {
-        "method": "per-unit-model",
-        "predictor_id": model.id,
-        "measured_policies": quality.get("policies"),
-        "note": f"{device.name} never measured {policy}: answered from its model over the "
-        f"policies it measured, the interval set by holding each measured mixed policy out",
-    }
-
-
-@lru_cache(maxsize=64)
-def _whole_space_policy(path: str, space: str, policy: str) -> Arrays:
-    designs = get_space(space).enumerate()  # type: ignore[attr-defined]
-    return policy_latency.predict(_load(path), space, designs, policy)
 
 
 _RECORDS: dict[tuple[Any, ...], dict[str, float]] = {}

@@ -180,6 +180,9 @@ def pareto_front(objective_max: np.ndarray, cost_min: np.ndarray) -> np.ndarray:
     return np.array(front, dtype=int)
 
 
+TIE_BREAK = 1e-6  # points per ms: orders equal accuracies by latency, nothing more
+
+
 def objective_score(candidates: Candidates, goals: Goals) -> np.ndarray:
     """Higher is better; -inf where the objective needs a prediction the candidate lacks."""
     acc, lat, energy = candidates.accuracy, candidates.latency, candidates.energy
@@ -192,7 +195,10 @@ def objective_score(candidates: Candidates, goals: Goals) -> np.ndarray:
     elif goals.objective == "accuracy":
         if acc is None:
             raise ValueError("the accuracy objective needs accuracy for the candidates")
-        score = acc.value
+        # The low end of the interval, not the mean: the highest of thousands of predicted
+        # means is mostly the model's error (a winner's curse), while a recorded accuracy
+        # has no spread. Among equal accuracies the faster design wins.
+        score = acc.low - TIE_BREAK * lat.value
     else:
         w = {"accuracy": 1.0, "latency": 0.1, "energy": 0.0, **dict(goals.weights)}
         score = (w["accuracy"] * acc.value if acc is not None else 0.0) - w["latency"] * lat.value

@@ -61,6 +61,24 @@ def test_choose_takes_the_most_accurate_design_confidently_within_budget() -> No
     assert lax.index == 2  # asking for less confidence accepts the closer call
 
 
+def test_a_recorded_accuracy_beats_a_higher_but_uncertain_prediction() -> None:
+    latency = np.array([1.0, 1.0, 0.5, 2.0])
+    candidates = Candidates(
+        design=np.arange(4),
+        policy=np.zeros(4, dtype=int),
+        latency=Estimates.exact(latency),
+        # recorded 99.0 (twice, at different latencies) against a prediction of 99.3 +- 7
+        accuracy=Estimates(
+            np.array([99.0, 99.3, 99.0, 98.0]),
+            np.array([99.0, 92.3, 99.0, 98.0]),
+            np.array([99.0, 106.3, 99.0, 98.0]),
+        ),
+    )
+    choice = choose(candidates, Goals(max_latency_ms=1.5), 0.9, 3)
+    assert choice.index == 2  # the faster of the two recorded 99s; the mean 99.3 is not held
+    assert choice.alternatives == [0, 1]
+
+
 def test_an_infeasible_choice_names_no_design_but_the_closest() -> None:
     latency = np.array([1.0, 2.0, 4.0])
     accuracy = np.array([80.0, 85.0, 95.0])

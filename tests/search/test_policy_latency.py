@@ -6,7 +6,13 @@ import numpy as np
 import pytest
 
 from search.policy import named_mixed, unit_precisions, units
-from search.policy_latency import Measured, fit_policy_model, predict, unit_work
+from search.policy_latency import (
+    Measured,
+    fit_policy_model,
+    predict,
+    switches,
+    unit_work,
+)
 from search.spaces import get_space
 
 MIXED = named_mixed("nb201")
@@ -53,6 +59,12 @@ def test_without_int8_or_a_mixed_policy_there_is_no_model() -> None:
 def _shares(space: str, designs: list[str]) -> np.ndarray:
     work = unit_work(space, designs)
     return work / work.sum(axis=1, keepdims=True)
+
+
+def test_switches_count_quantize_and_dequantize_steps() -> None:
+    assert switches("nb201", "fp32") == 0
+    assert switches("nb201", "int8") == switches("nb201", MIXED["body-int8"]) == 2
+    assert switches("nb201", MIXED["ends-int8"]) == 4  # two int8 blocks
 
 
 def test_unit_work_is_positive_per_unit() -> None:
