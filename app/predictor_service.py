@@ -61,6 +61,10 @@ class TrainParams(BaseModel):
         "takes a training run per design, latency a few milliseconds",
     )
 
+    missing_only: bool = Field(
+        False, description="only scopes with no predictor yet (what an interrupted start left)"
+    )
+
     @property
     def accuracy_rows(self) -> int:
         return self.min_rows if self.min_accuracy_rows is None else self.min_accuracy_rows
@@ -207,12 +211,26 @@ def _scope_filter(target: str, space: str, device_id: int | None, dataset: str |
     )
 
 
+def _has_predictor(session: Session, scope: dict[str, Any]) -> bool:
+    keys = (scope[k] for k in ("target", "space", "device_id", "dataset", "policy"))
+    return session.scalar(select(Predictor.id).where(*_scope_filter(*keys)).limit(1)) is not None
+
+
+def missing_scopes(session: Session, params: TrainParams) -> int:
+    """Scopes with enough data and no predictor: what a first start stopped midway left."""
+    return sum(not _has_predictor(session, c) for c in _scopes(session, params))
+
+
 def train_predictors(
     factory: sessionmaker[Session], artifacts_dir: Path, params: TrainParams, ctx: JobContext | None
 ) -> dict[str, Any]:
     """Fit and store one predictor per scope; each is written in its own transaction."""
     with factory() as s:
         scopes = _scopes(s, params)
+        if params.missing_only:
+            scopes = [c for c in scopes if not _has_predictor(s, c)]
+            if not scopes:
+                return {"predictors": [], "count": 0, "skipped": []}
     if not scopes:
         raise ValueError(f"no scope has {params.min_rows} or more designs to learn from")
     trained: list[int] = []

@@ -278,6 +278,9 @@ class PredictorTrain(BaseModel):
     min_accuracy_rows: int | None = Field(
         None, ge=50, le=1_000_000, description="fewest designs for an accuracy model"
     )
+    missing_only: bool = Field(
+        False, description="only scopes with no predictor yet (what an interrupted start left)"
+    )
 
 
 class PredictRequest(BaseModel):

@@ -284,3 +284,15 @@ def test_predict_follows_the_registry_between_requests(
     got = answer()
     assert got["designs"][0]["accuracy"]["cifar100"]["value"] == pytest.approx(61.5)
     assert got["answered_by"]["accuracy.cifar100"]["method"] == "recorded"
+
+
+def test_training_only_what_is_missing_completes_an_interrupted_start(
+    writer: TestClient, seeded
+) -> None:
+    first = train(writer, targets=["latency_ms"])  # as if a first start stopped here
+    again = train(writer, missing_only=True)
+    assert again["result"]["count"] >= 1
+    assert not set(again["result"]["predictors"]) & set(first["result"]["predictors"])
+    targets = {p["target"] for p in writer.get("/predictors").json()["items"]}
+    assert "accuracy" in targets
+    assert train(writer, missing_only=True)["result"]["count"] == 0  # nothing left to do
