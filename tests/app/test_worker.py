@@ -12,10 +12,12 @@ from pathlib import Path
 
 import httpx
 import pytest
-from sqlalchemy import text
+from sqlalchemy import select, text
 
-from app.db import get_engine, upgrade
-from devices.reference import load_reference
+from app.db import get_engine, session_factory, upgrade
+from app.models import Job, Predictor
+from devices.reference import ReferenceTable, load_reference
+from tests.app.conftest import seed_slice
 from tests.conftest import API_KEY, BACKENDS, fresh_database, wait_for_job, wait_until
 from tests.processes import Server
 
@@ -128,12 +130,40 @@ def test_a_killed_workers_job_is_finished_by_another_once(env: dict[str, str]) -
         server.stop()
 
 
+def test_a_training_killed_mid_way_publishes_each_predictor_once(
+    env: dict[str, str], nb201: ReferenceTable
+) -> None:
+    names = [d.column for d in nb201.devices[:12]]
+    seed_slice(env["EDGEOPT_DATABASE_URL"], nb201, names, 400)
+    server = drained(Server(env))
+    workers = [Worker(env), Worker(env)]
+    try:
+        with httpx.Client(base_url=server.url, timeout=10, headers=HEADERS) as api:
+            body = {"spaces": ["nb201"], "min_rows": 100}
+            job_id = api.post("/predictors/train", json=body).json()["id"]
+            wait_until(
+                lambda: api.get(f"/jobs/{job_id}").json()["progress"] > 0, 120, "training began"
+            )
+            owner = _owner(env, job_id)
+            (dying,) = [w for w in workers if w.proc.pid == int(owner.split(":")[1])]
+            dying.proc.kill()
+            dying.proc.wait(10)
+            job = wait_for_job(api, job_id)
+            assert any("queued again" in line["line"] for line in job["logs"]), job["logs"]
+        with session_factory(env["EDGEOPT_DATABASE_URL"])() as s:
+            rows = s.scalars(select(Predictor)).all()
+        scopes = [(p.target, p.device_id, p.dataset, p.policy) for p in rows]
+        assert len(scopes) == len(set(scopes)) == job["result"]["count"]  # none twice
+        assert sorted(p.id for p in rows) == sorted(job["result"]["predictors"])
+        artifacts = Path(env["EDGEOPT_ARTIFACTS_DIR"])
+        assert all((artifacts / p.artifact).exists() for p in rows)  # no row without its file
+    finally:
+        for worker in workers:
+            worker.stop()
+        server.stop()
+
+
 def _owner(env: dict[str, str], job_id: int) -> str:
-    from sqlalchemy import select
-
-    from app.db import session_factory
-    from app.models import Job
-
     with session_factory(env["EDGEOPT_DATABASE_URL"])() as s:
         owner = s.scalar(select(Job.owner).where(Job.id == job_id))
     assert owner is not None
