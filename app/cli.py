@@ -31,7 +31,7 @@ from app.db import (
 from app.domain_errors import Conflict
 from app.jobs import ACTIVE, JobRunner, create_job, execute_job, mark_stale_jobs
 from app.models import Device, Job, Measurement, Optimization, Predictor
-from app.predictor_service import stale_predictors
+from app.predictor_service import TrainParams, missing_scopes, stale_predictors
 from app.queries import find_device, get_job, measurement_counts
 from app.settings import get_settings
 from devices.reference import REFERENCE_SPACES
@@ -208,13 +208,18 @@ def up(
     """The main job: migrate the database, import the reference data, start the service."""
     db_upgrade("head")
     import_reference_cmd(None)
+    first = TrainParams.model_validate(
+        {"min_rows": 200, "min_accuracy_rows": FIRST_START_ACCURACY_ROWS}
+    )
     with clear_errors(), _ready_factory()() as s:
-        trained = s.scalar(select(func.count()).select_from(Predictor)) or 0
         stale = len(stale_predictors(s))
+        missing = missing_scopes(s, first)
     if stale:
         typer.echo(f"{stale} predictors were trained on an older design encoding: retraining")
-    if not trained or stale:
-        predictors_train(None, None, 200, FIRST_START_ACCURACY_ROWS)
+        predictors_train(None, None, first.min_rows, first.min_accuracy_rows)
+    elif missing:  # a first start, or one stopped while it trained
+        typer.echo(f"{missing} predictors to train before serving")
+        predictors_train(None, None, first.min_rows, first.min_accuracy_rows, missing_only=True)
     serve(host, port)
 
 
@@ -567,9 +572,14 @@ def predictors_train(
     min_accuracy_rows: Annotated[
         int | None, typer.Option(help="fewest designs for an accuracy model (default min-rows)")
     ] = None,
+    missing_only: Annotated[bool, typer.Option(help="only scopes with no predictor yet")] = False,
 ) -> None:
     """Train a new version of every predictor the registry has enough data for."""
-    params: dict[str, Any] = {"min_rows": min_rows, "min_accuracy_rows": min_accuracy_rows}
+    params: dict[str, Any] = {
+        "min_rows": min_rows,
+        "min_accuracy_rows": min_accuracy_rows,
+        "missing_only": missing_only,
+    }
     if space:
         params["spaces"] = space
     if target:
