@@ -87,7 +87,10 @@ def edgeopt_job(
 
 
 class Server:
-    """``edgeopt serve`` in a child process; ``url`` once it answers /health."""
+    """``edgeopt serve`` in a child process; ``url`` once it answers /health.
+
+    Its output is read as it comes into ``output`` (a full pipe would stop it mid-request).
+    """
 
     def __init__(
         self, env: Mapping[str, str], cwd: str | None = None, port: int | None = None
@@ -102,10 +105,14 @@ class Server:
             stderr=subprocess.STDOUT,
             text=True,
         )
+        self.output: list[str] = []
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"server exited: {self.proc.stdout.read()}")  # type: ignore[union-attr]
+                self._reader.join(10)
+                raise RuntimeError(f"server exited: {''.join(self.output)}")
             try:
                 if httpx.get(f"{self.url}/health", timeout=1).status_code == 200:
                     return
@@ -113,6 +120,11 @@ class Server:
                 time.sleep(0.2)
         self.stop()
         raise RuntimeError("server did not answer /health within 60 s")
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.output.append(line)
 
     def kill(self) -> None:
         """SIGKILL: the process gets no chance to clean up, as in a crash."""

@@ -46,16 +46,11 @@ def server(settings: Settings) -> Iterator[Server]:
         "EDGEOPT_API_KEYS": API_KEY,
     }
     running = Server(env)
-    log: list[str] = []
-    assert running.proc.stdout is not None
-    reader = threading.Thread(target=log.extend, args=(running.proc.stdout,), daemon=True)
-    reader.start()
     try:
         yield running
     finally:
         running.stop()
-        reader.join(10)
-        errors = [json.loads(line) for line in log if '"level": "error"' in line]
+        errors = [json.loads(line) for line in running.output if '"level": "error"' in line]
         for error in errors[:3]:  # shown by pytest when the test failed
             print(error["message"], error.get("traceback", "").strip().splitlines()[-3:])
 

@@ -14,7 +14,6 @@ import httpx
 import pytest
 
 from app.db import get_engine, upgrade
-from tests.app.test_worker import drained
 from tests.conftest import API_KEY, BACKENDS, fresh_database, wait_for_job
 from tests.processes import Server, edgeopt
 
@@ -55,14 +54,14 @@ def test_a_killed_servers_job_is_finished_after_restart_once(env: dict[str, str]
     upgrade(env["EDGEOPT_DATABASE_URL"])
     headers = {"X-API-Key": API_KEY}
     job_body = {"kind": "import-reference", "params": {"spaces": ["nb201"]}}
-    first = drained(Server(env))
+    first = Server(env)
     try:
         job_id = httpx.post(f"{first.url}/jobs", json=job_body, headers=headers).json()["id"]
         poll(f"{first.url}/jobs/{job_id}", lambda j: j["progress"] > 0)
     finally:
         first.kill()
 
-    second = drained(Server(env))
+    second = Server(env)
     try:
         with httpx.Client(base_url=second.url, timeout=10) as api:
             job = wait_for_job(api, job_id)
