@@ -86,19 +86,13 @@ def edgeopt_job(
     return subprocess.CompletedProcess(cmd, proc.returncode, "".join(out), "".join(err))
 
 
-class Server:
-    """``edgeopt serve`` in a child process; ``url`` once it answers /health.
+class Child:
+    """``python -m app ARGS`` in a child process, its output read as it comes into ``output``
+    (a full pipe would stop it mid-request)."""
 
-    Its output is read as it comes into ``output`` (a full pipe would stop it mid-request).
-    """
-
-    def __init__(
-        self, env: Mapping[str, str], cwd: str | None = None, port: int | None = None
-    ) -> None:
-        self.port = port or free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
+    def __init__(self, args: list[str], env: Mapping[str, str], cwd: str | None = None) -> None:
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "app", "serve", "--port", str(self.port)],
+            [sys.executable, "-m", "app", *args],
             env={**os.environ, **env},
             cwd=cwd,
             stdout=subprocess.PIPE,
@@ -108,6 +102,35 @@ class Server:
         self.output: list[str] = []
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.output.append(line)
+
+    def kill(self) -> None:
+        """SIGKILL: the process gets no chance to clean up, as in a crash."""
+        self.proc.kill()
+        self.proc.wait(10)
+
+    def stop(self, wait_s: float = 20) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(wait_s)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+
+class Server(Child):
+    """``edgeopt serve`` in a child process; ``url`` once it answers /health."""
+
+    def __init__(
+        self, env: Mapping[str, str], cwd: str | None = None, port: int | None = None
+    ) -> None:
+        self.port = port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        super().__init__(["serve", "--port", str(self.port)], env, cwd)
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -120,21 +143,3 @@ class Server:
                 time.sleep(0.2)
         self.stop()
         raise RuntimeError("server did not answer /health within 60 s")
-
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            self.output.append(line)
-
-    def kill(self) -> None:
-        """SIGKILL: the process gets no chance to clean up, as in a crash."""
-        self.proc.kill()
-        self.proc.wait(10)
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                self.kill()

@@ -4,8 +4,6 @@ mid-job leaves its job to another; a server killed mid-upload leaves all rows or
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,7 +17,7 @@ from app.models import Job, Predictor
 from devices.reference import ReferenceTable, load_reference
 from tests.app.conftest import seed_slice
 from tests.conftest import API_KEY, BACKENDS, fresh_database, wait_for_job, wait_until
-from tests.processes import Server
+from tests.processes import Child, Server
 
 HEADERS = {"X-API-Key": API_KEY}
 # What importing the NB201 reference stores: 29 devices, 27 of them with all 15,625 designs.
@@ -52,36 +50,16 @@ def env(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[dict[str, st
     next(gen, None)
 
 
-class Worker:
+class Worker(Child):
     """`edgeopt worker` in a child process, as an operator starts one on another machine."""
 
     def __init__(self, env: dict[str, str]) -> None:
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "app", "worker"],
-            env={**os.environ, **env},
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        self.output: list[str] = []
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
+        super().__init__(["worker"], env)
         wait_until(lambda: bool(self.output) or self.proc.poll() is not None, 60, "worker up")
         assert self.proc.poll() is None, "".join(self.output)
 
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            self.output.append(line)
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+    def stop(self, wait_s: float = 30) -> None:
+        super().stop(wait_s)
 
 
 def test_a_killed_workers_job_is_finished_by_another_once(env: dict[str, str]) -> None:
