@@ -18,17 +18,15 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import shutil
 import time
 from datetime import date
 from pathlib import Path
 
 import numpy as np
 from fastapi.testclient import TestClient
+from scratch import scratch_registry, wait
 
-from app.db import upgrade
 from app.main import create_app
-from app.settings import Settings
 from devices.fingerprint import fingerprint
 from devices.measure import hardware_id, hardware_identity
 from devices.reference import load_reference
@@ -37,32 +35,13 @@ TEST = ["titan_rtx_256", "gold_6226", "fpga", "pixel2", "raspi4", "eyeriss"]
 KEY = "bench-key"
 
 
-def wait(client: TestClient, job_id: int) -> dict:
-    while True:
-        job = client.get(f"/jobs/{job_id}").json()
-        if job["status"] in ("succeeded", "failed", "cancelled", "interrupted"):
-            if job["status"] != "succeeded":
-                raise SystemExit(f"job {job_id} {job['status']}: {job.get('error')}")
-            return job
-        time.sleep(1.0)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/edgeopt-learned"))
     parser.add_argument("--synthetic", type=int, default=4000)
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     args = parser.parse_args()
-    shutil.rmtree(args.workdir, ignore_errors=True)
-    args.workdir.mkdir(parents=True)
-    url = f"sqlite:///{args.workdir / 'registry.db'}"
-    upgrade(url)
-    settings = Settings(
-        database_url=url,
-        artifacts_dir=args.workdir / "artifacts",
-        api_keys=[KEY],
-        job_workers_mode="thread",  # this process runs the jobs it queues: no worker to start
-    )
+    settings = scratch_registry(args.workdir, KEY)
     ref = load_reference("nb201")
     column = {d.column: j for j, d in enumerate(ref.devices)}
     row = {e: i for i, e in enumerate(ref.encodings)}

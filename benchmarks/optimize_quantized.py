@@ -27,7 +27,6 @@ import csv
 import io
 import json
 import platform
-import shutil
 import time
 from collections import defaultdict
 from datetime import date
@@ -35,10 +34,9 @@ from pathlib import Path
 
 import numpy as np
 from fastapi.testclient import TestClient
+from scratch import scratch_registry, wait
 
-from app.db import upgrade
 from app.main import create_app
-from app.settings import Settings
 from devices.measure import hardware_id, hardware_identity
 from devices.reference import load_digits_accuracy
 from search.digits import measure_accuracy
@@ -46,16 +44,6 @@ from search.digits import measure_accuracy
 KEY = "bench-key"
 PERCENTILES = (10, 25, 50, 75, 90)
 POLICY_SETS = {"fp32": ["fp32"], "fp32+int8": ["fp32", "int8"], "per-unit": ["per-unit"]}
-
-
-def wait(client: TestClient, job_id: int) -> dict:
-    while True:
-        job = client.get(f"/jobs/{job_id}").json()
-        if job["status"] in ("succeeded", "failed", "cancelled", "interrupted"):
-            if job["status"] != "succeeded":
-                raise SystemExit(f"job {job_id} {job['status']}: {job.get('error')}")
-            return job
-        time.sleep(1.0)
 
 
 def read_table(path: Path) -> tuple[list[str], dict[str, dict[tuple[str, str], float]]]:
@@ -123,16 +111,7 @@ def main() -> None:
     parser.add_argument("--no-measure", action="store_true", help="do not train missing designs")
     args = parser.parse_args()
     out_path = args.out or args.table.parent / "optimize_quantized.json"
-    shutil.rmtree(args.workdir, ignore_errors=True)
-    args.workdir.mkdir(parents=True)
-    url = f"sqlite:///{args.workdir / 'registry.db'}"
-    upgrade(url)
-    settings = Settings(
-        database_url=url,
-        artifacts_dir=args.workdir / "artifacts",
-        api_keys=[KEY],
-        job_workers_mode="thread",  # this process runs the jobs it queues: no worker to start
-    )
+    settings = scratch_registry(args.workdir, KEY)
     columns, tables = read_table(args.table)
     accuracy = Accuracy(measure=not args.no_measure)
     queries: list[dict] = []
