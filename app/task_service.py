@@ -18,9 +18,12 @@ for each other; SQLite serialises writers), and a result is accepted by one cond
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
+import logging
 import os
 import tempfile
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -36,6 +39,8 @@ from search.policy import UnsupportedPolicy, parse_policy
 from search.spaces import InvalidEncoding, get_space
 
 FINGERPRINT_PRIORITY, DEFAULT_PRIORITY = 0, 1
+
+log = logging.getLogger(__name__)
 
 
 def _now() -> datetime:
@@ -249,7 +254,12 @@ def _refused(
 
 
 def model_file(artifacts_dir: Path, space: str, design: str, policy: str) -> Path:
-    """The design's ONNX file in the policy, exported once and cached under the artifacts."""
+    """The design's ONNX file in the policy, exported once and cached under the artifacts.
+
+    A first export takes seconds: requests for the same model meanwhile (in this process
+    or another on the same folder) wait on a lock file beside it and then serve the file
+    the first wrote, rather than export it again.
+    """
     key = hashlib.sha256(f"{space}\n{design}\n{policy}".encode()).hexdigest()[:24]
     path = artifacts_dir / "models" / space / f"{key}.onnx"
     if path.is_file():
@@ -257,7 +267,20 @@ def model_file(artifacts_dir: Path, space: str, design: str, policy: str) -> Pat
     from search.export import export_design  # torch loads on first export, not at startup
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=path.parent) as tmp:
-        exported = export_design(space, design, policy, Path(tmp) / "m.onnx")
-        os.replace(exported.path, path)  # atomic: a concurrent reader sees all or nothing
+    with open(path.with_suffix(".lock"), "a") as lock:
+        # flock: exclusive between open files, so between threads as between processes
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if path.is_file():  # exported while this request waited
+            return path
+        started = time.perf_counter()
+        with tempfile.TemporaryDirectory(dir=path.parent) as tmp:
+            exported = export_design(space, design, policy, Path(tmp) / "m.onnx")
+            os.replace(exported.path, path)  # atomic: a concurrent reader sees all or nothing
+        log.info(
+            "exported %s design %s in policy %s (%.1f s)",
+            space,
+            design,
+            policy,
+            time.perf_counter() - started,
+        )
     return path

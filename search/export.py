@@ -17,6 +17,7 @@ import contextlib
 import io
 import logging
 import tempfile
+import threading
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,6 +48,11 @@ __all__ = [
 FP32_TOLERANCE = 1e-4  # max |ort - torch| / max(1, max |torch|)
 INT8_TOLERANCE = 0.35  # RMS(int8 - fp32) / RMS(fp32) of the logits on calibration inputs
 INPUT_SHAPE = (3, 32, 32)
+
+
+# torch's exporter keeps its state in module globals (``GLOBALS.in_onnx_export``): two exports
+# in one process at once fail. Every export in the process takes this lock.
+_TORCH_EXPORT = threading.Lock()
 
 
 class ExportMismatch(RuntimeError):
@@ -117,7 +123,7 @@ def export_fp32(
     net = (net or build(space, encoding, **net_kwargs)).eval()
     calibration = _calibration(calibration)
     out.parent.mkdir(parents=True, exist_ok=True)
-    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+    with _TORCH_EXPORT, warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
         warnings.simplefilter("ignore")
         # The TorchScript exporter: 10-20x faster than dynamo here (0.3 s vs 4-7 s per
         # design), which is what makes measuring thousands of designs practical.

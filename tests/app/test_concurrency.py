@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import onnx
 import pytest
 from sqlalchemy import func, select
 
@@ -284,3 +285,42 @@ def test_concurrent_uploads_store_exactly_what_they_answer(
     assert {(m["arch"], m["metric"]) for m in stored} == set(offered)
     assert all(m["value"] in offered[(m["arch"], m["metric"])] for m in stored)
     print(f"uploads: {dict(statuses)}")
+
+
+def test_first_exports_fetched_at_once_all_answer_the_model(server: Server) -> None:
+    """12 clients at once fetch 4 models never exported before (2 designs, fp32 and int8),
+    3 clients per model: torch's exporter runs one export at a time in a process, so every
+    answer is 200 with a valid ONNX model, and a model asked for while it is being exported
+    is exported once, the other clients waiting for its file."""
+    api = httpx.Client(base_url=server.url, headers={"X-API-Key": API_KEY}, timeout=60)
+    device = api.post("/devices", json={"name": "export-board", "kind": "cpu"}).json()["id"]
+    body = {"space": "nb201", "designs": new_designs(2, skip=300), "policies": ["fp32", "int8"]}
+    assert api.post(f"/devices/{device}/tasks", json=body).status_code == 201
+    tasks = api.get(f"/devices/{device}/tasks", params={"limit": 100}).json()["items"]
+    urls = [f"/tasks/{t['id']}/model.onnx" for t in tasks]
+    assert len(urls) == 4
+    clients = [urls[i % len(urls)] for i in range(3 * len(urls))]
+    gate = threading.Barrier(len(clients))
+    answers: list[httpx.Response | None] = [None] * len(clients)
+
+    def fetch(i: int) -> None:
+        with httpx.Client(base_url=server.url, timeout=300) as c:
+            gate.wait()
+            answers[i] = c.get(clients[i])
+
+    threads = [threading.Thread(target=fetch, args=(i,)) for i in range(len(clients))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(300)
+    assert [a.status_code if a else None for a in answers] == [200] * len(clients), [
+        a.text[:300] for a in answers if a is not None and a.status_code != 200
+    ]
+    by_url: dict[str, set[bytes]] = {}
+    for url, answer in zip(clients, answers, strict=True):
+        assert answer is not None
+        onnx.checker.check_model(onnx.load_from_string(answer.content))
+        by_url.setdefault(url, set()).add(answer.content)
+    assert all(len(models) == 1 for models in by_url.values())  # one file per model
+    exports = [line for line in server.output if "exported nb201 design" in line]
+    assert len(exports) == len(urls), exports
