@@ -8,6 +8,7 @@ from typing import Annotated, Any, Generic, Literal, Self, TypeVar
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from devices.profile import DeviceKind, Metric, Precision, canonical_policy
+from search.spaces import InvalidEncoding, get_space
 
 # A measured latency (ms) or energy (mJ): a JSON number (not a string, not true), between a
 # nanosecond-scale 1e-6 and 1e7 (hours). One shot of 1e308 or 5e-324 ms once turned every
@@ -335,6 +336,11 @@ class NextMeasurements(BaseModel):
     expected_spearman: float | None
     expected_spearman_after: float | None
     designs: list[str]
+    note: str | None = Field(
+        None,
+        description="why fewer designs than asked for are suggested: the device has measured "
+        "(nearly) all the designs suggestions are drawn from",
+    )
 
 
 class TaskQueue(BaseModel):
@@ -509,6 +515,27 @@ class OptimizeRequest(BaseModel):
             raise ValueError("max_measurements needs a registered device that can measure")
         if self.max_measurements and 0 < self.max_measurements < 6:
             raise ValueError("max_measurements is 0 or at least 6 (3 shots to adapt, 3 checks)")
+        return self
+
+    @model_validator(mode="after")
+    def _each_shot_once(self) -> Self:
+        """A profile's design measured twice has no one latency to transfer from: refused
+        here, naming it, rather than left to fail the fit (two spellings of one design count)."""
+        if self.profile is None:
+            return self
+        codec = get_space(self.space)
+        first: dict[str, int] = {}
+        for i, shot in enumerate(self.profile.measurements):
+            try:
+                design = codec.canonical(shot.arch)
+            except InvalidEncoding:
+                continue  # the request's resolution names an encoding that is not the space's
+            if design in first:
+                raise ValueError(
+                    f"profile.measurements: design {design!r} is measured twice (items "
+                    f"{first[design]} and {i}); give each design once (the median of its runs)"
+                )
+            first[design] = i
         return self
 
 

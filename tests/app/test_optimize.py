@@ -116,6 +116,25 @@ def test_inline_profile_uses_its_measurements(writer: TestClient, trained, nb201
     assert verify.status_code == 409  # nowhere to measure an inline profile
 
 
+@pytest.mark.parametrize("path", ["/optimize", "/optimize/front"])
+def test_an_inline_profile_measuring_a_design_twice_is_refused_naming_it(
+    writer: TestClient, trained, nb201, path: str
+) -> None:
+    shots = [
+        {"arch": nb201.encodings[i], "latency_ms": float(trained["raspi4"][i])}
+        for i in range(0, N, 40)
+    ]
+    twice = nb201.encodings[80]
+    shots.append({"arch": f" {twice} ", "latency_ms": 3.0})  # another spelling of item 2
+    body = {"profile": {"name": "my-board", "measurements": shots}, "method": "search"}
+    if path.endswith("front"):
+        body["budgets_ms"] = [1.0]
+    r = writer.post(path, json=body)
+    assert r.status_code == 422, r.text
+    message = r.json()["error"]["message"]
+    assert twice in message and "measured twice" in message and "items 2 and 10" in message
+
+
 def test_agent_devices_are_verified_through_a_task(writer: TestClient, trained) -> None:
     writer.put("/agents/field-unit", json={"kind": "cpu"})
     device = writer.get("/devices", params={"q": "field-unit"}).json()["items"][0]
