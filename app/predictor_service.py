@@ -652,7 +652,8 @@ def next_measurements(
     For a device answered by transfer: the ``count`` designs that, on top of its measured
     ones, pin the transfer's coefficients best (the same D-optimal choice as the
     fingerprint), and the Spearman held-out devices reached from as many shots before and
-    after measuring them.
+    after measuring them. Fewer (none) when fewer of the pool's designs are left unmeasured,
+    with a note saying so.
     """
     pool = design_pool(space)
     try:
@@ -667,7 +668,10 @@ def next_measurements(
     if basis is None:
         raise Conflict(f"no other device has a {metric} model for {space} to transfer from")
     taken = np.arange(len(measured))
-    rows = TransferModel(basis).choose_shots(count, np.random.default_rng(0), taken=taken)
+    left = len(union) - len(measured)  # suggestions come from the pool: fewer may be left
+    k = min(count, left)
+    rng = np.random.default_rng(0)
+    rows = TransferModel(basis).choose_shots(k, rng, taken=taken) if k else np.zeros(0, int)
     n = len(shots)
 
     def expected(k: int) -> float | None:
@@ -685,9 +689,25 @@ def next_measurements(
         "answered_by": "device-model" if own else ("transfer" if n >= MIN_SHOTS else None),
         "shots": n,
         "expected_spearman": None if own else expected(n),
-        "expected_spearman_after": None if own else expected(n + count),
+        "expected_spearman_after": None if own else expected(n + k),
         "designs": [union[i] for i in rows],
+        "note": _exhausted_note(len(pool), left, count),
     }
+
+
+def _exhausted_note(pool: int, left: int, count: int) -> str | None:
+    """Why fewer designs than asked for are suggested: the pool they are drawn from ran out."""
+    if left >= count:
+        return None
+    if left == 0:
+        return (
+            f"the device has measured every one of the {pool} designs suggestions are drawn "
+            "from: nothing is left to suggest (measure any other design of the space directly)"
+        )
+    return (
+        f"only {left} of the {pool} designs suggestions are drawn from are left unmeasured "
+        f"on the device: {left} suggested, not {count}"
+    )
 
 
 def device_metric(

@@ -9,6 +9,7 @@ from sqlalchemy import func, select, update
 
 from app.db import session_factory, unit_of_work
 from app.models import AccuracyRecord, Architecture
+from app.predictor_service import design_pool
 from app.settings import Settings
 from tests.app.conftest import DEVICES, N, flag_unstable, train
 
@@ -122,6 +123,42 @@ def test_a_transfer_device_is_told_what_to_measure_next(writer: TestClient, seed
     assert after["shots"] == 15
     assert quality_after > quality_before
     assert writer.get(url, params={"space": "nb201", "policy": "int4"}).status_code == 422
+
+
+def test_a_device_that_measured_every_suggestable_design_is_told_so(
+    writer: TestClient, seeded, nb201
+) -> None:
+    """Suggestions are drawn from a fixed pool of designs: a device that measured all but 3
+    of them gets those 3 and a note saying why not 10, and one that measured them all gets
+    none and the note, not a 500."""
+    train(writer)
+    device = writer.post("/devices", json={"name": "thorough", "kind": "cpu"}).json()["id"]
+    column = [d.column for d in nb201.devices].index("eyeriss")
+    truth = dict(zip(nb201.encodings, nb201.latency_ms[:, column], strict=True))
+    pool = design_pool("nb201")
+
+    def measure(designs: list[str]) -> None:
+        rows = [
+            {"space": "nb201", "arch": e, "metric": "latency_ms", "value": truth[e]}
+            for e in designs
+        ]
+        r = writer.post(f"/devices/{device}/measurements", json={"measurements": rows})
+        assert r.status_code == 201, r.text
+
+    measure(pool[3:])
+    url = f"/devices/{device}/next-measurements"
+    nearly = writer.get(url, params={"space": "nb201", "count": 10})
+    assert nearly.status_code == 200, nearly.text
+    assert sorted(nearly.json()["designs"]) == sorted(pool[:3])
+    assert f"only 3 of the {len(pool)} designs" in nearly.json()["note"]
+    measure(pool[:3])
+    done = writer.get(url, params={"space": "nb201", "count": 10})
+    assert done.status_code == 200, done.text
+    assert done.json()["designs"] == [] and done.json()["shots"] == len(pool)
+    assert f"every one of the {len(pool)} designs" in done.json()["note"]
+    fresh = writer.post("/devices", json={"name": "fresh", "kind": "cpu"}).json()["id"]
+    advice = writer.get(f"/devices/{fresh}/next-measurements", params={"space": "nb201"})
+    assert len(advice.json()["designs"]) == 10 and advice.json()["note"] is None
 
 
 def test_what_cannot_be_predicted_is_said(writer: TestClient, seeded, nb201) -> None:
