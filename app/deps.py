@@ -102,6 +102,10 @@ AgentKey = Annotated[Caller, Depends(require_agent_key)]
 # Bounded parameters: a number the database cannot hold is a 422, not a driver error.
 MAX_ID = 2**31 - 1
 ResourceId = Annotated[int, Path(ge=1, le=MAX_ID)]
+# A device in a path, as everywhere else: its name or its id (``app.queries.find_device``).
+DeviceRef = Annotated[
+    str, Path(min_length=1, max_length=120, description="the device's name or id")
+]
 IdFilter = Annotated[int | None, Query(ge=1, le=MAX_ID)]
 Limit = Annotated[int, Query(ge=1, le=1000)]
 Offset = Annotated[int, Query(ge=0, le=10**9)]

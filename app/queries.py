@@ -12,20 +12,17 @@ from app.models import AccuracyRecord, Architecture, Device, Job, Measurement
 from app.schemas import AccuracyRead, MeasurementCount, MeasurementRead, Page
 
 
-def get_device(session: Session, device_id: int) -> Device:
-    device = session.get(Device, device_id)
-    if device is None:
-        raise UnknownDevice(f"no device with id {device_id}")
-    return device
-
-
 def find_device(session: Session, name_or_id: str) -> Device:
-    """A device by name, or by id when the text is a number."""
+    """A device by name, or by id when the text is a number: every request that names a
+    device (body, query or path) resolves it here, so each accepts either."""
     device = session.scalar(select(Device).where(Device.name == name_or_id))
     # an id is ASCII digits that fit the column ("²" is a digit to str.isdigit, and 120
     # digits overflow a database integer)
-    if device is None and name_or_id.isascii() and name_or_id.isdigit() and len(name_or_id) < 10:
+    as_id = name_or_id.isascii() and name_or_id.isdigit() and len(name_or_id) < 10
+    if device is None and as_id:
         device = session.get(Device, int(name_or_id))
+    if device is None and as_id:
+        raise UnknownDevice(f"no device with id {name_or_id}")
     if device is None:
         raise UnknownDevice(f"no device named {name_or_id!r}")
     return device

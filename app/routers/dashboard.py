@@ -22,9 +22,10 @@ from app.dashboard_schemas import (
     PredictorLine,
     TransferSuiteData,
 )
-from app.deps import ReadAccess, ResourceId, SessionDep, SettingsDep
+from app.deps import DeviceRef, ReadAccess, ResourceId, SessionDep, SettingsDep
 from app.errors import ERROR_RESPONSES, ApiError
 from app.optimize_schemas import OptimizeAnswer
+from app.queries import find_device
 
 router = APIRouter(responses=ERROR_RESPONSES, dependencies=[ReadAccess])
 templates = Jinja2Templates(directory=str(Path(__file__).parent.parent / "templates"))
@@ -57,9 +58,9 @@ def overview_page(request: Request) -> HTMLResponse:
     return _page(request, "overview")
 
 
-@router.get("/ui/devices/{device_id}", response_class=HTMLResponse, include_in_schema=False)
-def device_page(request: Request, device_id: ResourceId) -> HTMLResponse:
-    return _page(request, "device", device_id=device_id)
+@router.get("/ui/devices/{device}", response_class=HTMLResponse, include_in_schema=False)
+def device_page(request: Request, device: DeviceRef, session: SessionDep) -> HTMLResponse:
+    return _page(request, "device", device_id=find_device(session, device).id)
 
 
 @router.get("/ui/predictors", response_class=HTMLResponse, include_in_schema=False)
@@ -92,8 +93,9 @@ def overview_data(session: SessionDep) -> OverviewData:
     return OverviewData.model_validate(data.overview(session))
 
 
-@router.get("/api/charts/devices/{device_id}", tags=["dashboard"])
-def device_data(device_id: ResourceId, session: SessionDep, settings: SettingsDep) -> DeviceData:
+@router.get("/api/charts/devices/{device}", tags=["dashboard"])
+def device_data(device: DeviceRef, session: SessionDep, settings: SettingsDep) -> DeviceData:
+    device_id = find_device(session, device).id
     return DeviceData.model_validate(data.device_detail(session, settings.artifacts_dir, device_id))
 
 

@@ -11,17 +11,17 @@ from sqlalchemy.orm import Session
 
 from app.db import commit
 from app.deps import (
+    DeviceRef,
     Limit,
     Offset,
     ReadAccess,
-    ResourceId,
     SessionDep,
     SettingsDep,
     WriteAccess,
 )
 from app.errors import ERROR_RESPONSES, ApiError, ErrorDetail, error_responses
 from app.models import Device, Measurement
-from app.queries import MeasurementFilters, get_device, list_measurements, measurement_counts
+from app.queries import MeasurementFilters, find_device, list_measurements, measurement_counts
 from app.repository import AlreadyStored, MeasurementRow, architecture_ids, upsert_measurements
 from app.schemas import (
     DeviceCreate,
@@ -88,37 +88,37 @@ def list_devices(
     )
 
 
-@router.get("/{device_id}", response_model=DeviceDetail, dependencies=[ReadAccess])
-def read_device(device_id: ResourceId, session: SessionDep) -> DeviceDetail:
+@router.get("/{device}", response_model=DeviceDetail, dependencies=[ReadAccess])
+def read_device(device: DeviceRef, session: SessionDep) -> DeviceDetail:
     """A device's profile and how many measurements it has per space, policy and metric."""
-    device = get_device(session, device_id)
+    found = find_device(session, device)
     return DeviceDetail(
-        **DeviceRead.model_validate(device).model_dump(),
-        measurements=measurement_counts(session, device.id),
+        **DeviceRead.model_validate(found).model_dump(),
+        measurements=measurement_counts(session, found.id),
     )
 
 
-@router.patch("/{device_id}", response_model=DeviceRead, dependencies=[WriteAccess])
-def update_device(device_id: ResourceId, body: DeviceUpdate, session: SessionDep) -> Device:
-    device = get_device(session, device_id)
-    if body.name is not None and body.name != device.name:
+@router.patch("/{device}", response_model=DeviceRead, dependencies=[WriteAccess])
+def update_device(device: DeviceRef, body: DeviceUpdate, session: SessionDep) -> Device:
+    found = find_device(session, device)
+    if body.name is not None and body.name != found.name:
         _name_free(session, body.name)
     for field, value in body.model_dump(mode="json", exclude_unset=True).items():
         if value is None and field in ("name", "kind", "specs"):
             raise ApiError(
                 422, f"{field} cannot be null", [ErrorDetail(field=field, message="null")]
             )
-        setattr(device, field, value)
+        setattr(found, field, value)
     commit(session)
-    return device
+    return found
 
 
-@router.delete("/{device_id}", status_code=204, dependencies=[WriteAccess])
-def delete_device(device_id: ResourceId, session: SessionDep) -> Response:
+@router.delete("/{device}", status_code=204, dependencies=[WriteAccess])
+def delete_device(device: DeviceRef, session: SessionDep) -> Response:
     """Delete a device and its measurements."""
-    device = get_device(session, device_id)
-    session.execute(delete(Measurement).where(Measurement.device_id == device.id))
-    session.delete(device)
+    found = find_device(session, device)
+    session.execute(delete(Measurement).where(Measurement.device_id == found.id))
+    session.delete(found)
     commit(session)
     return Response(status_code=204)
 
@@ -147,7 +147,7 @@ _UPLOAD_BODY = {
 
 
 @router.post(
-    "/{device_id}/measurements",
+    "/{device}/measurements",
     status_code=201,
     response_model=UploadResult,
     dependencies=[WriteAccess],
@@ -155,7 +155,7 @@ _UPLOAD_BODY = {
     openapi_extra=_UPLOAD_BODY,
 )
 async def upload_measurements(
-    device_id: ResourceId,
+    device: DeviceRef,
     request: Request,
     session: SessionDep,
     settings: SettingsDep,
@@ -165,14 +165,14 @@ async def upload_measurements(
     body = await request.body()
     content_type = request.headers.get("content-type", "")
     return await run_in_threadpool(
-        _store_upload, session, device_id, body, content_type, settings.max_upload_rows, replace
+        _store_upload, session, device, body, content_type, settings.max_upload_rows, replace
     )
 
 
 def _store_upload(
-    session: Session, device_id: int, body: bytes, content_type: str, max_rows: int, replace: bool
+    session: Session, ref: str, body: bytes, content_type: str, max_rows: int, replace: bool
 ) -> UploadResult:
-    device = get_device(session, device_id)
+    device = find_device(session, ref)
     rows = parse_upload(body, content_type, max_rows)
     arch_ids = architecture_ids(session, {(r.space, r.arch) for r in rows})
     values = [
@@ -196,10 +196,10 @@ def _store_upload(
 
 
 @router.get(
-    "/{device_id}/measurements", response_model=Page[MeasurementRead], dependencies=[ReadAccess]
+    "/{device}/measurements", response_model=Page[MeasurementRead], dependencies=[ReadAccess]
 )
 def device_measurements(
-    device_id: ResourceId,
+    device: DeviceRef,
     session: SessionDep,
     space: str | None = None,
     policy: str | None = None,
@@ -207,16 +207,16 @@ def device_measurements(
     limit: Limit = 100,
     offset: Offset = 0,
 ) -> Page[MeasurementRead]:
-    get_device(session, device_id)
+    device_id = find_device(session, device).id
     filters = MeasurementFilters(device_id=device_id, space=space, policy=policy, metric=metric)
     return list_measurements(session, filters, limit, offset)
 
 
 @router.get(
-    "/{device_id}/next-measurements", response_model=NextMeasurements, dependencies=[ReadAccess]
+    "/{device}/next-measurements", response_model=NextMeasurements, dependencies=[ReadAccess]
 )
 def next_measurements(
-    device_id: ResourceId,
+    device: DeviceRef,
     session: SessionDep,
     settings: SettingsDep,
     space: Annotated[str, Query(pattern="^(nb201|fbnet|ofa_mbv3)$")],
@@ -231,7 +231,7 @@ def next_measurements(
         policy = canonical_policy(policy)
     except ValueError as exc:
         raise ApiError(422, str(exc)) from None
-    device = get_device(session, device_id)
+    found = find_device(session, device)
     return NextMeasurements.model_validate(
-        suggest(session, settings.artifacts_dir, device, space, metric.value, policy, count)
+        suggest(session, settings.artifacts_dir, found, space, metric.value, policy, count)
     )

@@ -12,6 +12,7 @@ from app.dashboard_schemas import TasksQueued
 from app.db import commit
 from app.deps import (
     AgentKey,
+    DeviceRef,
     Limit,
     Offset,
     ReadAccess,
@@ -23,7 +24,7 @@ from app.deps import (
 from app.errors import ERROR_RESPONSES, ONNX_FILE
 from app.keys import require_device
 from app.models import Architecture, Device, MeasurementTask
-from app.queries import get_device
+from app.queries import find_device
 from app.repository import insert_new
 from app.schemas import (
     NAME_PATTERN,
@@ -80,24 +81,24 @@ def register_agent_device(
     return device
 
 
-@router.post("/devices/{device_id}/tasks", status_code=201, dependencies=[WriteAccess])
-def queue(device_id: ResourceId, body: TaskQueue, session: SessionDep) -> TasksQueued:
+@router.post("/devices/{device}/tasks", status_code=201, dependencies=[WriteAccess])
+def queue(device: DeviceRef, body: TaskQueue, session: SessionDep) -> TasksQueued:
     """Queue designs for the device's agent; designs already queued or done are kept."""
-    device = get_device(session, device_id)
-    counts = queue_tasks(session, device, body.space, body.designs, body.policies)
+    found = find_device(session, device)
+    counts = queue_tasks(session, found, body.space, body.designs, body.policies)
     commit(session)
     return TasksQueued.model_validate(counts)
 
 
-@router.get("/devices/{device_id}/tasks", response_model=Page[TaskRead], dependencies=[ReadAccess])
+@router.get("/devices/{device}/tasks", response_model=Page[TaskRead], dependencies=[ReadAccess])
 def list_tasks(
-    device_id: ResourceId,
+    device: DeviceRef,
     session: SessionDep,
     status: Annotated[str | None, Query(max_length=16)] = None,
     limit: Limit = 100,
     offset: Offset = 0,
 ) -> Page[TaskRead]:
-    get_device(session, device_id)
+    device_id = find_device(session, device).id
     query = select(MeasurementTask).where(MeasurementTask.device_id == device_id)
     if status:
         query = query.where(MeasurementTask.status == status)
@@ -107,14 +108,14 @@ def list_tasks(
     return Page(items=items, total=total, limit=limit, offset=offset)
 
 
-@router.post("/devices/{device_id}/tasks/lease", response_model=list[TaskRead])
+@router.post("/devices/{device}/tasks/lease", response_model=list[TaskRead])
 def lease(
-    device_id: ResourceId, body: LeaseRequest, session: SessionDep, caller: AgentKey
+    device: DeviceRef, body: LeaseRequest, session: SessionDep, caller: AgentKey
 ) -> list[dict[str, Any]]:
     """Lease the next tasks (fingerprint first); an empty list means nothing to do now."""
-    device = get_device(session, device_id)
-    require_device(caller, device.name)
-    tasks = lease_tasks(session, device, body.agent, body.max_tasks, body.lease_s, caller.key_id)
+    found = find_device(session, device)
+    require_device(caller, found.name)
+    tasks = lease_tasks(session, found, body.agent, body.max_tasks, body.lease_s, caller.key_id)
     views = [task_view(session, t) for t in tasks]
     commit(session)
     return views

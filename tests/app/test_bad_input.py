@@ -14,8 +14,10 @@ from tests.app.conftest import seed_slice
 
 def test_out_of_range_numbers_are_422(writer: TestClient) -> None:
     huge = str(10**30)
+    # a device in a path may be a name as well as an id: a number too big for an id is one
+    named = writer.get(f"/devices/{huge}")
+    assert named.status_code == 404 and f"no device named '{huge}'" in named.text
     for url in (
-        f"/devices/{huge}",
         f"/jobs/{huge}",
         f"/devices?offset={huge}",
         f"/measurements?device_id={huge}",

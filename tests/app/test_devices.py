@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from fastapi.testclient import TestClient
 
 PI = {
@@ -100,4 +101,49 @@ def test_malformed_json_is_422_not_500(writer: TestClient) -> None:
         "/devices", content=b"{not json", headers={"content-type": "application/json"}
     )
     assert response.status_code == 422
-    assert writer.get("/devices/not-a-number").status_code == 422
+    unknown = writer.get("/devices/not-a-number")
+    assert unknown.status_code == 404
+    assert unknown.json()["error"]["message"] == "no device named 'not-a-number'"
+
+
+CELL = "|nor_conv_3x3~0|+|nor_conv_3x3~0|avg_pool_3x3~1|+|skip_connect~0|nor_conv_3x3~1|none~2|"
+
+
+@pytest.mark.parametrize("by", ["name", "id"])
+def test_every_path_that_names_a_device_takes_its_name_or_its_id(
+    writer: TestClient, by: str
+) -> None:
+    device = writer.put("/agents/bench-pi", json={"kind": "cpu"}).json()
+    ref = device[by]
+    assert writer.get(f"/devices/{ref}").json()["id"] == device["id"]
+    patched = writer.patch(f"/devices/{ref}", json={"threads": 2})
+    assert patched.status_code == 200 and patched.json()["threads"] == 2
+    row = {"space": "nb201", "arch": CELL, "metric": "latency_ms", "value": 2.0}
+    upload = writer.post(f"/devices/{ref}/measurements", json={"measurements": [row]})
+    assert upload.status_code == 201 and upload.json()["device_id"] == device["id"]
+    measured = writer.get(f"/devices/{ref}/measurements").json()
+    assert [m["device_id"] for m in measured["items"]] == [device["id"]]
+    # no other device to transfer from: the device was found, the suggestion is a 409
+    assert writer.get(f"/devices/{ref}/next-measurements?space=nb201").status_code == 409
+    queued = writer.post(f"/devices/{ref}/tasks", json={"space": "nb201", "designs": [CELL]})
+    assert queued.status_code == 201, queued.text
+    tasks = writer.get(f"/devices/{ref}/tasks").json()
+    assert tasks["total"] >= 1 and {t["device_id"] for t in tasks["items"]} == {device["id"]}
+    leased = writer.post(f"/devices/{ref}/tasks/lease", json={"agent": "a"})
+    assert leased.status_code == 200 and leased.json()[0]["device_id"] == device["id"]
+    chart = writer.get(f"/api/charts/devices/{ref}")
+    assert chart.status_code == 200 and chart.json()["device"]["id"] == device["id"]
+    assert writer.get(f"/ui/devices/{ref}").status_code == 200
+    assert writer.delete(f"/devices/{ref}").status_code == 204
+    assert writer.get(f"/devices/{device['id']}").status_code == 404
+
+
+def test_no_route_takes_a_device_by_id_alone(writer: TestClient) -> None:
+    """A path parameter naming a device is the name-or-id one, in every route."""
+    paths = writer.get("/openapi.json").json()["paths"]
+    device_paths = [p for p in paths if "/devices/{" in p]
+    assert device_paths and all("/devices/{device}" in p for p in device_paths)
+    for path in device_paths:
+        for operation in paths[path].values():
+            (param,) = [p for p in operation["parameters"] if p["in"] == "path"]
+            assert param["schema"]["type"] == "string"
