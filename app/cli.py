@@ -502,23 +502,38 @@ def agent_cmd(
     device: Annotated[str, typer.Option(help="this device's registry name")],
     api_key: Annotated[str, typer.Option(envvar="EDGEOPT_API_KEY", help="a write key")],
     threads: Annotated[int, typer.Option(help="ONNX Runtime threads")] = 1,
-    journal: Annotated[Path | None, typer.Option(help="where unacknowledged results wait")] = None,
+    journal: Annotated[
+        Path | None,
+        typer.Option(
+            help="where unacknowledged results wait (default: a journal of this agent's own "
+            "under ~/.edgeopt, one per agent running on this machine)"
+        ),
+    ] = None,
+    share_journal: Annotated[
+        bool,
+        typer.Option(help="share --journal, and with it one agent identity, with other agents"),
+    ] = False,
     until_empty: Annotated[bool, typer.Option(help="exit when the queue is empty")] = False,
     poll_s: Annotated[float, typer.Option(help="seconds between polls when idle")] = 2.0,
     round_size: Annotated[int, typer.Option(help="timed runs per round and session")] = 10,
     budget_s: Annotated[float, typer.Option(help="most seconds per design")] = 20.0,
 ) -> None:
     """Measure this machine for a server: lease tasks, measure with ONNX Runtime, post results."""
-    from devices.agent import Agent, AgentError
+    from devices.agent import Agent, AgentError, Journal
     from devices.measure import Protocol
 
-    path = journal or Path.home() / ".edgeopt" / f"agent-{device}.journal.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
+    if share_journal and journal is None:
+        raise fail("--share-journal needs --journal: the journal the agents share")
     protocol = Protocol(threads=threads, round_size=round_size, budget_s=budget_s)
-    worker = Agent(
-        server, device, api_key, path, protocol, poll_s=poll_s, on_event=lambda m: console.print(m)
-    )
     try:
+        held = (
+            Journal(journal, share=share_journal)
+            if journal is not None
+            else Journal.own(Path.home() / ".edgeopt", device)
+        )
+        worker = Agent(
+            server, device, api_key, held, protocol, poll_s=poll_s, on_event=console.print
+        )
         done = worker.run(until_empty=until_empty)
     except AgentError as exc:
         raise fail(str(exc)) from exc

@@ -10,19 +10,33 @@ journal *before* it is posted and removed once the server acknowledges it, so a 
 re-posts what it measured instead of measuring again; the server acknowledges a repeat
 without storing it, so nothing is ever stored twice. A task leased by an agent that died is
 leased again once its lease expires, to this agent or another.
+
+Several agents on one machine: each running agent holds its journal (an advisory lock, freed
+when the process ends, however it ends), so by default each takes the first journal no
+running agent holds (:meth:`Journal.own`) and with it its own identity; a restarted agent
+takes back a journal its predecessor left. Agents told to share one journal share its
+identity too, and every change to the journal is made under a lock and written atomically.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import os
 import socket
+import tempfile
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
+
+try:
+    import fcntl
+except ImportError:  # Windows: no advisory locks; give each agent its own journal there
+    fcntl = None  # type: ignore[assignment]
 
 import httpx
 
@@ -35,13 +49,144 @@ class AgentError(RuntimeError):
     """A refusal the agent cannot retry its way out of (bad key, bad device name)."""
 
 
+class JournalInUse(AgentError):
+    """The journal belongs to another running agent."""
+
+
+class JournalUnreadable(AgentError):
+    """The journal exists but cannot be read as one."""
+
+
+def _try_lock(path: Path) -> IO[str] | None:
+    """An exclusive lock on ``path`` held while the returned file stays open; None if held."""
+    handle = open(path, "a")  # noqa: SIM115 - held open for the agent's lifetime
+    if fcntl is None:
+        return handle
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        handle.close()
+        return None
+    return handle
+
+
+class Journal:
+    """Results measured but not yet acknowledged, and the agent identity that goes with them.
+
+    The journal is a JSON file ``{task id: result body}`` beside its identity (``.id``). Not
+    shared, it is held (``.owner`` locked) for as long as the agent runs: a second agent on
+    it is refused with the way out, where two would once overwrite each other's file.
+    """
+
+    def __init__(self, path: Path, share: bool = False) -> None:
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._owner: IO[str] | None = None
+        if not share:
+            self._owner = _try_lock(path.with_suffix(".owner"))
+            if self._owner is None:
+                raise JournalInUse(
+                    f"journal {path} is held by another running agent: leave --journal out "
+                    "(each agent then takes a journal of its own), give each agent its own "
+                    "--journal, or pass --share-journal to share it and its agent identity"
+                )
+
+    @classmethod
+    def own(cls, folder: Path, device: str) -> Journal:
+        """The first of ``agent-DEVICE.journal.json``, ``agent-DEVICE@2.journal.json``, ...
+        that no running agent holds ('@' is never in a device name), held from now on."""
+        for n in itertools.count(1):
+            suffix = "" if n == 1 else f"@{n}"
+            try:
+                return cls(folder / f"agent-{device}{suffix}.journal.json")
+            except JournalInUse:
+                continue
+        raise AssertionError("unreachable")
+
+    def close(self) -> None:
+        """Let another agent take the journal (also done by the process ending)."""
+        if self._owner is not None:
+            self._owner.close()
+            self._owner = None
+
+    @contextmanager
+    def _locked(self) -> Iterator[None]:
+        """Every read-modify-write of the journal, so agents sharing it lose no entry."""
+        with open(self.path.with_suffix(".lock"), "a") as handle:
+            if fcntl is not None:
+                fcntl.flock(handle, fcntl.LOCK_EX)
+            yield
+
+    def identity(self) -> str:
+        """This journal's agent name: stable across restarts, one per journal."""
+        path = self.path.with_suffix(".id")
+        with self._locked():
+            if path.is_file():
+                ident = path.read_text().strip()
+                if ident:
+                    return ident
+            ident = f"{socket.gethostname()[:40]}-{uuid.uuid4().hex[:8]}"
+            self._write(path, ident)
+            return ident
+
+    def pending(self) -> dict[str, dict[str, Any]]:
+        with self._locked():
+            return self._read()
+
+    def add(self, task_id: str, body: dict[str, Any]) -> None:
+        with self._locked():
+            pending = self._read()
+            pending[task_id] = body
+            self._write(self.path, json.dumps(pending))
+
+    def remove(self, task_id: str) -> None:
+        with self._locked():
+            pending = self._read()
+            if pending.pop(task_id, None) is not None:
+                self._write(self.path, json.dumps(pending))
+
+    def _read(self) -> dict[str, dict[str, Any]]:
+        try:
+            text = self.path.read_text()
+        except FileNotFoundError:
+            return {}
+        except OSError as exc:
+            raise JournalUnreadable(f"cannot read the agent journal {self.path}: {exc}") from exc
+        try:
+            pending = json.loads(text)
+            if not isinstance(pending, dict) or not all(
+                isinstance(v, dict) for v in pending.values()
+            ):
+                raise ValueError("not an object of task results")
+        except ValueError as exc:
+            raise JournalUnreadable(
+                f"the agent journal {self.path} is not a journal ({exc}); it may hold results "
+                "measured but not yet posted: move it away (or repair it) and start again"
+            ) from exc
+        return pending
+
+    @staticmethod
+    def _write(path: Path, text: str) -> None:
+        """Atomically: a kill leaves the old or the new file, never a torn one."""
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+        try:
+            with os.fdopen(fd, "w") as out:
+                out.write(text)
+                out.flush()
+                os.fsync(out.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+
 class Agent:
     def __init__(
         self,
         server: str,
         device: str,
         api_key: str,
-        journal: Path,
+        journal: Journal | Path,
         protocol: Protocol = Protocol(),
         lease_s: float = 120.0,
         poll_s: float = 2.0,
@@ -54,21 +199,11 @@ class Agent:
         self.lease_s = lease_s
         self.poll_s = poll_s
         self.retry_for_s = retry_for_s
-        self.journal = journal
+        self.journal = journal if isinstance(journal, Journal) else Journal(journal)
         self.on_event = on_event or (lambda line: log.info(line))
-        self.name = self._agent_id()
+        self.name = self.journal.identity()
         self.http = httpx.Client(headers={"X-API-Key": api_key}, timeout=60)
         self.device_id: int | None = None
-
-    def _agent_id(self) -> str:
-        """Stable across restarts (kept in the journal folder), unique per machine."""
-        path = self.journal.with_suffix(".id")
-        if path.is_file():
-            return path.read_text().strip()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        ident = f"{socket.gethostname()[:40]}-{uuid.uuid4().hex[:8]}"
-        path.write_text(ident)
-        return ident
 
     # -- HTTP with retries -------------------------------------------------------------
     def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
@@ -93,20 +228,10 @@ class Agent:
             delay = min(delay * 2, 5.0)
 
     # -- journal of results measured but not yet acknowledged --------------------------
-    def _pending(self) -> dict[str, dict[str, Any]]:
-        if not self.journal.is_file():
-            return {}
-        return dict(json.loads(self.journal.read_text()))
-
-    def _write_pending(self, pending: dict[str, dict[str, Any]]) -> None:
-        tmp = self.journal.with_suffix(".tmp")
-        tmp.write_text(json.dumps(pending))
-        os.replace(tmp, self.journal)  # atomic: a kill leaves the old or the new journal
-
     def flush(self) -> int:
         """Post every journalled result; each is removed once the server acknowledges it."""
-        pending = self._pending()
-        for task_id, body in list(pending.items()):
+        pending = self.journal.pending()
+        for task_id, body in pending.items():
             response = self._request("POST", f"/tasks/{task_id}/result", json=body)
             if response.status_code == 409:
                 self.on_event(f"task {task_id}: {response.json()['error']['message']}; dropped")
@@ -114,9 +239,8 @@ class Agent:
                 ack = response.json()
                 what = "already stored" if ack["duplicate"] else "stored"
                 self.on_event(f"task {task_id}: {what} as measurement {ack['measurement_id']}")
-            del pending[task_id]
-            self._write_pending(pending)
-        return len(pending)
+            self.journal.remove(task_id)
+        return len(self.journal.pending())
 
     # -- the loop ----------------------------------------------------------------------
     def register(self) -> int:
@@ -148,8 +272,7 @@ class Agent:
         task = leased[0]
         model = self._request("GET", task["model_url"]).content
         result = measure(model, self.protocol)
-        pending = self._pending()
-        pending[str(task["id"])] = {
+        body = {
             "agent": self.name,
             "median_ms": result.median_ms,
             "dispersion": result.dispersion,
@@ -157,7 +280,7 @@ class Agent:
             "stable": result.stable,
             "protocol": {**result.protocol, "agent": self.name},
         }
-        self._write_pending(pending)
+        self.journal.add(str(task["id"]), body)
         self.on_event(f"task {task['id']}: {result.median_ms:.3f} ms ({task['policy']})")
         self.flush()
         return 1

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -11,6 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from devices.agent import Journal
 from tests.conftest import API_KEY
 from tests.processes import Server, edgeopt
 
@@ -20,15 +23,20 @@ EXTRA = [
 ]
 
 
-def agent(server: Server, journal: Path) -> subprocess.Popen[str]:
+def agent(
+    server: Server, journal: Path | None, *extra: str, home: Path | None = None
+) -> subprocess.Popen[str]:
+    """``edgeopt agent`` for device lab-pi; without ``journal``, the default one under
+    ``home``/.edgeopt."""
     args = [
         "--server", server.url, "--device", "lab-pi", "--api-key", API_KEY,
-        "--journal", str(journal), "--until-empty", "--round-size", "3", "--budget-s", "1",
-        "--poll-s", "0.2",
+        "--until-empty", "--round-size", "3", "--budget-s", "1", "--poll-s", "0.2", *extra,
     ]  # fmt: skip
+    if journal is not None:
+        args += ["--journal", str(journal)]
     return subprocess.Popen(
         [sys.executable, "-m", "app", "agent", *args],
-        env={**os.environ},
+        env={**os.environ, **({"HOME": str(home)} if home else {})},
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -152,3 +160,74 @@ def test_results_are_accepted_once_and_bad_requests_refused(writer) -> None:
     ]
     assert [r.status_code for r in bad] == [422, 422, 422, 422, 404]
     assert "fp16" in bad[1].text
+
+
+AGENTS = 4
+
+
+def test_agents_on_one_machine_each_take_their_own_journal(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    """4 agents started at once with the default journal: each takes a journal and an agent
+    identity of its own, and together they measure the fingerprint, each task once. A
+    journal another running agent holds is refused with the way out; agents told to share
+    one share its identity."""
+    assert edgeopt("db", "upgrade", env=env).returncode == 0
+    server = Server(env)
+    try:
+        agents = [agent(server, None, home=tmp_path) for _ in range(AGENTS)]
+        outs = [a.communicate(timeout=300)[0] for a in agents]
+        assert [a.returncode for a in agents] == [0] * AGENTS, outs
+        names = [re.search(r"agent (\S+)$", o, re.MULTILINE) for o in outs]
+        assert len({n.group(1) for n in names if n}) == AGENTS, outs
+        journals = sorted(p.name for p in (tmp_path / ".edgeopt").glob("*.journal.json"))
+        assert journals == ["agent-lab-pi.journal.json"] + [
+            f"agent-lab-pi@{n}.journal.json" for n in range(2, AGENTS + 1)
+        ]
+        device = httpx.get(f"{server.url}/devices", params={"q": "lab-pi"}).json()["items"][0]
+        done = tasks(server, device["id"])
+        assert len(done) == 10 and all(t["status"] == "done" for t in done)
+        stored = httpx.get(f"{server.url}/devices/{device['id']}/measurements").json()
+        assert stored["total"] == 10  # each task measured and stored once
+
+        # a journal held by a running agent: refused in one line, not a traceback
+        held = Journal(tmp_path / "held.journal.json")
+        second = agent(server, tmp_path / "held.journal.json")
+        out, _ = second.communicate(timeout=60)
+        assert second.returncode == 1 and "held by another running agent" in out, out
+        assert "Traceback" not in out
+        held.close()
+
+        # told to share: one identity, and the journal stays whole
+        queued = httpx.post(
+            f"{server.url}/devices/{device['id']}/tasks",
+            json={"space": "nb201", "designs": EXTRA, "policies": ["fp32"]},
+            headers={"X-API-Key": API_KEY},
+        )
+        assert queued.status_code == 201
+        shared = [agent(server, tmp_path / "shared.json", "--share-journal") for _ in range(2)]
+        outs = [a.communicate(timeout=120)[0] for a in shared]
+        assert [a.returncode for a in shared] == [0, 0], outs
+        names = [re.search(r"agent (\S+)$", o, re.MULTILINE) for o in outs]
+        assert len({n.group(1) for n in names if n}) == 1, outs
+        assert json.loads((tmp_path / "shared.json").read_text()) == {}  # all acknowledged
+        stored = httpx.get(f"{server.url}/devices/{device['id']}/measurements").json()
+        assert stored["total"] == 12
+    finally:
+        server.stop()
+
+
+def test_an_unreadable_journal_is_named_not_a_traceback(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    assert edgeopt("db", "upgrade", env=env).returncode == 0
+    server = Server(env)
+    try:
+        journal = tmp_path / "journal.json"
+        journal.write_text('{"12": {"agent": "x", "median')  # torn by an older agent
+        run = agent(server, journal)
+        out, _ = run.communicate(timeout=60)
+        assert run.returncode == 1 and "Traceback" not in out, out
+        assert f"the agent journal {journal} is not a journal" in " ".join(out.split())
+    finally:
+        server.stop()
