@@ -33,7 +33,7 @@ from app.jobs import ACTIVE, JobRunner, create_job, execute_job, mark_stale_jobs
 from app.models import Device, Job, Measurement, Optimization, Predictor
 from app.predictor_service import TrainParams, missing_scopes, stale_predictors
 from app.queries import find_device, get_job, measurement_counts
-from app.settings import get_settings
+from app.settings import get_settings, redact_url
 from devices.reference import REFERENCE_SPACES
 
 cli = typer.Typer(
@@ -475,7 +475,8 @@ def _run_worker(threads: int, parent_pid: int | None) -> None:
 
     settings = get_settings()
     setup_logging(settings.log_format)
-    factory = _ready_factory()
+    with clear_errors():
+        factory = _ready_factory()
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
@@ -488,7 +489,8 @@ def _run_worker(threads: int, parent_pid: int | None) -> None:
         stale_after_s=settings.job_stale_after_s,
         max_attempts=settings.job_max_attempts,
     )
-    console.print(f"worker {runner.owner}: {threads} thread(s) on {settings.job_queue_url}")
+    queue_url = redact_url(settings.job_queue_url)
+    console.print(f"worker {runner.owner}: {threads} thread(s) on {queue_url}")
     while not stop.wait(0.5):
         if parent_pid is not None and os.getppid() != parent_pid:  # the server died
             break

@@ -24,7 +24,7 @@ from sqlalchemy.exc import OperationalError
 from app.db import SchemaBehindError
 from app.domain_errors import DomainError
 from app.errors import ApiError
-from app.settings import get_settings
+from app.settings import get_settings, redact_url
 
 # Piped output is not cut to 80 columns, so it can be read by scripts and grep.
 console = Console(width=None if sys.stdout.isatty() else 200)
@@ -54,7 +54,7 @@ def clear_errors() -> Iterator[None]:
         raise fail(str(exc)) from exc
     except OperationalError as exc:
         raise fail(
-            f"cannot use the database ({get_settings().database_url}): "
+            f"cannot use the database ({redact_url(get_settings().database_url)}): "
             f"{str(exc.orig).strip().splitlines()[0]}"
         ) from exc
     except ValidationError as exc:

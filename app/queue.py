@@ -22,6 +22,8 @@ from pathlib import Path
 from huey import Huey, MemoryHuey, RedisHuey, SqliteHuey
 from huey.consumer import Worker
 
+from app.settings import redact_url
+
 log = logging.getLogger(__name__)
 
 QUEUE_NAME = "edgeopt-jobs"
@@ -127,5 +129,5 @@ def _open(url: str, name: str) -> Huey:
     if url.startswith(("redis://", "rediss://", "unix://")):
         return RedisHuey(name, url=url, results=False, utc=True, blocking=True, read_timeout=1)
     raise ValueError(
-        f"unsupported queue URL {url!r}: use sqlite:///PATH, redis://HOST or memory://"
+        f"unsupported queue URL {redact_url(url)!r}: use sqlite:///PATH, redis://HOST or memory://"
     )

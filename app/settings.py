@@ -6,9 +6,11 @@ Defaults work offline on a laptop: a SQLite file and an artifacts folder under
 
 from __future__ import annotations
 
+import re
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
+from urllib.parse import urlsplit
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -16,6 +18,35 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from devices.normaliser import BUSY_WAIT_S
 
 DEFAULT_HOME = Path(".edgeopt")
+HIDDEN = "***"
+_SECRET_PARAMS = {"password", "passwd", "pwd", "sslpassword", "secret", "token"}
+
+
+def redact_url(url: str) -> str:
+    """``url`` as it may be printed or logged: its password (in the user part or a query
+    parameter such as ``password=``) replaced by ``***``, everything else as given.
+
+    Database and queue URLs carry credentials; an error message or a start line that
+    shows them puts the password in every log they reach.
+    """
+    try:
+        parts = urlsplit(url)
+    except ValueError:  # not a URL this can take apart: hide whatever precedes an '@'
+        return re.sub(r"://[^/@]*@", f"://{HIDDEN}@", url)
+    netloc = parts.netloc
+    user, at, host = netloc.rpartition("@")
+    if at and ":" in user:
+        netloc = f"{user.split(':', 1)[0]}:{HIDDEN}@{host}"
+    query = "&".join(
+        f"{key}={HIDDEN}" if sep and key.lower() in _SECRET_PARAMS else f"{key}{sep}{value}"
+        for key, sep, value in (p.partition("=") for p in parts.query.split("&"))
+    )
+    # put back into the text as given (urlunsplit would rewrite sqlite:/// as sqlite:/)
+    if netloc != parts.netloc:
+        url = url.replace(f"//{parts.netloc}", f"//{netloc}", 1)
+    if query != parts.query:
+        url = url.replace(f"?{parts.query}", f"?{query}", 1)
+    return url
 
 
 class Settings(BaseSettings):

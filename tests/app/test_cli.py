@@ -133,6 +133,21 @@ def test_commands_on_a_database_that_is_behind(tmp_path: Path) -> None:
     assert "cannot use the database" in unreachable.stderr
 
 
+def test_a_database_password_stays_out_of_the_output(tmp_path: Path) -> None:
+    """A database that cannot be reached is named, its password hidden."""
+    env = {
+        "EDGEOPT_DATABASE_URL": "postgresql+psycopg://edgeopt:s3cret-pw@127.0.0.1:1/x",
+        "EDGEOPT_ARTIFACTS_DIR": str(tmp_path / "artifacts"),
+    }
+    for args in (["db", "upgrade"], ["db", "current"], ["devices", "list"], ["worker"]):
+        result = edgeopt(*args, env=env)
+        assert result.returncode == 1, (args, result.stderr)
+        assert "cannot use the database (postgresql+psycopg://edgeopt:***@127.0.0.1:1/x)" in (
+            result.stderr
+        ), (args, result.stderr)
+        assert "s3cret-pw" not in result.stdout + result.stderr, args
+
+
 def test_predictor_list_scores_flagged_measurements_apart(settings: Settings) -> None:
     """A device with measurements its protocol flagged gets a second +-10% figure."""
     seed_slice(settings.database_url, load_reference("nb201"), ["gold_6226", "raspi4"], 300)

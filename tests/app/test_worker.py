@@ -62,6 +62,26 @@ class Worker(Child):
         super().stop(wait_s)
 
 
+def test_a_workers_start_line_hides_the_queue_password(tmp_path: Path) -> None:
+    """Redis takes any password for a user without one, so the queue is reached and the
+    start line printed; the password is not in it, nor anywhere in the worker's output."""
+    url = f"sqlite:///{tmp_path / 'registry.db'}"
+    upgrade(url)
+    queue = REDIS_QUEUE.replace("redis://", "redis://default:s3cret-pw@", 1)
+    env = {
+        "EDGEOPT_DATABASE_URL": url,
+        "EDGEOPT_ARTIFACTS_DIR": str(tmp_path / "artifacts"),
+        "EDGEOPT_QUEUE_URL": queue,
+    }
+    worker = Worker(env)
+    worker.stop()
+    out = "".join(worker.output)
+    assert worker.proc.returncode == 0, out
+    assert queue.replace("s3cret-pw", "***") in out
+    assert "s3cret-pw" not in out
+    get_engine(url).dispose()
+
+
 def test_a_killed_workers_job_is_finished_by_another_once(env: dict[str, str]) -> None:
     server = Server(env)
     workers = [Worker(env), Worker(env)]
