@@ -13,7 +13,7 @@ from __future__ import annotations
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -72,7 +72,9 @@ class DesignSelection(BaseModel):
 
 
 class MeasureParams(DesignSelection):
-    threads: list[int] = Field(default_factory=lambda: [1], min_length=1, max_length=8)
+    threads: list[Annotated[int, Field(ge=1, le=4096)]] = Field(
+        default_factory=lambda: [1], min_length=1, max_length=8
+    )
     host: str = Field(
         "host",
         pattern=r"^[a-z0-9][a-z0-9_.-]{0,39}$",

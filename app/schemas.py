@@ -2,10 +2,19 @@
 
 from __future__ import annotations
 
+import math
 from datetime import UTC, datetime
 from typing import Annotated, Any, Generic, Literal, Self, TypeVar
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from devices.profile import DeviceKind, Metric, Precision, canonical_policy
 from search.spaces import InvalidEncoding, get_space
@@ -23,6 +32,37 @@ def _utc(moment: datetime) -> datetime:
 # A moment as the API answers it: with its offset, as the schema's ``date-time`` (RFC 3339)
 # says. SQLite gives back naive datetimes; everything stored is UTC.
 UtcDateTime = Annotated[datetime, AfterValidator(_utc)]
+
+
+def non_finite(value: Any, where: str) -> str | None:
+    """The first NaN or infinity in parsed JSON, as ``NaN at where.key[0]``; None if none.
+
+    Python's JSON parser (FastAPI's too) reads ``NaN`` and ``Infinity``, which JSON does not
+    have: SQLite would store them, PostgreSQL refuse them with its driver's text. Iterative,
+    so a deeply nested body cannot exhaust the stack.
+    """
+    stack = [(value, where)]
+    while stack:
+        item, path = stack.pop()
+        if isinstance(item, float) and not math.isfinite(item):
+            name = "NaN" if math.isnan(item) else ("Infinity" if item > 0 else "-Infinity")
+            return f"{name} at {path}"
+        if isinstance(item, dict):
+            stack.extend((v, f"{path}.{k}") for k, v in reversed(item.items()))
+        elif isinstance(item, list):
+            stack.extend((v, f"{path}[{i}]") for i, v in reversed(list(enumerate(item))))
+    return None
+
+
+def _finite_json(value: dict[str, Any] | None, info: ValidationInfo) -> dict[str, Any] | None:
+    found = non_finite(value, info.field_name or "value")
+    if found:
+        raise ValueError(f"{found} is not a number JSON allows (send null, or leave it out)")
+    return value
+
+
+# A free-form JSON object (specs, protocols, job parameters): any JSON, but only JSON.
+JsonObject = Annotated[dict[str, Any], AfterValidator(_finite_json)]
 
 T = TypeVar("T")
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:+-]*$"
@@ -45,6 +85,14 @@ class DeviceSpecs(BaseModel):
     memory_gb: float | None = Field(default=None, gt=0, le=100_000)
     memory_bandwidth_gbs: float | None = Field(default=None, gt=0, le=1_000_000)
     accelerator: str | None = Field(default=None, max_length=200)
+
+    @model_validator(mode="after")
+    def _finite_extras(self) -> Self:
+        """Further specs are free-form JSON, so finite like the rest."""
+        found = non_finite(self.model_extra or {}, "specs")
+        if found:
+            raise ValueError(f"{found} is not a number JSON allows (send null, or leave it out)")
+        return self
 
 
 class DeviceBase(BaseModel):
@@ -130,7 +178,7 @@ class MeasurementIn(BaseModel):
     value: MeasuredValue
     repeats: int | None = Field(default=None, ge=1, le=1_000_000)
     dispersion: float | None = Field(default=None, ge=0, allow_inf_nan=False)
-    protocol: dict[str, Any] | None = None
+    protocol: JsonObject | None = None
 
     @field_validator("policy")
     @classmethod
@@ -200,7 +248,7 @@ class JobCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     kind: str = Field(examples=["import-reference"])
-    params: dict[str, Any] = Field(default_factory=dict, examples=[{"spaces": ["ofa_mbv3"]}])
+    params: JsonObject = Field(default_factory=dict, examples=[{"spaces": ["ofa_mbv3"]}])
 
 
 class JobLogRead(BaseModel):
@@ -375,7 +423,7 @@ class AgentProfile(BaseModel):
 
     kind: DeviceKind = DeviceKind.CPU
     hardware: str | None = Field(None, max_length=200)
-    specs: dict[str, Any] = Field(default_factory=dict)
+    specs: JsonObject = Field(default_factory=dict)
     runtime: str | None = Field(None, max_length=64)
     runtime_version: str | None = Field(None, max_length=64)
     threads: int | None = Field(None, ge=1, le=4096)
@@ -400,7 +448,7 @@ class TaskResult(BaseModel):
     dispersion: float | None = Field(None, ge=0, allow_inf_nan=False)
     repeats: int | None = Field(None, ge=1, le=1_000_000)  # as an upload's
     stable: bool = True
-    protocol: dict[str, Any] = Field(default_factory=dict)
+    protocol: JsonObject = Field(default_factory=dict)
 
 
 class TaskAck(BaseModel):
@@ -443,7 +491,7 @@ class InlineProfile(BaseModel):
 
     name: str = Field("inline", max_length=120)
     kind: DeviceKind = DeviceKind.CPU
-    specs: dict[str, Any] = Field(default_factory=dict)
+    specs: JsonObject = Field(default_factory=dict)
     policy: str = Field("fp32", max_length=400)
     measurements: list[ShotIn] = Field(default_factory=list, max_length=1000)
 

@@ -38,8 +38,9 @@ def start_job(body: JobCreate, factory: FactoryDep, runner: RunnerDep) -> Job:
             ErrorDetail(field="params." + ".".join(str(p) for p in e["loc"]), message=e["msg"])
             for e in exc.errors()
         ]
+        first = details[0]
         raise ApiError(
-            422, f"invalid params for {body.kind}: {details[0].message}", details
+            422, f"invalid params for {body.kind}: {first.field}: {first.message}", details
         ) from exc
     except ValueError as exc:
         raise ApiError(422, str(exc), [ErrorDetail(field="kind", message=str(exc))]) from exc

@@ -111,12 +111,52 @@ def test_nan_and_infinity_are_refused_wherever_they_are(writer: TestClient) -> N
         body = "[" + row[:-1] + ', "protocol": {"x": ' + constant + "}}]"
         response = writer.post(url, content=body, headers={"content-type": "application/json"})
         assert response.status_code == 422, constant
-        assert constant in response.json()["error"]["message"]
+        assert f"{constant} at protocol.x" in response.json()["error"]["message"]
+    csv = f'space,arch,metric,value,protocol\nnb201,{cell},latency_ms,2.0,"{{""x"": NaN}}"\n'
+    response = writer.post(url, content=csv, headers={"content-type": "text/csv"})
+    assert response.status_code == 422 and "NaN at protocol.x" in response.text, response.text
     assert writer.get(url).json()["total"] == 0
     goals = '{"device": "nan", "space": "nb201", "goals": {"weights": {"accuracy": NaN}}}'
     response = writer.post("/optimize", content=goals, headers={"content-type": "application/json"})
     assert response.status_code == 422
     assert "weights" in response.text
+
+
+def test_free_form_json_is_finite_on_every_route(writer: TestClient) -> None:
+    """Specs, protocols and job parameters hold any JSON, but JSON has no NaN or Infinity:
+    refused with the field named, on SQLite (which would store them) as on PostgreSQL
+    (which refuses them with the driver's text)."""
+    headers = {"content-type": "application/json"}
+    agent = writer.put("/agents/finite-board", json={"kind": "cpu"}).json()
+    task = writer.post(f"/devices/{agent['id']}/tasks/lease", json={"agent": "a"}).json()[0]
+    cases = [
+        ("PUT", "/agents/finite-board", '{"specs": {"load": [1.0, NaN]}}', "NaN at specs.load[1]"),
+        ("POST", "/devices", '{"name": "inf", "kind": "cpu", "specs": {"tdp_w": Infinity}}',
+         "Infinity at specs.tdp_w"),
+        ("PATCH", f"/devices/{agent['id']}", '{"specs": {"x": {"y": -Infinity}}}',
+         "-Infinity at specs.x.y"),
+        ("POST", f"/tasks/{task['id']}/result",
+         '{"agent": "a", "median_ms": 1.0, "protocol": {"noise": NaN}}', "NaN at protocol.noise"),
+        ("POST", "/jobs", '{"kind": "import-reference", "params": {"x": NaN}}', "NaN at params.x"),
+        ("POST", "/optimize", '{"space": "nb201", "profile": {"specs": {"x": NaN}}}',
+         "profile.specs: Value error, NaN at specs.x"),
+    ]  # fmt: skip
+    for method, url, body, needle in cases:
+        response = writer.request(method, url, content=body, headers=headers)
+        assert response.status_code == 422, (url, response.text)
+        assert needle in response.json()["error"]["message"], (url, response.text)
+    assert writer.get(f"/devices/{agent['id']}").json()["specs"] == agent["specs"]
+    assert writer.get("/devices", params={"q": "inf"}).json()["total"] == 0
+    tasks = writer.get(f"/devices/{agent['id']}/tasks").json()["items"]
+    assert next(t for t in tasks if t["id"] == task["id"])["status"] == "leased"
+
+
+def test_a_host_measurement_needs_positive_thread_counts(writer: TestClient) -> None:
+    for threads in ([-1], [0], [1, -2]):
+        body = {"kind": "measure-host", "params": {"threads": threads}}
+        response = writer.post("/jobs", json=body)
+        assert response.status_code == 422, (threads, response.text)
+        assert "threads" in response.json()["error"]["message"], response.text
 
 
 def test_a_study_too_long_for_one_request_is_422(writer: TestClient) -> None:
