@@ -190,6 +190,26 @@ def test_oversize_uploads_are_413(settings: Settings) -> None:
         assert stored(client, device_id) == 0
 
 
+def test_oversize_bodies_streamed_to_json_routes_are_413(settings: Settings) -> None:
+    """Sent in chunks (no Content-Length), a body over the limit is found too large while
+    it is read: 413 on routes whose body FastAPI parses too, not its 400 "error parsing"."""
+    small = settings.model_copy(update={"max_request_bytes": 2000})
+    with TestClient(create_app(small), headers={"X-API-Key": API_KEY}) as client:
+        big = json.dumps({"name": "d", "kind": "cpu", "description": "y" * 3000}).encode()
+
+        def chunks():
+            yield big[:1500]
+            yield big[1500:]
+
+        for url in ("/devices", "/optimize", "/jobs"):
+            response = client.post(
+                url, content=chunks(), headers={"content-type": "application/json"}
+            )
+            assert response.status_code == 413, (url, response.text)
+            assert response.json()["error"]["code"] == "payload_too_large"
+        assert client.get("/devices").json()["total"] == 0
+
+
 def test_unknown_device_and_unsupported_type(writer: TestClient) -> None:
     assert writer.post("/devices/999/measurements", json=[row()]).status_code == 404
     device = writer.post("/devices", json={"name": "d", "kind": "cpu"}).json()
