@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from alembic.runtime.migration import MigrationContext
 from fastapi import FastAPI
@@ -25,6 +26,7 @@ from app.queue import JobQueue
 from app.routers import (
     dashboard,
     devices,
+    docs,
     jobs,
     keys,
     learned,
@@ -83,6 +85,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version="0.1.0",
         summary="Device registry, cross-device predictors and hardware-aware network design",
         lifespan=lifespan,
+        docs_url=None,  # served by app.routers.docs from vendored assets: no CDN
+        redoc_url=None,
     )
     install_error_handlers(app)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes)
@@ -91,6 +95,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.include_router(module.router)
     app.include_router(keys.router)
     app.include_router(metrics.router)
+    app.include_router(docs.router)
+    generated_openapi = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        """The generated schema, with the models that only hand-written bodies refer to."""
+        if app.openapi_schema is None:
+            components = generated_openapi().setdefault("components", {})
+            for name, model in devices.upload_schemas().items():
+                components.setdefault("schemas", {}).setdefault(name, model)
+        return app.openapi_schema or generated_openapi()
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
     unavailable = ERROR_RESPONSES | error_responses(503)
 

@@ -46,7 +46,7 @@ def plotly_js() -> FileResponse:
 @router.get("/static/{name}", include_in_schema=False)
 def static(name: str) -> FileResponse:
     path = STATIC / name
-    if name not in {p.name for p in STATIC.iterdir()}:
+    if name not in {p.name for p in STATIC.iterdir() if p.is_file()}:  # not vendor/
         raise ApiError(404, f"no static file {name!r}")
     media = "text/css" if name.endswith(".css") else "text/javascript"
     return FileResponse(path, media_type=media)

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
+from pydantic.json_schema import models_json_schema
 from sqlalchemy import Select, delete, func, select
 from sqlalchemy.orm import Session
 
@@ -28,6 +29,7 @@ from app.schemas import (
     DeviceDetail,
     DeviceRead,
     DeviceUpdate,
+    MeasurementIn,
     MeasurementRead,
     NextMeasurements,
     Page,
@@ -121,6 +123,15 @@ def delete_device(device: DeviceRef, session: SessionDep) -> Response:
     session.delete(found)
     commit(session)
     return Response(status_code=204)
+
+
+def upload_schemas() -> dict[str, Any]:
+    """The models the upload body below refers to, for the OpenAPI components: no route
+    takes them as its body, so FastAPI leaves them out and ReDoc stops at the reference."""
+    _, schema = models_json_schema(
+        [(MeasurementIn, "validation")], ref_template="#/components/schemas/{model}"
+    )
+    return dict(schema["$defs"])
 
 
 _UPLOAD_BODY = {
