@@ -65,6 +65,7 @@ def eval_transfer(
                 seeds,
                 progress=lambda done, total: bar.update(task, completed=done / total),
                 degenerate=search_space.degenerate(table.encodings),
+                design_features=search_space.encode(table.encodings),
             )
     out = Table("device", *QUALITY_KEYS, "baseline spearman", "coverage@90")
     rows = [*result["devices"].items(), ("mean", result["mean"])]
@@ -118,6 +119,7 @@ def eval_suite(
                 seeds,
                 progress=lambda done, total: bar.update(task, completed=done / total),
                 degenerate=search_space.degenerate(ref.encodings),
+                design_features=search_space.encode(ref.encodings),
             )
     out = Table("split", "shots", "test devices", "Spearman", "ridge baseline", "coverage@90")
     for run in result["runs"]:
@@ -213,6 +215,7 @@ def eval_optimize(
                 degenerate=search_space.degenerate(table.encodings),
                 learned=learned,
                 options=search_space.decisions(table.encodings) if learned else None,
+                design_features=search_space.encode(table.encodings),
             )
         if learned is not None:
             result["learned"] = learned.spec.quality

@@ -376,6 +376,15 @@ def _whole_space_features(space: str) -> tuple[np.ndarray, np.ndarray]:
     return codec.features(cells), codec.degenerate(cells)
 
 
+@lru_cache(maxsize=8)
+def _whole_space_design_features(space: str, policy: str) -> np.ndarray:
+    """Every enumerated cell's own features under ``policy`` (what a device's shots model
+    learns over), in enumeration order."""
+    codec = get_space(space)
+    assert isinstance(codec, NB201)  # only enumerated spaces have whole-space rows
+    return codec.encode(codec.enumerate(), policy)
+
+
 def whole_space_rows(space: str, encodings: list[str]) -> np.ndarray | None:
     """Where ``encodings`` sit among the space's enumerated cells (None: not all of them do,
     or the space is not enumerated). Computed once per request for every model it asks."""
@@ -590,10 +599,12 @@ def metric_basis(
     codec = get_space(space)
     if rows is not None:  # cells of an enumerated space: their features are computed once
         cost, degenerate = (a[rows] for a in _whole_space_features(space))
+        design = _whole_space_design_features(space, policy)[rows]
     else:
         cost, degenerate = codec.features(encodings), codec.degenerate(encodings)
+        design = codec.encode(encodings, policy)
     return TransferBasis(
-        cost, basis_ms, [names.get(p.device_id or 0, "?") for p in others], degenerate
+        cost, basis_ms, [names.get(p.device_id or 0, "?") for p in others], degenerate, design
     )
 
 

@@ -36,6 +36,7 @@ _KIND = {
     "asic": "asic",
     "fpga": "fpga",
     "npu": "npu",
+    "dsp": "dsp",
 }
 
 # Public vendor specifications of the chips behind the reference columns, keyed by the column
@@ -182,6 +183,49 @@ def load_reference(space: str, root: Path | None = None) -> ReferenceTable:
         encodings=[r["arch"] for r in arch_rows],
         latency_ms=latency,
         accuracies=accuracies,
+    )
+
+
+# Tables of a space's designs measured by another group with its own implementation of the
+# networks (folder -> space): the devices of another family, joined on ``arch_id``.
+FAMILY_TABLES = {"nb201_latbench": "nb201"}
+
+
+def load_family(folder: str, root: Path | None = None) -> ReferenceTable:
+    """A shipped table of another implementation family, over its space's reference designs.
+
+    Its devices keep the source's precision in their specs (``int8`` and ``fp16`` settings
+    ran the networks at that precision, not in fp32).
+    """
+    if folder not in FAMILY_TABLES:
+        raise ValueError(f"no family table {folder!r} (have {sorted(FAMILY_TABLES)})")
+    space = FAMILY_TABLES[folder]
+    base = load_reference(space, root)
+    path = (root or data_dir()) / folder
+    with (path / "devices.csv").open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    devices = {}
+    for row in rows:
+        device = _device(space, row)
+        if row.get("precision"):
+            device.specs["precision"] = row["precision"]
+        devices[row["device"]] = device
+    with gzip.open(path / "latency_ms.csv.gz", "rt", newline="") as f:
+        reader = csv.reader(f)
+        columns = next(reader)[1:]
+        values = {int(r[0]): [_float(v) for v in r[1:]] for r in reader}
+    missing = [c for c in columns if c not in devices]
+    if missing:
+        raise ValueError(f"{folder}: latency columns without a device row: {missing}")
+    empty = [math.nan] * len(columns)
+    latency = np.array([values.get(int(i), empty) for i in base.arch_ids], dtype=float)
+    return ReferenceTable(
+        space=space,
+        devices=[devices[c] for c in columns],
+        arch_ids=base.arch_ids,
+        encodings=base.encodings,
+        latency_ms=latency,
+        accuracies=base.accuracies,
     )
 
 

@@ -80,9 +80,7 @@ def transfer_calibration(
     ``rows`` sampled designs so that it costs the same for a large space as for a small one.
     """
     sample = np.random.default_rng(0).permutation(basis.n_designs)[:rows]
-    small = TransferBasis(
-        basis.cost[sample], basis.latency_ms[sample], basis.names, basis.dead[sample]
-    )
+    small = basis.rows(sample)
     model = TransferModel(small)
     scale = model.calibrate(_calibration_shots(shots, small.n_designs))
     return scale, model.expected_spearman
@@ -100,6 +98,7 @@ def calibrated_proxy_scale(basis: TransferBasis, shots: int, rows: int = CALIBRA
     rng = np.random.default_rng(0)
     sample = rng.permutation(basis.n_designs)[:rows]
     latency = basis.latency_ms[sample]
+    features = None if basis.design_features is None else basis.design_features[sample]
     ratios = []
     for j in range(latency.shape[1]):
         if latency.shape[1] < 2:
@@ -108,7 +107,7 @@ def calibrated_proxy_scale(basis: TransferBasis, shots: int, rows: int = CALIBRA
         available = np.flatnonzero(np.isfinite(truth))
         names = [n for k, n in enumerate(basis.names) if k != j]
         peers = TransferBasis(
-            basis.cost[sample], np.delete(latency, j, axis=1), names, basis.dead[sample]
+            basis.cost[sample], np.delete(latency, j, axis=1), names, basis.dead[sample], features
         )
         n = _calibration_shots(shots, len(available))
         idx = TransferModel(peers).choose_shots(n, rng, available)

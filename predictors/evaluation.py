@@ -23,6 +23,7 @@ def evaluate_transfer(
     progress: Progress | None = None,
     penalty_scale: float = 1.0,
     degenerate: np.ndarray | None = None,
+    design_features: np.ndarray | None = None,
 ) -> dict:
     """Quality of EdgeOpt's transfer and of the ridge baseline on every test device.
 
@@ -40,7 +41,11 @@ def evaluate_transfer(
     if seeds < 1:
         raise TableError("--seeds must be at least 1")
     basis = TransferBasis(
-        cost, np.stack([table.column(d) for d in train], axis=1), list(train), degenerate
+        cost,
+        np.stack([table.column(d) for d in train], axis=1),
+        list(train),
+        degenerate,
+        design_features,
     )
     model = TransferModel(basis, penalty_scale=penalty_scale)
     model.calibrate(shots)

@@ -117,6 +117,7 @@ def evaluate_suite(
     seeds: int,
     progress: Progress | None = None,
     degenerate: np.ndarray | None = None,
+    design_features: np.ndarray | None = None,
 ) -> dict:
     """Every split at every shot count, each device beside the ridge baseline."""
     runs = []
@@ -124,8 +125,9 @@ def evaluate_suite(
     for k, split in enumerate(splits):
         for j, n in enumerate(shots):
             result = evaluate_transfer(
-                table, cost, split.train, split.test, n, seeds, degenerate=degenerate
-            )
+                table, cost, split.train, split.test, n, seeds, degenerate=degenerate,
+                design_features=design_features,
+            )  # fmt: skip
             runs.append({"split": split.name, "description": split.description, **result})
             if progress:
                 progress(k * len(shots) + j + 1, total)

@@ -64,10 +64,13 @@ def evaluate_optimize(
     degenerate: np.ndarray | None = None,
     learned: LearnedOptimizer | None = None,
     options: np.ndarray | None = None,
+    design_features: np.ndarray | None = None,
 ) -> dict:
     """The figures of one method over the test devices; see the module docstring.
 
-    ``learned`` and ``options`` (the table's designs as decisions) are what ``neural`` needs.
+    ``learned`` and ``options`` (the table's designs as decisions) are what ``neural`` needs;
+    ``design_features`` (the designs' ``SearchSpace.encode``) let the predictor learn from
+    the shots beyond the basis, as the service's does.
     """
     if method not in METHODS:
         raise TableError(f"method {method!r} is not available (have {', '.join(METHODS)})")
@@ -98,7 +101,11 @@ def evaluate_optimize(
         neural_prints = np.array([position[e] for e in learned.spec.fingerprint], dtype=int)
     known = np.isfinite(accuracy)
     basis = TransferBasis(
-        cost, np.stack([table.column(d) for d in train], axis=1), list(train), degenerate
+        cost,
+        np.stack([table.column(d) for d in train], axis=1),
+        list(train),
+        degenerate,
+        design_features,
     )
     n_shots = len(prints) if max_measurements == 0 else shot_count(max_measurements)
     scale = calibrated_scale(basis, n_shots)

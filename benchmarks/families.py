@@ -1,0 +1,170 @@
+"""Benchmark: few-shot latency prediction with each implementation family held out.
+
+    python benchmarks/families.py [--shots 5,10,20,50,100,200] [--seeds 2]
+        [--optimize-seeds 2] [--out benchmarks/results/reference]
+
+NB201 families, each held out in turn with the others as basis (``predictors/families.py``):
+
+- ``help``: the 27 HELP / HW-NAS-Bench columns (the NAS-Bench-201 PyTorch networks);
+- ``edge``: the Jetson TX2 and Edge TPU columns of HW-NAS-Bench;
+- ``latbench``: the 15 LatBench settings (BRP-NAS's TensorFlow networks);
+- ``host``: this project's ONNX Runtime tables (``benchmarks/results/*/host_nb201_latency.csv``,
+  one setting per machine, threads and policy), tested only: a few hundred designs each.
+
+Beside every figure: the ridge baseline, the shots-only model and the best single basis
+device with monotone calibration, on the same shots; 90% interval coverage; and
+``/optimize`` from the fingerprint's 10 designs at confidence 0.9 (regret, violations on
+true latency) through ``search.evaluation.evaluate_optimize``, the code ``edgeopt eval
+optimize`` runs. Writes ``families.json`` and ``families.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import platform
+import sys
+from datetime import date
+from pathlib import Path
+
+import numpy as np
+
+from devices.fingerprint import fingerprint
+from devices.reference import load_family, load_reference
+from predictors.families import METHODS, evaluate_families
+from predictors.tables import LatencyTable
+from search.evaluation import evaluate_optimize
+from search.spaces import get_space
+
+RESULTS = Path("benchmarks/results")
+EDGE = ("edgegpu_jetson_tx2", "edgetpu")
+
+
+def host_columns(encodings: list[str]) -> tuple[list[str], list[np.ndarray]]:
+    """Every host table's (machine, device, policy) measured on at least 250 designs."""
+    row_of = {e: i for i, e in enumerate(encodings)}
+    names, columns = [], []
+    for path in sorted(RESULTS.glob("*/host_nb201_latency.csv")):
+        with path.open() as f:
+            records = list(csv.DictReader(f))
+        devices = [c for c in records[0] if c not in ("arch", "policy")]
+        for policy in sorted({r["policy"] for r in records}):
+            for device in devices:
+                column = np.full(len(encodings), np.nan)
+                for r in records:
+                    if r["policy"] == policy and r[device] and r["arch"] in row_of:
+                        column[row_of[r["arch"]]] = float(r[device])
+                if np.isfinite(column).sum() >= 250:
+                    names.append(f"{path.parent.name}/{device}/{policy}")
+                    columns.append(column)
+    return names, columns
+
+
+def load() -> tuple[list[str], np.ndarray, dict[str, str], list[str], dict[str, np.ndarray]]:
+    ref = load_reference("nb201")
+    latbench = load_family("nb201_latbench")
+    names = [d.column for d in ref.devices] + [d.column for d in latbench.devices]
+    family = {n: ("edge" if n in EDGE else "help") for n in names[: len(ref.devices)]}
+    family |= {d.column: "latbench" for d in latbench.devices}
+    host_names, host = host_columns(ref.encodings)
+    family |= {n: "host" for n in host_names}
+    latency = np.column_stack([ref.latency_ms, latbench.latency_ms, *host])
+    return names + host_names, latency, family, ref.encodings, ref.accuracies
+
+
+def optimize_figures(
+    names: list[str], latency: np.ndarray, family: dict[str, str], encodings: list[str],
+    accuracy: np.ndarray, seeds: int,
+) -> dict[str, dict]:  # fmt: skip
+    """``/optimize`` from the fingerprint (confidence 0.9) per family, the rest as basis."""
+    space = get_space("nb201")
+    table = LatencyTable(np.arange(len(encodings)), encodings, names, latency, {})
+    prints = fingerprint("nb201")
+    out = {}
+    for held in sorted(set(family.values())):
+        train = [n for n in names if family[n] not in (held, "host")]
+        test = [
+            n for n in names
+            if family[n] == held
+            and np.isfinite(table.column(n)[[encodings.index(e) for e in prints]]).sum() >= 3
+        ]  # fmt: skip
+        if not test:
+            continue
+        result = evaluate_optimize(
+            table, accuracy, space.features(encodings), train, test, [10, 25, 50, 75], 0,
+            seeds, "search", fingerprint=prints, degenerate=space.degenerate(encodings),
+            design_features=space.encode(encodings),
+        )  # fmt: skip
+        out[held] = {"test": test, "edgeopt": result["mean"], "baseline": result["baseline"]}
+    return out
+
+
+def markdown(doc: dict) -> str:
+    lines = [
+        "| family held out | shots | devices | EdgeOpt | ridge | shots only | best device "
+        "| worst margin | 90% coverage |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for held, block in doc["families"].items():
+        for k, row in block["shots"].items():
+            s = row["spearman"]
+            lines.append(
+                f"| {held} | {k} | {row['devices']} | {s['edgeopt']:.3f} | {s['ridge']:.3f} "
+                f"| {s['shots_only']:.3f} | {s['best_device']:.3f} | {row['worst_margin']:+.3f} "
+                f"| {row['coverage_90']:.2f} |"
+            )
+    if doc.get("optimize"):
+        lines += [
+            "",
+            "| family held out | devices | regret | violations | ridge regret | ridge violations |",
+            "|---|---|---|---|---|---|",
+        ]
+        for held, row in doc["optimize"].items():
+            ours, base = row["edgeopt"], row["baseline"]["mean"]
+            lines.append(
+                f"| {held} | {len(row['test'])} | {ours['regret']:.3f} "
+                f"| {ours['violation_rate']:.3f} | {base['regret']:.3f} "
+                f"| {base['violation_rate']:.3f} |"
+            )
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--shots", default="5,10,20,50,100,200")
+    parser.add_argument("--seeds", type=int, default=2)
+    parser.add_argument("--optimize-seeds", type=int, default=2)
+    parser.add_argument("--out", type=Path, default=RESULTS / "reference")
+    args = parser.parse_args()
+    names, latency, family, encodings, accuracies = load()
+    space = get_space("nb201")
+
+    def progress(done: int, total: int) -> None:
+        print(f"\r{done}/{total}", end="", file=sys.stderr, flush=True)
+
+    doc = evaluate_families(
+        latency, names, family, space.features(encodings), space.encode(encodings),
+        [int(k) for k in args.shots.split(",")], args.seeds,
+        degenerate=space.degenerate(encodings), target_only=("host",), progress=progress,
+    )  # fmt: skip
+    print(file=sys.stderr)
+    if args.optimize_seeds:
+        doc["optimize"] = optimize_figures(
+            names, latency, family, encodings, accuracies["cifar10"], args.optimize_seeds
+        )
+    cmd = f"python benchmarks/families.py --shots {args.shots} --seeds {args.seeds}"
+    doc["provenance"] = {
+        "command": cmd + f" --optimize-seeds {args.optimize_seeds}",
+        "date": date.today().isoformat(),
+        "machine": f"{platform.machine()} {platform.processor() or platform.system()}",
+        "methods": list(METHODS),
+    }
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "families.json").write_text(json.dumps(doc, indent=2))
+    (args.out / "families.md").write_text(markdown(doc))
+    print(markdown(doc))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,103 @@
+"""A device unlike the basis: the shots model learns from every measurement, and transfer
+stacks it with the basis so quality grows with shots and never falls to the baselines."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy.stats import spearmanr
+
+from devices.reference import ReferenceTable, load_family
+from predictors.shots_model import DesignPrior, fit_shots
+from predictors.transfer import TransferBasis, TransferModel, conformal_quantile, ridge_baseline
+from search.spaces import get_space
+from tests.predictors.conftest import columns
+
+BASIS = ["1080ti_1", "1080ti_256", "silver_4114", "samsung_a50", "pixel3", "gold_6240"]
+ROWS = 4000  # a slice of NB201, so the tests run in seconds
+
+
+@pytest.fixture(scope="module")
+def setting(nb201: ReferenceTable) -> tuple[TransferModel, np.ndarray]:
+    """A basis of reference (PyTorch-family) devices and a LatBench (TensorFlow) target."""
+    latbench = load_family("nb201_latbench")
+    names = [d.column for d in latbench.devices]
+    target = latbench.latency_ms[:, names.index("mobile_cpu_sd855_kryo485_int8")]
+    keep = np.flatnonzero(np.isfinite(target))[:ROWS]
+    space = get_space("nb201")
+    encodings = [nb201.encodings[i] for i in keep]
+    basis = TransferBasis(
+        space.features(encodings),
+        columns(nb201, BASIS)[keep],
+        BASIS,
+        space.degenerate(encodings),
+        space.encode(encodings),
+    )
+    return TransferModel(basis), target[keep]
+
+
+def _spearman(model: TransferModel, truth: np.ndarray, shots: int, seed: int = 0) -> float:
+    idx = model.choose_shots(shots, np.random.default_rng(seed))
+    rest = np.setdiff1d(np.arange(len(truth)), idx)
+    return float(spearmanr(model.adapt(idx, truth[idx]).predict(rest)[0], truth[rest])[0])
+
+
+def test_quality_grows_with_shots_on_a_device_unlike_the_basis(
+    setting: tuple[TransferModel, np.ndarray],
+) -> None:
+    model, truth = setting
+    few, many = _spearman(model, truth, 10), _spearman(model, truth, 100)
+    assert many > few + 0.03
+    assert many > 0.9
+
+
+def test_stacking_is_not_below_the_ridge_baseline_on_the_same_shots(
+    setting: tuple[TransferModel, np.ndarray],
+) -> None:
+    model, truth = setting
+    for shots in (10, 50):
+        idx = model.choose_shots(shots, np.random.default_rng(1))
+        rest = np.setdiff1d(np.arange(len(truth)), idx)
+        ours = spearmanr(model.adapt(idx, truth[idx]).predict(rest)[0], truth[rest])[0]
+        ridge = spearmanr(ridge_baseline(model.basis, idx, truth[idx])[rest], truth[rest])[0]
+        assert ours >= ridge - 0.01
+
+
+def test_without_design_features_transfer_answers_alone(nb201: ReferenceTable) -> None:
+    space = get_space("nb201")
+    encodings = nb201.encodings[:ROWS]
+    basis = TransferBasis(space.features(encodings), columns(nb201, BASIS)[:ROWS], BASIS)
+    truth = columns(nb201, ["raspi4"])[:ROWS, 0]
+    idx = TransferModel(basis).choose_shots(20, np.random.default_rng(0))
+    adapted = TransferModel(basis).adapt(idx, truth[idx])
+    assert adapted.own is None and adapted.stack == 1.0
+
+
+def test_the_shots_model_alone_learns_additive_costs() -> None:
+    """Latency that adds up over a design's features is learned from its shots."""
+    rng = np.random.default_rng(0)
+    features = rng.integers(0, 3, size=(2000, 12)).astype(float)
+    truth = np.log(features @ rng.uniform(0.5, 2.0, 12) + 1.0)
+    prior = DesignPrior(features, np.zeros((2000, 0)))
+    shots = rng.choice(2000, size=60, replace=False)
+    fitted = fit_shots(prior, shots, truth[shots])
+    rest = np.setdiff1d(np.arange(2000), shots)
+    assert spearmanr(fitted.predict(rest), truth[rest])[0] > 0.95
+    assert fitted.loo.shape == (60,)
+
+
+def test_intervals_cover_held_out_designs_at_about_their_level(
+    setting: tuple[TransferModel, np.ndarray],
+) -> None:
+    model, truth = setting
+    model.calibrate(50)
+    idx = model.choose_shots(100, np.random.default_rng(2))
+    rest = np.setdiff1d(np.arange(len(truth)), idx)
+    _, low, high = model.adapt(idx, truth[idx]).predict(rest)
+    covered = float(np.mean((truth[rest] >= low) & (truth[rest] <= high)))
+    assert 0.8 <= covered <= 0.99
+
+
+def test_conformal_quantile_needs_enough_errors() -> None:
+    assert conformal_quantile(np.arange(5.0)) is None  # rank 6 of 5 does not exist
+    assert conformal_quantile(np.arange(1.0, 20.0)) == 18.0  # ceil(20 * 0.9) = 18th smallest
