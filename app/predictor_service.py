@@ -40,6 +40,8 @@ from search.accuracy_change import (
 )
 from search.spaces import NB201, InvalidEncoding, get_space
 
+FP32 = "fp32"  # the policy a policy without a basis of its own borrows the basis of
+
 SpaceName = Literal["nb201", "fbnet", "ofa_mbv3"]
 Target = Literal["latency_ms", "energy_mj", "accuracy"]
 LEVEL = 0.9
@@ -574,10 +576,13 @@ def metric_basis(
     metric: str,
     policy: str,
     encodings: list[str],
+    features_policy: str | None = None,
 ) -> TransferBasis | None:
     """Every other device's model of the metric over ``encodings``, with cost features.
 
-    None when no other device has a model. The basis' designs are ``encodings`` in order.
+    None when no other device has a model. The basis' designs are ``encodings`` in order;
+    their design features are those under ``features_policy`` (default ``policy``): a
+    policy no device has a model for is answered from the fp32 models and its own shots.
     """
     mine = device.id if device is not None else None
     others = [
@@ -599,10 +604,10 @@ def metric_basis(
     codec = get_space(space)
     if rows is not None:  # cells of an enumerated space: their features are computed once
         cost, degenerate = (a[rows] for a in _whole_space_features(space))
-        design = _whole_space_design_features(space, policy)[rows]
+        design = _whole_space_design_features(space, features_policy or policy)[rows]
     else:
         cost, degenerate = codec.features(encodings), codec.degenerate(encodings)
-        design = codec.encode(encodings, policy)
+        design = codec.encode(encodings, features_policy or policy)
     return TransferBasis(
         cost, basis_ms, [names.get(p.device_id or 0, "?") for p in others], degenerate, design
     )
@@ -633,15 +638,17 @@ def interval_scales(
     policy: str,
     names: list[str],
     shots: int,
+    features_policy: str | None = None,
 ) -> tuple[float, float, float | None]:
     """The transfer's and a reused proxy's calibrated interval multipliers and the Spearman
     a device can expect from ``shots`` measurements, computed once per basis devices and
     shot count (a property of the registered devices, not of the request)."""
-    key = (space, policy, metric, tuple(names), shots)
+    key = (space, policy, features_policy, metric, tuple(names), shots)
     if key not in _SCALES:
         pool = metric_basis(
-            session, artifacts_dir, device, space, metric, policy, design_pool(space)
-        )
+            session, artifacts_dir, device, space, metric, policy, design_pool(space),
+            features_policy,
+        )  # fmt: skip
         if pool is None:
             raise Conflict(f"no registered device has a {metric} model for {space}")
         scale, expected = transfer_calibration(pool, shots)
@@ -758,12 +765,28 @@ def device_metric(
         if len(shots) >= MIN_SHOTS
         else None
     )
+    basis_policy = policy
+    if basis is None and len(shots) >= MIN_SHOTS and policy != FP32:
+        # no device has a model at this policy: a policy is another setting, so the fp32
+        # models are the basis and the device's own shots at this policy do the rest
+        basis_policy = FP32
+        basis = metric_basis(
+            session, artifacts_dir, device, space, metric, FP32, union, features_policy=policy
+        )
     pos = {e: i for i, e in enumerate(union)}
     shot_idx = np.array([pos[e] for e in shot_enc], dtype=int)
     measured = np.array([v for _, v in shots], dtype=float)
     scales: tuple[float | None, float, float | None] = (
         interval_scales(
-            session, artifacts_dir, device, space, metric, policy, basis.names, len(shots)
+            session,
+            artifacts_dir,
+            device,
+            space,
+            metric,
+            basis_policy,
+            basis.names,
+            len(shots),
+            features_policy=policy,
         )
         if basis is not None
         else (None, 1.0, None)
@@ -780,7 +803,14 @@ def device_metric(
         label=label,
         expected_spearman=scales[2],
     )
-    return got.estimates, got.info()
+    info = got.info()
+    if basis_policy != policy and got.method is not None:
+        info["basis_policy"] = basis_policy
+        info["decision"] = (
+            f"{info.get('decision', '')}; no device has a {policy} {metric} model, so the "
+            f"basis is their {basis_policy} models and the device's own {policy} shots"
+        )
+    return got.estimates, info
 
 
 _RECORDS: dict[tuple[Any, ...], dict[str, float]] = {}

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import csv
+from pathlib import Path
+
 import pytest
 from fastapi.testclient import TestClient
 from scipy.stats import spearmanr
@@ -333,3 +336,43 @@ def test_training_only_what_is_missing_completes_an_interrupted_start(
     targets = {p["target"] for p in writer.get("/predictors").json()["items"]}
     assert "accuracy" in targets
     assert train(writer, missing_only=True)["result"]["count"] == 0  # nothing left to do
+
+
+def test_a_policy_no_device_has_a_model_for_is_answered_from_its_own_shots(
+    writer: TestClient, seeded
+) -> None:
+    """A device that measured a mixed policy nobody has a model at is answered at once: the
+    fp32 models are the basis, its own shots at that policy do the rest (this host's real
+    ONNX Runtime timings of NB201 designs with the middle stages in int8)."""
+    train(writer)
+    policy = "fp32,int8,int8,int8,fp32"
+    table = Path("benchmarks/results/63dc7369bf7f/host_nb201_latency.csv")
+    with table.open() as f:
+        rows = [r for r in csv.DictReader(f) if r["policy"] == policy][:120]
+    measured = {r["arch"]: float(r["host-ort-cpu-1t"]) for r in rows}
+    shots, held = list(measured)[:40], list(measured)[40:]
+    writer.post("/devices", json={"name": "int8-box", "kind": "cpu"})
+    upload = writer.post(
+        "/devices/int8-box/measurements",
+        json={
+            "measurements": [
+                {"space": "nb201", "arch": a, "metric": "latency_ms", "policy": policy,
+                 "value": measured[a]}
+                for a in shots
+            ]
+        },
+    )  # fmt: skip
+    assert upload.status_code == 201, upload.text
+    body = writer.post(
+        "/predict", json={"device": "int8-box", "space": "nb201", "policy": policy, "designs": held}
+    ).json()
+    info = body["answered_by"]["latency_ms"]
+    assert info["method"] in ("proxy", "transfer") and info["shots"] == 40
+    assert info["basis_policy"] == "fp32" and f"no device has a {policy}" in info["decision"]
+    predicted = [d["latency_ms"]["value"] for d in body["designs"]]
+    assert spearmanr(predicted, [measured[a] for a in held])[0] > 0.8
+    inside = [
+        d["latency_ms"]["low"] <= measured[a] <= d["latency_ms"]["high"]
+        for d, a in zip(body["designs"], held, strict=True)
+    ]
+    assert sum(inside) / len(inside) >= 0.7
