@@ -371,11 +371,12 @@ def optimize_cmd(
     console.print(f"optimization {view['id']}: {view['message']}")
     d = view["design"]
     if d is None:
-        console.print("no design chosen; the closest (by the probability of meeting the goals):")
+        console.print("no design chosen; the closest:")
         for c in view["closest"]:
+            accuracy = f"{c['accuracy']['value']:.2f}%" if c["accuracy"] else "no accuracy model"
             console.print(
-                f"  {c['arch']}  policy {c['policy']}  P(goals met) = "
-                f"{c['probabilities']['all']:.3f}"
+                f"  {c['arch']}  policy {c['policy']}  {accuracy}  "
+                f"{c['latency_ms']['value']:.3g} ms  P(goals met) = {c['probabilities']['all']:.3f}"
             )
         raise typer.Exit(2)
     console.print(f"design: {d['arch']}  policy: {d['policy']}")

@@ -50,9 +50,26 @@ class GoalsView(BaseModel):
     weights: dict[str, float] | None = None
 
 
+class ShortfallView(BaseModel):
+    """A goal no design meets (with the other goals) at the confidence asked, and the best
+    within reach for it: set as the goal, either is met at that confidence."""
+
+    goal: Literal["min_accuracy", "max_latency_ms", "max_energy_mj"]
+    target: float
+    others: list[str] = Field(description="the other goals the first best is held to")
+    best_with_others: float | None = Field(
+        description="the best this goal can be among designs meeting the other goals (None: "
+        "no design meets them)"
+    )
+    best_alone: float | None = Field(description="the best this goal can be, other goals aside")
+    reachable_alone: bool = Field(description="the goal is met when the other goals are dropped")
+
+
 class OptimizeAnswer(BaseModel):
-    """An optimization: the chosen design (None when nothing met the goals: then ``closest``
-    lists the candidates likeliest to meet them), alternatives, Pareto front, provenance."""
+    """An optimization: the chosen design (None when nothing met the goals: then
+    ``shortfalls`` names the goals out of reach with the best within reach for each, and
+    ``closest`` lists the designs nearest to them that meet the other goals), alternatives,
+    Pareto front, provenance."""
 
     id: int
     device: str
@@ -70,6 +87,9 @@ class OptimizeAnswer(BaseModel):
     model_url: str | None
     alternatives: list[CandidateView]
     closest: list[CandidateView]
+    shortfalls: list[ShortfallView] = Field(
+        default_factory=list, description="when nothing met the goals: the goals out of reach"
+    )
     candidates: int = Field(description="designs x policies with a prediction")
     shots: dict[str, int] = Field(
         default_factory=dict, description="measured designs that answered, per policy"

@@ -40,6 +40,7 @@ from app.task_service import queue_tasks
 from devices.profile import canonical_policy
 from predictors.transfer import TransferModel
 from search.optimize import (
+    GOAL_FIELDS,
     Candidates,
     Choice,
     Estimates,
@@ -278,6 +279,17 @@ def answer_json(predicted: Predicted, choice: Choice) -> dict[str, Any]:
         "design": None if choice.index is None else _view(predicted, choice, choice.index),
         "alternatives": [_view(predicted, choice, i) for i in choice.alternatives],
         "closest": [_view(predicted, choice, i) for i in choice.closest],
+        "shortfalls": [
+            {
+                "goal": GOAL_FIELDS[s.goal],
+                "target": s.target,
+                "others": [GOAL_FIELDS[g] for g in s.others],
+                "best_with_others": s.best_with_others,
+                "best_alone": s.best_alone,
+                "reachable_alone": s.reachable_alone,
+            }
+            for s in choice.shortfalls
+        ],
         "candidates": choice.valid,
         "shots": predicted.shots,
         "measurements": 0,

@@ -4,8 +4,10 @@
 policy) has a predicted accuracy, latency and energy with 90% intervals; read as a normal
 (accuracy) or log-normal (latency, energy), each gives the probability that a goal holds.
 The choice is the best candidate by the objective among those whose probability of meeting
-every goal (treated as independent) reaches ``confidence``; when none does, there is no choice
-and the closest candidates are listed by that probability.
+every goal (treated as independent) reaches ``confidence``; when none does, there is no choice:
+the answer names each goal out of reach with the best value within reach for it (among the
+designs meeting the other goals, and over every design), and lists the designs that come
+closest to it while meeting the other goals.
 
 ``refine`` is the same choice when the device can measure: it spends the allowed
 measurements on the designs that teach the predictor most (the shots), refits, then measures
@@ -16,6 +18,7 @@ the best *measured* candidate that meets the goals. The service's measure-and-re
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Literal
@@ -101,6 +104,75 @@ class Candidates:
         )
 
 
+GOAL_ORDER = ("accuracy", "latency", "energy")
+GOAL_FIELDS = {"accuracy": "min_accuracy", "latency": "max_latency_ms", "energy": "max_energy_mj"}
+
+
+@dataclass(frozen=True)
+class Shortfall:
+    """A goal no design meets with the others at the confidence asked, and what is within
+    reach for it.
+
+    ``best_with_others`` is the best target of this goal that some design meets together with
+    the other goals (None when no design meets them); ``best_alone`` the best any design
+    meets ignoring them. Both are at the request's confidence: set as the goal, each is met.
+    """
+
+    goal: str  # accuracy, latency or energy
+    target: float
+    others: tuple[str, ...]
+    best_with_others: float | None
+    best_alone: float | None
+
+    @property
+    def reachable_alone(self) -> bool:
+        return self.best_alone is not None and _meets(self.goal, self.best_alone, self.target)
+
+    def describe(self, goals: Goals) -> str:
+        """E.g. "min_accuracy 95% is out of reach: the best within 10 ms is 92.9%; the best
+        at any latency is 94.4%"."""
+        within = " and ".join(_within(g, goals) for g in self.others)
+        parts = []
+        if self.others and self.best_with_others is None:
+            parts.append(f"no design is {within}")
+        elif self.others:
+            best = _value(self.goal, self.best_with_others or 0.0)
+            parts.append(f"the {_best(self.goal)} {within} is {best}")
+        anywhere = (
+            f"at any {self.others[0]}" if len(self.others) == 1 else "ignoring the other goals"
+        )
+        if self.best_alone is not None:
+            alone = _value(self.goal, self.best_alone)
+            parts.append(
+                f"the {_best(self.goal)} {anywhere if self.others else 'of all'} is {alone}"
+            )
+        verdict = (
+            "cannot be met with the other goals" if self.reachable_alone else "is out of reach"
+        )
+        return f"{GOAL_FIELDS[self.goal]} {_value(self.goal, self.target)} {verdict}: " + "; ".join(
+            parts
+        )
+
+
+def _meets(goal: str, value: float, target: float) -> bool:
+    return value >= target if goal == "accuracy" else value <= target
+
+
+def _best(goal: str) -> str:
+    return {"accuracy": "best", "latency": "fastest", "energy": "most frugal"}[goal]
+
+
+def _value(goal: str, value: float) -> str:
+    return {"accuracy": f"{value:.1f}%", "latency": f"{value:.3g} ms"}.get(goal, f"{value:.3g} mJ")
+
+
+def _within(goal: str, goals: Goals) -> str:
+    if goal == "accuracy":
+        return f"at {_value(goal, goals.min_accuracy or 0.0)} accuracy or more"
+    target = goals.max_latency_ms if goal == "latency" else goals.max_energy_mj
+    return f"within {_value(goal, target or 0.0)}"
+
+
 @dataclass(frozen=True)
 class Choice:
     """What the optimizer chose (``index`` is None when nothing met the goals) and why."""
@@ -111,11 +183,13 @@ class Choice:
     n_feasible: int
     valid: int  # candidates with a prediction
     alternatives: list[int]
-    closest: list[int]  # by the probability of meeting every goal, when infeasible
+    closest: list[int]  # when infeasible: nearest the goal out of reach, meeting the others
     pareto: list[int]  # accuracy (or speed) against latency, increasing latency
     confidence: float
     measured: dict[int, float] = field(default_factory=dict)  # candidate -> measured latency
     verified: bool = False  # the chosen candidate's latency was measured
+    shortfalls: tuple[Shortfall, ...] = ()  # when infeasible: the goals out of reach
+    goals: Goals | None = None
 
     @property
     def feasible(self) -> bool:
@@ -133,9 +207,24 @@ class Choice:
                 f"best of {self.n_feasible} designs meeting every goal with probability >= "
                 f"{self.confidence:.2f}"
             )
+        head = f"no design meets the goals with probability >= {self.confidence:.2f}"
+        if self.shortfalls and self.goals is not None:
+            named = ". ".join(s.describe(self.goals) for s in self.shortfalls)
+            nearest = [
+                f"nearest to {GOAL_FIELDS[s.goal]}"
+                + (" meeting the other goals" if s.best_with_others is not None else "")
+                for i, s in enumerate(self.shortfalls)
+                if i == 0 or s.best_with_others is not None
+            ]
+            return (
+                f"{head}. {named} (each at probability >= {self.confidence:.2f}). The closest "
+                f"designs are listed: {', then '.join(nearest)}"
+            )
+        if self.valid == 0:
+            return f"{head}: no design has a prediction"
         top = float(self.probabilities["all"][self.closest[0]]) if self.closest else 0.0
         return (
-            f"no design meets the goals with probability >= {self.confidence:.2f}; the closest "
+            f"{head}: each goal is within reach alone, not all together; the closest "
             f"(highest probability {top:.2f}) are listed"
         )
 
@@ -233,6 +322,99 @@ def goal_probabilities(candidates: Candidates, goals: Goals) -> dict[str, np.nda
     return out
 
 
+def _quantile(candidates: Candidates, goal: str, level: np.ndarray) -> np.ndarray:
+    """Per candidate, the tightest target of ``goal`` it meets with probability ``level``:
+    the inverse of ``probability_at_least`` (accuracy) or ``probability_within``."""
+    from scipy.special import ndtri
+
+    z = np.asarray(ndtri(np.clip(level, 0.5, 1 - 1e-12)), dtype=float)
+    if goal == "accuracy":
+        acc = candidates.accuracy
+        assert acc is not None
+        sigma = np.maximum((acc.high - acc.low) / (2 * Z90), 1e-9)
+        return np.where(acc.high == acc.low, acc.value, acc.value - z * sigma)
+    est = candidates.latency if goal == "latency" else candidates.energy
+    assert est is not None
+    with np.errstate(divide="ignore", invalid="ignore"):
+        sigma = np.maximum((np.log(est.high) - np.log(est.low)) / (2 * Z90), 1e-9)
+        reach = est.value * np.exp(z * sigma)
+    return np.where(est.high == est.low, est.value, reach)
+
+
+def _goal_target(goals: Goals, goal: str) -> float | None:
+    return {
+        "accuracy": goals.min_accuracy,
+        "latency": goals.max_latency_ms,
+        "energy": goals.max_energy_mj,
+    }[goal]
+
+
+def shortfalls(
+    candidates: Candidates,
+    goals: Goals,
+    probabilities: dict[str, np.ndarray],
+    valid: np.ndarray,
+    score: np.ndarray,
+    confidence: float,
+    count: int,
+) -> tuple[list[Shortfall], list[int]]:
+    """The goals out of reach (one out of reach even alone first), and the closest designs,
+    at most ``count``: those nearest to each goal in turn among the designs meeting the
+    others (to the first goal among all designs, where none meets its others). Nothing when
+    every goal is within reach and only their conjunction fails.
+
+    A candidate meeting the other goals with probability p is held to the goal at
+    ``confidence / p``, so a reported best, taken as the new target, is met jointly.
+    """
+    names = [g for g in GOAL_ORDER if _goal_target(goals, g) is not None]
+    found: list[tuple[Shortfall, np.ndarray]] = []
+    for goal in names:
+        target = _goal_target(goals, goal)
+        assert target is not None
+        others = tuple(g for g in names if g != goal)
+        p_others = np.where(valid, 1.0, 0.0)
+        for g in others:
+            p_others = p_others * np.nan_to_num(probabilities[g])
+        with_others = valid & (p_others >= confidence)
+        level = np.where(with_others, confidence / np.maximum(p_others, 1e-12), confidence)
+        # higher is better for accuracy, lower for latency and energy: rank on the gain
+        sign = 1.0 if goal == "accuracy" else -1.0
+        gain = sign * _quantile(candidates, goal, level)
+        gain_alone = sign * _quantile(candidates, goal, np.full(len(candidates), confidence))
+        known = valid & np.isfinite(gain) & np.isfinite(gain_alone)
+        with_others &= known
+        best_with = float(sign * gain[with_others].max()) if others and with_others.any() else None
+        best_alone = float(sign * gain_alone[known].max()) if known.any() else None
+        within = best_with if others else best_alone
+        if within is not None and _meets(goal, within, target):
+            continue
+        # nearest first among those meeting the other goals, then the rest; the objective
+        # orders equals (the faster of two recorded accuracies)
+        rank = np.lexsort(
+            (
+                -np.where(known, score, -np.inf),
+                -np.where(known, gain_alone, -np.inf),
+                -np.where(with_others, gain, -np.inf),
+            )
+        )
+        rank = rank[known[rank]]
+        if best_with is not None:  # the designs meeting the other goals only
+            rank = rank[with_others[rank]]
+        found.append((Shortfall(goal, target, others, best_with, best_alone), rank))
+    if not found:
+        return [], []
+    first = next((i for i, (s, _) in enumerate(found) if not s.reachable_alone), 0)
+    found.insert(0, found.pop(first))
+    # A goal's list where nothing meets its others would offer the fastest network (often
+    # a degenerate one) as closest to an accuracy goal: only the first goal's list may.
+    lists = [list(r) for i, (s, r) in enumerate(found) if i == 0 or s.best_with_others is not None]
+    closest: list[int] = []
+    for i in itertools.chain.from_iterable(itertools.zip_longest(*lists)):
+        if i is not None and int(i) not in closest and len(closest) < count:
+            closest.append(int(i))
+    return [s for s, _ in found], closest
+
+
 def choose(
     candidates: Candidates,
     goals: Goals,
@@ -247,12 +429,14 @@ def choose(
     """
     probabilities = goal_probabilities(candidates, goals)
     p_all = probabilities["all"]
-    score = np.where(p_all > 0, objective_score(candidates, goals), -np.inf)
+    raw = objective_score(candidates, goals)
+    score = np.where(p_all > 0, raw, -np.inf)
     valid = np.isfinite(candidates.latency.value)
     if candidates.accuracy is not None:
         valid &= np.isfinite(candidates.accuracy.value)
     feasible = (p_all >= confidence) & np.isfinite(score)
     n_feasible = int(feasible.sum())
+    short: list[Shortfall] = []
     if n_feasible:
         order = np.argsort(-np.where(feasible, score, -np.inf), kind="stable")
         index: int | None = int(order[0])
@@ -260,7 +444,11 @@ def choose(
         closest: list[int] = []
     else:
         index, alts = None, []
-        closest = [int(i) for i in np.argsort(-p_all, kind="stable")[: max(3, alternatives)]]
+        count = max(3, alternatives)
+        short, closest = shortfalls(candidates, goals, probabilities, valid, raw, confidence, count)
+        if not short:  # the goals fail together only: the likeliest to meet them all
+            ranked = np.lexsort((-np.where(valid, score, -np.inf), -np.where(valid, p_all, -1)))
+            closest = [int(i) for i in ranked[valid[ranked]][:count]]
     return Choice(
         index,
         probabilities,
@@ -271,6 +459,8 @@ def choose(
         closest,
         _front(candidates, valid, pareto_points),
         confidence,
+        shortfalls=tuple(short),
+        goals=goals,
     )
 
 
@@ -374,6 +564,7 @@ def refine(
             closest=[],
             measured=measured,
             verified=True,
+            shortfalls=(),
         )
     return replace(choice, measured=measured, verified=False)
 

@@ -298,8 +298,9 @@ const EdgeOpt = (() => {
     if (!c) {
       $("design-title").textContent = "Nothing met the goals";
       $("download").hidden = true;
-      const closest = d.closest.map((x) => `<tr><td>${esc(x.arch)}</td><td>${esc(x.policy)}</td><td>${real(x.probabilities.all)}</td></tr>`).join("");
-      $("design").innerHTML = `<p>No design meets every goal with probability at least ${esc(d.confidence)}. The closest, by that probability:</p><table><tr><th>design</th><th>policy</th><th>P(goals met)</th></tr>${closest}</table>`;
+      // the answer's message names each goal out of reach and the best within reach for it
+      const closest = d.closest.map((x) => `<tr><td>${esc(x.arch)}</td><td>${esc(x.policy)}</td><td>${x.accuracy ? real(x.accuracy.value, 2) : "no model"}</td><td>${real(x.latency_ms.value)}</td><td>${real(x.probabilities.all)}</td></tr>`).join("");
+      $("design").innerHTML = `<p>${esc(d.message)}</p><table><tr><th>closest design</th><th>policy</th><th>accuracy (%)</th><th>latency (ms)</th><th>P(goals met)</th></tr>${closest}</table>`;
       status(`${front.length} Pareto designs`);
       return;
     }

@@ -96,6 +96,52 @@ def test_infeasible_goals_get_the_closest_designs(writer: TestClient, trained) -
     assert writer.post(f"/optimizations/{body['id']}/verify").status_code == 409
 
 
+def test_an_accuracy_out_of_reach_is_named_with_the_best_within_reach(
+    writer: TestClient, trained
+) -> None:
+    """Not the likeliest of hopeless designs (once the 10% all-none cell): the goal out of
+    reach, the best accuracy within the budget and at any latency, and the most accurate
+    designs within the budget."""
+    budget = float(np.percentile(trained["gold_6226"], 20))
+    goals = {"max_latency_ms": budget, "min_accuracy": 99.5}
+    r = writer.post("/optimize", json={"device": "gold_6226", "goals": goals})
+    assert r.status_code == 201, r.text
+    body = r.json()
+    assert body["feasible"] is False
+    short = body["shortfalls"][0]
+    assert short["goal"] == "min_accuracy" and short["target"] == 99.5
+    assert short["others"] == ["max_latency_ms"] and not short["reachable_alone"]
+    within, anywhere = short["best_with_others"], short["best_alone"]
+    assert 50 < within <= anywhere < 99.5
+    assert f"the best within {budget:.3g} ms is {within:.1f}%" in body["message"]
+    assert f"the best at any latency is {anywhere:.1f}%" in body["message"]
+    closest = body["closest"]
+    assert len(closest) >= 3
+    assert all(c["probabilities"]["latency"] >= 0.9 for c in closest)  # within the budget
+    assert all(c["accuracy"]["low"] > 50 for c in closest)
+    assert closest[0]["accuracy"]["value"] >= within - 1e-9  # the best within comes from it
+    # taken as the new goal, the best within reach is met
+    goals["min_accuracy"] = within - 1e-6
+    again = writer.post("/optimize", json={"device": "gold_6226", "goals": goals}).json()
+    assert again["feasible"] and again["shortfalls"] == []
+
+
+def test_goals_met_alone_but_not_together_are_both_named(writer: TestClient, trained) -> None:
+    fast = float(np.percentile(trained["gold_6226"], 5))
+    accurate = writer.post("/optimize", json={"device": "gold_6226"}).json()["design"]
+    goals = {"max_latency_ms": fast, "min_accuracy": accurate["accuracy"]["low"]}
+    body = writer.post("/optimize", json={"device": "gold_6226", "goals": goals}).json()
+    if body["feasible"]:
+        pytest.skip("the most accurate design is also among the fastest in this slice")
+    named = {s["goal"]: s for s in body["shortfalls"]}
+    assert set(named) == {"min_accuracy", "max_latency_ms"}
+    assert all(s["reachable_alone"] for s in named.values())
+    assert named["min_accuracy"]["best_with_others"] < goals["min_accuracy"]
+    assert named["max_latency_ms"]["best_with_others"] > fast
+    assert "cannot be met with the other goals" in body["message"]
+    assert all(c["probabilities"]["latency"] >= 0.9 for c in body["closest"][:1])
+
+
 def test_inline_profile_uses_its_measurements(writer: TestClient, trained, nb201) -> None:
     shots = [
         {"arch": nb201.encodings[i], "latency_ms": float(trained["raspi4"][i])}

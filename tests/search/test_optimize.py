@@ -89,6 +89,45 @@ def test_an_infeasible_choice_names_no_design_but_the_closest() -> None:
     assert choice.closest[0] == 2 and "no design meets the goals" in choice.message
 
 
+def test_an_accuracy_out_of_reach_names_the_best_within_reach_not_a_hopeless_design() -> None:
+    """Recorded accuracies give every design probability 0 of 95%: the closest are then the
+    most accurate within the budget, not the first designs (once the 10% all-none cell)."""
+    latency = np.array([0.05, 1.0, 2.0, 4.0, 12.0])
+    accuracy = np.array([10.0, 80.0, 85.0, 92.9, 94.4])
+    cands = Candidates(
+        np.arange(5), np.zeros(5, dtype=int), Estimates.exact(latency), Estimates.exact(accuracy)
+    )
+    choice = choose(cands, Goals(max_latency_ms=10.0, min_accuracy=95.0), 0.9)
+    assert not choice.feasible and choice.closest == [3, 2, 1]
+    (short, latency_goal) = choice.shortfalls
+    assert short.goal == "accuracy" and not short.reachable_alone
+    assert (short.best_with_others, short.best_alone) == (92.9, 94.4)
+    assert "min_accuracy 95.0% is out of reach" in choice.message
+    assert "the best within 10 ms is 92.9%; the best at any latency is 94.4%" in choice.message
+    # the latency goal is met alone, but by no design of 95%
+    assert latency_goal.goal == "latency" and latency_goal.reachable_alone
+    assert latency_goal.best_with_others is None and latency_goal.best_alone == 0.05
+
+
+def test_goals_each_within_reach_but_not_together_list_the_nearest_to_each() -> None:
+    latency = np.array([0.05, 1.0, 2.0, 4.0, 12.0])
+    accuracy = np.array([10.0, 80.0, 85.0, 92.9, 94.4])
+    cands = Candidates(
+        np.arange(5), np.zeros(5, dtype=int), Estimates.exact(latency), Estimates.exact(accuracy)
+    )
+    choice = choose(cands, Goals(max_latency_ms=10.0, min_accuracy=94.0), 0.9)
+    assert {s.goal for s in choice.shortfalls} == {"accuracy", "latency"}
+    assert all(s.reachable_alone for s in choice.shortfalls)
+    # the most accurate within 10 ms, the fastest of 94% or more, then the next within 10 ms
+    assert choice.closest == [3, 4, 2]
+    assert "the fastest at 94.0% accuracy or more is 12 ms" in choice.message
+    # an interval's quantile, not its median: 1 ms +-25% is within 1.2 ms at 90%
+    loose = _candidates(np.array([1.0]), np.array([90.0]))
+    short = choose(loose, Goals(max_latency_ms=1.0), 0.9).shortfalls[0]
+    assert short.best_alone == pytest.approx(1.0 * np.exp(1.2816 * np.log(1.25) / 1.6449), 1e-3)
+    assert choose(loose, Goals(max_latency_ms=short.best_alone + 1e-9), 0.9).feasible
+
+
 def test_goals_on_a_metric_without_predictions_are_refused() -> None:
     cands = _candidates(np.ones(3), np.ones(3))
     with pytest.raises(ValueError, match="energy"):
