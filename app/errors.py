@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import errno
 import logging
+import sqlite3
 from collections.abc import Mapping
 from typing import Any
 
@@ -10,7 +12,8 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
-from sqlalchemy.exc import DataError, IntegrityError
+from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException
 
 from app.db import ConflictError
@@ -50,6 +53,7 @@ _CODES = {
     422: "invalid_input",
     500: "internal_error",
     503: "service_unavailable",
+    507: "insufficient_storage",
 }
 
 
@@ -63,7 +67,20 @@ def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
 # Declared on every route, so the OpenAPI schema tells clients what errors look like; a
 # route that can answer another error code adds it (``error_responses(415)``). 400 is a
 # body FastAPI cannot parse at all (JSON that is not UTF-8, say); malformed JSON is a 422.
-ERROR_RESPONSES = error_responses(400, 401, 403, 404, 409, 413, 422)
+# Any route may meet a database or a disk that fails: 503 (unreachable, busy, read-only)
+# and 507 (full), see ``storage_error``.
+ERROR_RESPONSES = error_responses(400, 401, 403, 404, 409, 413, 422, 503, 507)
+
+# Seconds a client is told to wait (Retry-After) before it tries again.
+RETRY_BUSY_S = 1
+RETRY_UNAVAILABLE_S = 5
+# PostgreSQL's SQLSTATEs for a full disk, a statement cancelled by statement_timeout, and a
+# read-only server (a standby, or default_transaction_read_only).
+_PG_DISK_FULL = "53100"
+_PG_CANCELLED = "57014"
+_PG_READ_ONLY = "25006"
+# Write errors that are the disk's or the folder's, not the request's.
+_UNWRITABLE = {errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOTDIR}
 
 
 # A route answering an ONNX model file declares it so (not a JSON body).
@@ -98,6 +115,68 @@ def error_response(
         )
     )
     return JSONResponse(body.model_dump(), status_code=status, headers=headers)
+
+
+def storage_error(exc: BaseException) -> JSONResponse | None:
+    """The answer to a database or disk that failed under a request, naming the cause; None
+    for an error that is not one of those (a bug: 500).
+
+    507 when the disk is full (an artifact write, SQLite's file, PostgreSQL's disk); 503 with
+    Retry-After when the database is unreachable, too slow, busy (SQLite's write lock held
+    past the busy timeout) or read-only, or a folder cannot be written.
+    """
+    if isinstance(exc, OSError):
+        where = f": {exc.filename}" if exc.filename else ""
+        reason = exc.strerror or str(exc)
+        if exc.errno == errno.ENOSPC:
+            return error_response(507, f"no space left on the disk{where}")
+        if exc.errno in _UNWRITABLE:
+            return error_response(
+                503,
+                f"storage cannot be written ({reason}){where}",
+                headers={"Retry-After": str(RETRY_UNAVAILABLE_S)},
+            )
+        return None
+    if isinstance(exc, PoolTimeout):
+        return _unavailable(f"database unavailable: no free connection: {_first_line(exc)}")
+    if not isinstance(exc, DBAPIError):
+        return None
+    orig, text = exc.orig, _first_line(exc.orig)
+    state = getattr(orig, "sqlstate", None)
+    if isinstance(orig, sqlite3.OperationalError):
+        lowered = text.lower()
+        if "full" in lowered:  # "database or disk is full"
+            return error_response(507, f"the database's disk is full: {text}")
+        if "locked" in lowered or "busy" in lowered:
+            return error_response(
+                503,
+                "the database is busy: another write holds its lock; try again shortly",
+                headers={"Retry-After": str(RETRY_BUSY_S)},
+            )
+        if "readonly" in lowered or "read-only" in lowered:
+            return _unavailable(f"the database is read-only: {text}")
+        if "unable to open" in lowered or "disk i/o" in lowered:
+            return _unavailable(f"database unavailable: {text}")
+        return None
+    if state == _PG_DISK_FULL:
+        return error_response(507, f"the database's disk is full: {text}")
+    if state == _PG_CANCELLED:
+        return _unavailable(f"the database did not answer in time: {text}")
+    if state == _PG_READ_ONLY:
+        return _unavailable(f"the database is read-only: {text}")
+    lost = state is None or state.startswith(("08", "57P"))  # no connection, or it broke
+    if exc.connection_invalidated or (isinstance(exc, (OperationalError, InterfaceError)) and lost):
+        return _unavailable(f"database unavailable: {text}")
+    return None
+
+
+def _unavailable(message: str) -> JSONResponse:
+    return error_response(503, message, headers={"Retry-After": str(RETRY_UNAVAILABLE_S)})
+
+
+def _first_line(exc: BaseException | None) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def _field(loc: tuple[Any, ...]) -> str:
@@ -146,6 +225,19 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(BodyTooLarge)
     async def _too_large(_: Request, exc: BodyTooLarge) -> JSONResponse:
         return error_response(413, str(exc))
+
+    async def _storage(_: Request, exc: Exception) -> JSONResponse:
+        answer = storage_error(exc)
+        if answer is None:
+            log.exception("unhandled error", exc_info=exc)
+            return error_response(500, "internal error; the server log has the details")
+        log.warning("%s: %s", answer.status_code, _first_line(exc))
+        return answer
+
+    # a database or disk that fails: every route (DBAPIError covers OperationalError and
+    # InterfaceError; OSError a folder that cannot be written or a full disk)
+    for kind in (DBAPIError, PoolTimeout, OSError):
+        app.add_exception_handler(kind, _storage)
 
     @app.exception_handler(Exception)
     async def _unexpected(_: Request, exc: Exception) -> JSONResponse:

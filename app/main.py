@@ -15,8 +15,9 @@ import app.measure_service
 import app.optimize_service
 import app.predictor_service
 import app.reference_import  # noqa: F401  (registers the import-reference job kind)
+from app.artifacts import folder_problem
 from app.db import check_schema, head_revision, session_factory
-from app.deps import ReadAccess, SessionDep, SettingsDep
+from app.deps import ReadAccess, RunnerDep, SessionDep, SettingsDep
 from app.errors import ERROR_RESPONSES, ApiError, error_responses, install_error_handlers
 from app.jobs import JobRunner, start_worker_processes, stop_worker_processes
 from app.limits import BodySizeLimit
@@ -52,8 +53,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         settings.ensure_dirs()
-        check_schema(settings.database_url)
-        factory = session_factory(settings.database_url)
+        check_schema(settings.database_url, settings.db_timeouts)
+        factory = session_factory(settings.database_url, settings.db_timeouts)
         app.state.settings = settings
         app.state.session_factory = factory
         # Thread mode runs jobs here, on a private queue; otherwise this process only queues
@@ -132,15 +133,23 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return Liveness(status="alive")
 
     @app.get("/readyz", response_model=Readiness, tags=["service"], responses=unavailable)
-    def readyz(session: SessionDep, settings: SettingsDep) -> Readiness:
-        """Ready to serve: the database answers and its schema is the code's; else 503."""
+    def readyz(session: SessionDep, settings: SettingsDep, runner: RunnerDep) -> Readiness:
+        """Ready to serve: the database answers and its schema is the code's, the job queue
+        answers, and the artifacts folder can take files; else 503 naming each that fails."""
         head = head_revision(settings.database_url)
+        problems: list[str | None] = []
+        revision = None
         try:
             revision = MigrationContext.configure(session.connection()).get_current_revision()
         except SQLAlchemyError as exc:
-            raise ApiError(503, f"database unavailable: {_first_line(exc)}") from None
-        if revision != head:
-            raise ApiError(503, f"database schema is at {revision}, this code needs {head}")
+            problems.append(f"database unavailable: {_first_line(exc)}")
+        else:
+            if revision != head:
+                problems.append(f"database schema is at {revision}, this code needs {head}")
+        problems.append(runner.queue.problem())
+        problems.append(folder_problem(settings.artifacts_dir, settings.artifacts_min_free_mb))
+        if any(problems):
+            raise ApiError(503, "; ".join(p for p in problems if p))
         return Readiness(status="ready", schema_revision=revision)
 
     return app

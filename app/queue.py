@@ -21,6 +21,7 @@ from pathlib import Path
 
 from huey import Huey, MemoryHuey, RedisHuey, SqliteHuey
 from huey.consumer import Worker
+from redis import ConnectionPool
 
 from app.settings import redact_url
 
@@ -61,6 +62,16 @@ class JobQueue:
     def pending(self) -> int:
         """Messages waiting (not yet taken by a worker)."""
         return int(self.huey.pending_count())
+
+    def problem(self) -> str | None:
+        """Why the queue cannot carry a job now (its storage does not answer), naming it;
+        None when it can. A job queued meanwhile waits for the reaper to send it again."""
+        try:
+            self.pending()
+        except Exception as exc:
+            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            return f"job queue {redact_url(self.url)} does not answer: {redact_url(reason)}"
+        return None
 
     def consume(
         self,
@@ -127,7 +138,12 @@ def _open(url: str, name: str) -> Huey:
         path.parent.mkdir(parents=True, exist_ok=True)
         return SqliteHuey(name, filename=str(path), results=False, utc=True, timeout=30)
     if url.startswith(("redis://", "rediss://", "unix://")):
-        return RedisHuey(name, url=url, results=False, utc=True, blocking=True, read_timeout=1)
+        # bounded waits: a Redis that accepts connections and never answers is an error in
+        # seconds (read_timeout, Huey's blocking pop, stays well under socket_timeout)
+        pool = ConnectionPool.from_url(url, socket_connect_timeout=5, socket_timeout=15)
+        return RedisHuey(
+            name, connection_pool=pool, results=False, utc=True, blocking=True, read_timeout=1
+        )
     raise ValueError(
         f"unsupported queue URL {redact_url(url)!r}: use sqlite:///PATH, redis://HOST or memory://"
     )

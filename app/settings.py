@@ -7,6 +7,7 @@ Defaults work offline on a laptop: a SQLite file and an artifacts folder under
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
@@ -47,6 +48,20 @@ def redact_url(url: str) -> str:
     if query != parts.query:
         url = url.replace(f"?{parts.query}", f"?{query}", 1)
     return url
+
+
+@dataclass(frozen=True)
+class DbTimeouts:
+    """How long a request waits on the database before it answers 503.
+
+    Without them a database that accepts connections but never answers held every request
+    (probes included) for minutes; with them the service says it is unavailable in seconds.
+    """
+
+    connect_s: float = 5.0  # to open a connection (PostgreSQL's connect_timeout, at least 2)
+    statement_s: float = 30.0  # one statement on PostgreSQL (statement_timeout); 0: none
+    pool_s: float = 10.0  # for a free connection of the pool when all are in use
+    busy_s: float = 30.0  # SQLite: for another connection's write lock (busy_timeout)
 
 
 class Settings(BaseSettings):
@@ -96,6 +111,37 @@ class Settings(BaseSettings):
         "external (workers started separately, on any machine), thread (the API process "
         "itself, on a private in-memory queue: for tests and development)",
     )
+    db_connect_timeout_s: float = Field(
+        default=DbTimeouts.connect_s,
+        ge=1,
+        le=300,
+        description="Seconds to open a database connection before the request answers 503",
+    )
+    db_statement_timeout_s: float = Field(
+        default=DbTimeouts.statement_s,
+        ge=0,
+        le=86400,
+        description="Seconds one statement may run on PostgreSQL before it is cancelled and "
+        "the request answers 503 (0: no limit)",
+    )
+    db_pool_timeout_s: float = Field(
+        default=DbTimeouts.pool_s,
+        gt=0,
+        le=300,
+        description="Seconds a request waits for a free pooled connection before it answers 503",
+    )
+    sqlite_busy_timeout_s: float = Field(
+        default=DbTimeouts.busy_s,
+        ge=0,
+        le=3600,
+        description="Seconds a SQLite writer waits for another's write lock before the request "
+        "answers 503 with Retry-After",
+    )
+    artifacts_min_free_mb: float = Field(
+        default=64.0,
+        ge=0,
+        description="Free space below which /readyz says the artifacts folder is full",
+    )
     queue_url: str | None = Field(
         default=None,
         description="The job queue: redis://host:6379/0 or sqlite:///path; default a SQLite "
@@ -131,6 +177,16 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             return [k.strip() for k in value.split(",") if k.strip()]
         return value
+
+    @property
+    def db_timeouts(self) -> DbTimeouts:
+        """The database timeouts, as ``app.db.get_engine`` takes them."""
+        return DbTimeouts(
+            connect_s=self.db_connect_timeout_s,
+            statement_s=self.db_statement_timeout_s,
+            pool_s=self.db_pool_timeout_s,
+            busy_s=self.sqlite_busy_timeout_s,
+        )
 
     @property
     def job_queue_url(self) -> str:
