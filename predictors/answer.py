@@ -31,6 +31,12 @@ Arrays = tuple[np.ndarray, np.ndarray, np.ndarray]
 PROXY_MARGIN = 2.0
 CALIBRATION_ROWS = 3000  # designs sampled to calibrate a basis' interval scale
 CALIBRATION_SHOTS = 50
+ADVICE = (
+    "the device's shots are {} explained (leave-one-out): it is unlike the registered devices "
+    "or measured noisily, so treat predictions as rough; measure the designs "
+    "GET /devices/{{device}}/next-measurements suggests, or optimize with max_measurements "
+    "(measure-and-refine) for a design verified on the device"
+)
 Z90 = 1.6448536269514722  # MonotoneCalibration's half-width is z90 x the LOO RMSE
 
 
@@ -48,12 +54,17 @@ class Answer:
     proxy_spearman: float | None = None
     reason: str = ""
     expected_spearman: float | None = None  # transfer: what held-out devices reached
+    evidence: dict[str, object] | None = None  # transfer: how well the shots are explained
 
     def info(self) -> dict[str, object]:
         """The JSON the service reports as ``answered_by``."""
         out: dict[str, object] = {"method": self.method, "shots": self.shots}
         if self.method == "transfer" and self.expected_spearman is not None:
             out["expected_spearman"] = round(self.expected_spearman, 4)
+        if self.evidence is not None:
+            out["evidence"] = self.evidence
+            if self.evidence.get("explained") in ("partly", "poorly"):
+                out["advice"] = ADVICE.format(self.evidence["explained"])
         if self.proxy is not None:
             out |= {"proxy": self.proxy, "proxy_spearman": self.proxy_spearman}
         out["decision" if self.method else "reason"] = self.reason
@@ -215,6 +226,7 @@ def answer(
         f"adapted: best proxy {name} agrees {choice.spearman:.3f}{why}; "
         f"few-shot transfer over {n_basis} devices",
         expected_spearman,
+        adapted.evidence(),
     )
 
 

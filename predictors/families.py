@@ -20,6 +20,7 @@ from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 
+from predictors.answer import transfer_calibration
 from predictors.metrics import coverage
 from predictors.proxy import MonotoneCalibration, rank_proxies
 from predictors.shots_model import DesignPrior, fit_shots
@@ -75,8 +76,8 @@ def evaluate_families(
         )  # fmt: skip
         rows: dict[str, dict] = {}
         for k in shots:
-            model = TransferModel(basis)
-            model.calibrate(min(k, 50))
+            # the interval scale as the service calibrates it (3,000 sampled designs)
+            model = TransferModel(basis, interval_scale=transfer_calibration(basis, k)[0])
             scores: dict[str, list[float]] = {m: [] for m in METHODS}
             covered: list[float] = []
             per_device: dict[str, dict[str, float]] = {}

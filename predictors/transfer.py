@@ -56,6 +56,10 @@ SPREAD_KNOWN = 400  # measured designs that spreading new shots conditions on, a
 # The device's own conformal quantile gets weight shots / (shots + OWN_EVIDENCE) in an
 # interval, the basis-calibrated spread the rest.
 OWN_EVIDENCE = 20.0
+# Shots explained well: leave-one-out Spearman and typical (median) relative error at least /
+# at most these; poorly: below / above the second pair.
+WELL = (0.9, 0.1)
+POORLY = (0.75, 0.25)
 
 
 def _ridge(x: np.ndarray, y: np.ndarray, penalty: np.ndarray, weight: np.ndarray | None = None):
@@ -278,6 +282,36 @@ class Adapted:
     stack: float = 1.0  # the blend's weight against ``own``
     own_half: float | None = None  # conformal half-width of the stacked errors on the shots
     own_weight: float = 0.0  # how much of the interval comes from ``own_half``
+    errors: np.ndarray | None = None  # stacked leave-one-out log errors on the shots
+
+    def evidence(self) -> dict[str, object]:
+        """How well the device's own shots are explained, each left out in turn.
+
+        ``explained`` is ``well``, ``partly`` or ``poorly``: a device whose shots are poorly
+        explained is unlike the registered devices (or measured noisily), and its answers
+        should be checked by measuring (next measurements, measure-and-refine).
+        """
+        errors = np.zeros(0) if self.errors is None else self.errors
+        out: dict[str, object] = {"own_weight": round(1 - self.stack, 3)}
+        if len(errors) < MIN_SHOTS:
+            return out | {"explained": "unknown"}
+        from scipy.stats import spearmanr  # scipy.stats costs ~1 s at import
+
+        fit = ~self.basis.dead[self.shots]
+        if fit.sum() != len(errors):
+            fit = np.ones(len(self.shots), dtype=bool)
+        measured = np.log(self.measured_ms[fit])
+        rho = spearmanr(measured + errors, measured)[0] if np.ptp(measured) > 0 else 0.0
+        rho = float(rho) if np.isfinite(rho) else 0.0
+        typical = float(np.exp(np.median(np.abs(errors))) - 1)
+        explained = "well" if rho >= WELL[0] and typical <= WELL[1] else "partly"
+        if rho < POORLY[0] or typical > POORLY[1]:
+            explained = "poorly"
+        return out | {
+            "explained": explained,
+            "loo_spearman": round(rho, 4),
+            "typical_error": round(typical, 4),
+        }
 
     def _centre(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         logs = np.stack([m(rows) for m in self._models])
@@ -435,7 +469,7 @@ class TransferModel:
         adapted = Adapted(
             self.basis, shots, y, sigma, scale, weights, self._fit(shots[fit], y[fit]),
             own=own, stack=stack, own_half=own_half,
-            own_weight=0.0 if own_half is None else n / (n + OWN_EVIDENCE),
+            own_weight=0.0 if own_half is None else n / (n + OWN_EVIDENCE), errors=errors,
         )  # fmt: skip
         if (dead & fit).sum() < dead.sum():  # degenerate shots left out: shift their kind
             centre = np.log(adapted.predict(shots[dead])[0])

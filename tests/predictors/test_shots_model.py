@@ -8,6 +8,7 @@ import pytest
 from scipy.stats import spearmanr
 
 from devices.reference import ReferenceTable, load_family
+from predictors.answer import answer as answer_for
 from predictors.shots_model import DesignPrior, fit_shots
 from predictors.transfer import TransferBasis, TransferModel, conformal_quantile, ridge_baseline
 from search.spaces import get_space
@@ -101,3 +102,17 @@ def test_intervals_cover_held_out_designs_at_about_their_level(
 def test_conformal_quantile_needs_enough_errors() -> None:
     assert conformal_quantile(np.arange(5.0)) is None  # rank 6 of 5 does not exist
     assert conformal_quantile(np.arange(1.0, 20.0)) == 18.0  # ceil(20 * 0.9) = 18th smallest
+
+
+def test_every_transfer_answer_says_how_well_its_shots_are_explained(
+    setting: tuple[TransferModel, np.ndarray],
+) -> None:
+    model, truth = setting
+    idx = model.choose_shots(30, np.random.default_rng(3))
+    explained = model.adapt(idx, truth[idx]).evidence()
+    assert explained["explained"] in ("well", "partly")
+    assert 0 <= float(explained["typical_error"]) < 0.25  # type: ignore[arg-type]
+    noise = np.random.default_rng(4).uniform(1.0, 10.0, len(truth))  # nothing to explain
+    answer = answer_for(model.basis, idx, noise[idx])
+    assert answer.evidence is not None and answer.evidence["explained"] == "poorly"
+    assert "next-measurements" in str(answer.info()["advice"])
