@@ -24,6 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import event, func, literal, select
 from sqlalchemy.orm import Session, sessionmaker
 
+from app.artifacts import write_folder
 from app.db import unit_of_work
 from app.domain_errors import Conflict, InvalidInput
 from app.jobs import JobContext, job_kind
@@ -273,7 +274,7 @@ def train_predictors(
             )
             width = int(x.shape[1])
         rel = Path("predictors") / uuid.uuid4().hex
-        model.save(artifacts_dir / rel)
+        write_folder(artifacts_dir / rel, model.save)  # whole, or nothing on a full disk
         try:
             with unit_of_work(factory) as s:
                 filters = _scope_filter(

@@ -273,9 +273,14 @@ def model_file(artifacts_dir: Path, space: str, design: str, policy: str) -> Pat
         if path.is_file():  # exported while this request waited
             return path
         started = time.perf_counter()
-        with tempfile.TemporaryDirectory(dir=path.parent) as tmp:
-            exported = export_design(space, design, policy, Path(tmp) / "m.onnx")
-            os.replace(exported.path, path)  # atomic: a concurrent reader sees all or nothing
+        try:
+            with tempfile.TemporaryDirectory(dir=path.parent) as tmp:
+                exported = export_design(space, design, policy, Path(tmp) / "m.onnx")
+                os.replace(exported.path, path)  # atomic: readers see all or nothing
+        except OSError as exc:  # a full or read-only disk: say where (the exporter does not)
+            if exc.filename is None:
+                raise OSError(exc.errno, exc.strerror, str(path.parent)) from exc
+            raise
         log.info(
             "exported %s design %s in policy %s (%.1f s)",
             space,

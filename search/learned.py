@@ -24,8 +24,10 @@ does, the caller falls back to search over every design and says so.
 
 from __future__ import annotations
 
+import io
 import itertools
 import json
+import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -206,9 +208,21 @@ class LearnedOptimizer:
         for k, (w, b) in enumerate(self.weights):
             state[f"layers.{k}.weight"] = torch.from_numpy(np.ascontiguousarray(w))
             state[f"layers.{k}.bias"] = torch.from_numpy(np.ascontiguousarray(b))
+        # Both files under temporary names first, then renamed into place: a full or
+        # read-only disk leaves neither a partial tensor file nor one without its sidecar.
         path.parent.mkdir(parents=True, exist_ok=True)
-        torch.save(state, path)
-        sidecar(path).write_text(json.dumps(asdict(self.spec), indent=2))
+        tmp_state, tmp_spec = (p.with_name(f".{p.name}.tmp") for p in (path, sidecar(path)))
+        try:
+            buffer = io.BytesIO()  # torch's own file writer says "iostream error" when full
+            torch.save(state, buffer)
+            tmp_state.write_bytes(buffer.getvalue())
+            tmp_spec.write_text(json.dumps(asdict(self.spec), indent=2))
+            os.replace(tmp_state, path)
+            os.replace(tmp_spec, sidecar(path))
+        except BaseException:
+            for tmp in (tmp_state, tmp_spec, path):
+                tmp.unlink(missing_ok=True)
+            raise
 
     @classmethod
     def load(cls, path: Path) -> LearnedOptimizer:

@@ -22,6 +22,7 @@ from search.learned import (
 )
 from search.optimize import Candidates, Estimates, Goals, choose
 from search.spaces import get_space
+from tests.disks import files_under, fill, full_disk
 
 DATA = Path(__file__).parent / "data"
 DEVICES = ["1080ti_1", "silver_4114", "pixel3", "samsung_a50"]
@@ -135,6 +136,17 @@ def test_save_then_load_gives_the_same_proposals(
     goal = Goals(max_latency_ms=float(np.median(lat)))
     first = small.propose(lat[parts["prints"]], goal, parts["options"])
     assert np.array_equal(first, again.propose(lat[parts["prints"]], goal, parts["options"]))
+
+
+def test_a_save_on_a_full_disk_leaves_neither_file(small: LearnedOptimizer, tmp_path: Path) -> None:
+    with full_disk(tmp_path / "disk") as disk:
+        filler = fill(disk)
+        with pytest.raises(OSError, match="No space left"):
+            small.save(disk / "m.pt")
+        assert files_under(disk) == [filler]  # no tensor file cut short, no temporary
+        filler.unlink()
+        small.save(disk / "m.pt")
+        assert files_under(disk) == [disk / "m.pt", sidecar(disk / "m.pt")]
 
 
 def test_an_artifact_of_another_format_is_refused(small: LearnedOptimizer, tmp_path: Path) -> None:
