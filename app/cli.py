@@ -34,7 +34,7 @@ from app.models import Device, Job, Measurement, Optimization, Predictor
 from app.predictor_service import TrainParams, missing_scopes, stale_predictors
 from app.queries import find_device, get_job, measurement_counts
 from app.settings import get_settings, redact_url
-from devices.reference import REFERENCE_SPACES
+from devices.reference import REFERENCE_TABLES
 
 cli = typer.Typer(
     help="EdgeOpt: the best network design for an edge device.",
@@ -148,14 +148,16 @@ def db_current() -> None:
 def import_reference_cmd(
     space: Annotated[
         list[str] | None,
-        typer.Option(help=f"space to import (repeatable): {', '.join(REFERENCE_SPACES)}"),
+        typer.Option(
+            help=f"table to import (repeatable; default all): {', '.join(REFERENCE_TABLES)}"
+        ),
     ] = None,
 ) -> None:
     """Load the shipped reference devices and measurements; running it twice changes nothing."""
-    spaces = space or list(REFERENCE_SPACES)
-    bad = [s for s in spaces if s not in REFERENCE_SPACES]
+    spaces = space or list(REFERENCE_TABLES)
+    bad = [s for s in spaces if s not in REFERENCE_TABLES]
     if bad:
-        raise fail(f"unknown space {bad[0]!r}; choose from {', '.join(REFERENCE_SPACES)}")
+        raise fail(f"unknown space {bad[0]!r}; choose from {', '.join(REFERENCE_TABLES)}")
     with clear_errors():
         job = _run_job("import-reference", {"spaces": spaces})
     table = Table("space", "devices created", "unchanged", "measurements added", "accuracy added")
@@ -322,6 +324,12 @@ def optimize_cmd(
     ] = 0,
     out: Annotated[Path | None, typer.Option(help="write the design's ONNX model here")] = None,
     verify: Annotated[bool, typer.Option(help="measure it on this host (host devices)")] = False,
+    include_degenerate: Annotated[
+        bool,
+        typer.Option(
+            help="also consider degenerate cells (output disconnected; left out by default)"
+        ),
+    ] = False,
 ) -> None:
     """The best design for a device within its goals; prints it and writes the ONNX model."""
     from app.optimize_service import optimization_view, optimize, where_measured
@@ -338,6 +346,7 @@ def optimize_cmd(
                 "policies": policy or ["fp32", "int8"],
                 "confidence": confidence,
                 "max_measurements": max_measurements,
+                "include_degenerate": include_degenerate,
                 "goals": {
                     "max_latency_ms": max_latency_ms,
                     "max_energy_mj": max_energy_mj,
@@ -388,6 +397,9 @@ def optimize_cmd(
             )
     if d.get("measured_latency_ms") is not None:
         console.print(f"  measured latency: {d['measured_latency_ms']:.3f} ms on the device")
+    if (view.get("verification") or {}).get("bound_ms") is not None:
+        bound = view["verification"]["bound_ms"]
+        console.print(f"  with its measured spread: under {bound:.3f} ms at P = {confidence:g}")
     console.print(f"  P(goals met) = {d['probabilities']['all']:.3f}; {view['elapsed_s']:.2f} s")
     optimizer = view["answered_by"].get("optimizer") or {}
     if optimizer.get("method") == "neural":
@@ -423,6 +435,11 @@ def optimize_cmd(
             f"{v['predicted_latency_ms']:.3f} ms ({v['error_pct']:+.1f}%), "
             f"within interval: {v['within_interval']}, meets budget: {v['meets_budget']}"
         )
+        if v.get("meets_budget") is False:
+            console.print(
+                f"[bold red]missed the latency budget[/]: {v['measured_latency_ms']:.3f} ms > "
+                f"{max_latency_ms:g} ms; this design is not within its budget on the device"
+            )
 
 
 @cli.command("worker")

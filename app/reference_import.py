@@ -24,11 +24,11 @@ from devices.profile import Metric
 from devices.reference import (
     ACCURACY_SOURCE,
     DIGITS,
-    REFERENCE_SPACES,
+    REFERENCE_TABLES,
     ReferenceDevice,
     ReferenceTable,
     load_digits_accuracy,
-    load_reference,
+    load_table,
 )
 
 REFERENCE_SOURCE = "reference"
@@ -110,7 +110,7 @@ def _device_row(ref: ReferenceDevice) -> Device:
         hardware=ref.hardware,
         specs=ref.specs,
         runtime=ref.runtime,
-        precision="fp32",
+        precision=ref.policy,
         batch_size=ref.batch_size,
         source=ref.source,
         description=f"Reference column {ref.column!r} of the {ref.space} latency table",
@@ -141,7 +141,7 @@ def _import_device(
         )
     )
     rows = [
-        MeasurementRow(int(a), "fp32", Metric.LATENCY_MS.value, float(v))
+        MeasurementRow(int(a), ref.policy, Metric.LATENCY_MS.value, float(v))
         for a, v in zip(arch_ids[finite], latency[finite], strict=True)
     ]
     upsert_measurements(session, device.id, rows, REFERENCE_SOURCE)
@@ -151,15 +151,18 @@ def _import_device(
 def import_reference(
     factory: sessionmaker[Session], spaces: Sequence[str], ctx: JobContext | None = None
 ) -> dict[str, Any]:
-    """Import the chosen spaces' reference devices, measurements and accuracies."""
-    unknown = [s for s in spaces if s not in REFERENCE_SPACES]
+    """Import the chosen tables' reference devices, measurements and accuracies.
+
+    ``spaces`` names tables: a space's own (``nb201``) or a family table (``nb201_latbench``).
+    """
+    unknown = [s for s in spaces if s not in REFERENCE_TABLES]
     if unknown:
-        raise ValueError(f"no reference data for {unknown} (have {list(REFERENCE_SPACES)})")
-    tables = [load_reference(s) for s in spaces]
+        raise ValueError(f"no reference data for {unknown} (have {list(REFERENCE_TABLES)})")
+    tables = [load_table(s) for s in spaces]
     total = sum(len(t.devices) for t in tables) or 1
     done = 0
     summary: dict[str, Any] = {}
-    for table in tables:
+    for name, table in zip(spaces, tables, strict=True):
         with unit_of_work(factory) as s:
             arch_ids = _architecture_ids(s, table)
             acc = _import_accuracies(s, table, arch_ids) + _import_digits(s, table.space)
@@ -181,22 +184,22 @@ def import_reference(
             done += 1
             if ctx is not None:
                 ctx.progress(done / total, f"{ref.name}: {n} measurements")
-        summary[table.space] = stats
+        summary[name] = stats
         if ctx is not None:
-            ctx.log(f"{table.space}: {stats}")
+            ctx.log(f"{name}: {stats}")
     if ctx is not None:
         added = sum(st["measurements_inserted"] for st in summary.values())
         ctx.progress(1.0, f"imported {added} measurements", force=True)
     return summary
 
 
-SpaceName = Literal["nb201", "fbnet", "ofa_mbv3"]
+TableName = Literal["nb201", "fbnet", "ofa_mbv3", "nb201_latbench"]
 
 
 class ImportParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    spaces: list[SpaceName] = Field(default_factory=lambda: list(get_args(SpaceName)), min_length=1)
+    spaces: list[TableName] = Field(default_factory=lambda: list(get_args(TableName)), min_length=1)
 
 
 @job_kind("import-reference", ImportParams)

@@ -81,7 +81,11 @@ _CHIPS: dict[str, dict[str, Any]] = {
 
 @dataclass(frozen=True)
 class ReferenceDevice:
-    """One column of a reference latency table, described as a registry device."""
+    """One column of a reference latency table, described as a registry device.
+
+    ``specs["precision"]``, where the source gives one, is the policy its networks ran at
+    (int8 or fp16 settings are not fp32 devices); fp32 otherwise.
+    """
 
     space: str
     column: str
@@ -96,6 +100,11 @@ class ReferenceDevice:
     def name(self) -> str:
         """Registry name: the same chip measured in two spaces is two measurement settings."""
         return f"{self.space}.{self.column}"
+
+    @property
+    def policy(self) -> str:
+        """The quantization policy its measurements ran at."""
+        return str(self.specs.get("precision") or "fp32")
 
 
 @dataclass(frozen=True)
@@ -189,6 +198,17 @@ def load_reference(space: str, root: Path | None = None) -> ReferenceTable:
 # Tables of a space's designs measured by another group with its own implementation of the
 # networks (folder -> space): the devices of another family, joined on ``arch_id``.
 FAMILY_TABLES = {"nb201_latbench": "nb201"}
+# What the reference import can load: each space's own table, then the family tables.
+REFERENCE_TABLES = (*REFERENCE_SPACES, *FAMILY_TABLES)
+
+
+def load_table(name: str, root: Path | None = None) -> ReferenceTable:
+    """A space's reference table or a family table, by the name the import uses."""
+    if name in FAMILY_TABLES:
+        return load_family(name, root)
+    if name in REFERENCE_SPACES:
+        return load_reference(name, root)
+    raise ValueError(f"no reference table {name!r} (have {', '.join(REFERENCE_TABLES)})")
 
 
 def load_family(folder: str, root: Path | None = None) -> ReferenceTable:

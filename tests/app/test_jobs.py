@@ -55,6 +55,21 @@ def test_import_reference_job_is_idempotent(writer: TestClient) -> None:
     assert [j["id"] for j in listed["items"]] == [again["id"], job["id"]]
 
 
+def test_latbench_devices_are_imported_at_the_precision_they_ran(writer: TestClient) -> None:
+    """Another family's table: its int8 and fp16 settings are not fp32 devices."""
+    body = {"kind": "import-reference", "params": {"spaces": ["nb201_latbench"]}}
+    job = wait_for_job(writer, writer.post("/jobs", json=body).json()["id"])
+    assert job["result"]["nb201_latbench"]["devices_created"] == 15
+    devices = writer.get("/devices", params={"q": "nb201.", "limit": 100}).json()["items"]
+    by_name = {d["name"]: d for d in devices}
+    tpu = by_name["nb201.embedded_tpu_edgetpu_int8"]
+    assert tpu["precision"] == "int8" and "BRP-NAS" in tpu["source"]
+    assert by_name["nb201.embedded_gpu_jetson_nano_fp16"]["precision"] == "fp16"
+    assert by_name["nb201.desktop_cpu_i7-7820x_fp32"]["precision"] == "fp32"
+    stored = writer.get("/measurements", params={"device_id": tpu["id"], "limit": 1}).json()
+    assert stored["total"] == 15284 and stored["items"][0]["policy"] == "int8"
+
+
 def test_cancel_stops_a_running_import(writer: TestClient) -> None:
     job_id = writer.post(
         "/jobs", json={"kind": "import-reference", "params": {"spaces": ["nb201"]}}
