@@ -31,12 +31,14 @@ from app.models import (
     Predictor,
 )
 from app.predictor_service import accuracy_datasets, accuracy_estimates, load_model
+from app.read_cache import data_stamp, remember
 from devices.fingerprint import fingerprint
 from devices.profile import Metric
 from devices.reference import REFERENCE_SPACES
 from predictors.answer import best_proxies
 from predictors.proxy import AGREEMENT
 from predictors.suite import BELOW_BASELINE
+from search.plausibility import uncertain
 
 BINS = 40
 AGREEMENT_ROWS = 3000
@@ -280,6 +282,7 @@ def latency_accuracy_front(
         )
         return answer
     lat, acc = np.asarray(latency), np.asarray(accuracy)
+    wide = uncertain(np.asarray(low), np.asarray(high))  # accuracy's interval: latency is measured
     front = pareto_mask(lat, acc)
     rest = np.flatnonzero(~front)
     if len(rest) > FRONT_POINTS:
@@ -293,6 +296,7 @@ def latency_accuracy_front(
             "accuracy": float(acc[i]),
             "low": float(low[i]),
             "high": float(high[i]),
+            "uncertain": bool(wide[i]),
         }
 
     answer["front"] = [point(int(i)) for i in np.flatnonzero(front)[np.argsort(lat[front])]]
@@ -408,24 +412,14 @@ def predictor_table(session: Session) -> list[dict[str, Any]]:
     ]
 
 
-_AGREEMENT_CACHE: dict[tuple[str, str, int | None, int], dict[str, Any]] = {}
-
-
 def rank_agreement(session: Session, space: str, policy: str = "fp32") -> dict[str, Any]:
     """Spearman of latency between every pair of devices, clustered, with each one's proxy.
 
-    Cached until a measurement is added (the newest id changes) or a device is removed.
+    Remembered until a measurement, device or predictor changes (``app.read_cache``): it
+    reads every device's measurements of the space, seconds on a large registry.
     """
-    key = (
-        space,
-        policy,
-        session.scalar(select(func.max(Measurement.id))),
-        session.scalar(select(func.count()).select_from(Device)) or 0,
-    )
-    if key not in _AGREEMENT_CACHE:
-        _AGREEMENT_CACHE.clear()
-        _AGREEMENT_CACHE[key] = _rank_agreement(session, space, policy)
-    return _AGREEMENT_CACHE[key]
+    key = ("agreement", space, policy, *data_stamp(session))
+    return remember(key, lambda: _rank_agreement(session, space, policy))
 
 
 def _rank_agreement(session: Session, space: str, policy: str) -> dict[str, Any]:
@@ -694,4 +688,134 @@ def _suite_view(suite: _SuiteFile) -> dict[str, Any]:
         ],
         "splits": splits,
         "rows": rows,
+    }
+
+
+# -- validation by implementation family ---------------------------------------------
+FAMILIES_COMMAND = "python benchmarks/families.py"
+FAMILIES_FILE = "families.json"
+
+
+class _FamilyShots(BaseModel):
+    devices: int
+    spearman: dict[str, float | None]
+    coverage_90: float | None = None
+    worst_device: str | None = None
+    worst_margin: float | None = None
+
+
+class _Family(BaseModel):
+    basis: list[str] = []
+    tested: list[str] = []
+    shots: dict[int, _FamilyShots]
+
+
+class _Regret(BaseModel):
+    regret: float | None = None
+    violation_rate: float | None = None
+
+
+class _OptimizeBaseline(BaseModel):
+    mean: _Regret
+
+
+class _FamilyOptimize(BaseModel):
+    test: list[str]
+    edgeopt: _Regret
+    baseline: _OptimizeBaseline
+
+
+class _Provenance(BaseModel):
+    command: str | None = None
+    date: str | None = None
+    machine: str | None = None
+    methods: list[str] = []
+
+
+class _FamiliesFile(BaseModel):
+    """What ``benchmarks/families.py`` writes; only the fields the dashboard shows are
+    checked (per-device figures are left in the file)."""
+
+    families: dict[str, _Family]
+    setup: dict[str, Any] = {}
+    provenance: _Provenance = _Provenance()
+    optimize: dict[str, _FamilyOptimize] = {}
+
+
+def families(folder: Path) -> dict[str, Any]:
+    """The family benchmark's learning curves (mean Spearman per shot count, each method).
+
+    ``result`` is None while ``folder`` has no result file (the benchmark was not run), and
+    carries ``error`` for a file that cannot be read as one, so the page says which.
+    """
+    path = folder / FAMILIES_FILE
+    result: dict[str, Any] | None = None
+    if path.is_file():
+        doc = _read_families(path)
+        entry = {"error": doc} if isinstance(doc, str) else _families_view(doc)
+        result = {"file": str(path), **entry}
+    return {"command": FAMILIES_COMMAND, "folder": str(folder), "result": result}
+
+
+def _read_families(path: Path) -> _FamiliesFile | str:
+    """The file's family result, or what is wrong with it."""
+    try:
+        raw = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError) as e:
+        return f"cannot be read: {e}"
+    except json.JSONDecodeError as e:
+        return f"not valid JSON: {e}"
+    try:
+        return _FamiliesFile.model_validate(raw)
+    except ValidationError as e:
+        problems = "; ".join(
+            f"{'.'.join(str(x) for x in err['loc']) or 'top level'}: {err['msg']}"
+            for err in e.errors()[:3]
+        )
+        more = f" (and {e.error_count() - 3} more)" if e.error_count() > 3 else ""
+        return f"not a family-benchmark result: {problems}{more}"
+
+
+def _families_view(doc: _FamiliesFile) -> dict[str, Any]:
+    methods = list(doc.provenance.methods)
+    for family in doc.families.values():  # a file without the list: every method it scores
+        for row in family.shots.values():
+            methods += [m for m in row.spearman if m not in methods]
+    seeds = doc.setup.get("seeds")
+    return {
+        "command": doc.provenance.command,
+        "date": doc.provenance.date,
+        "machine": doc.provenance.machine,
+        "seeds": seeds if isinstance(seeds, int) else None,
+        "methods": methods,
+        "families": [
+            {
+                "family": name,
+                "basis": len(family.basis),
+                "tested": len(family.tested),
+                "points": [
+                    {
+                        "shots": shots,
+                        "devices": row.devices,
+                        "spearman": {m: _finite(row.spearman.get(m)) for m in methods},
+                        "coverage_90": _finite(row.coverage_90),
+                        "worst_device": row.worst_device,
+                        "worst_margin": _finite(row.worst_margin),
+                    }
+                    for shots, row in sorted(family.shots.items())
+                ],
+            }
+            for name, family in doc.families.items()
+        ],
+        "optimize": [
+            {
+                "family": name,
+                "devices": len(row.test),
+                "regret": _finite(row.edgeopt.regret),
+                "violation_rate": _finite(row.edgeopt.violation_rate),
+                "baseline_regret": _finite(row.baseline.mean.regret),
+                "baseline_violation_rate": _finite(row.baseline.mean.violation_rate),
+            }
+            for name, row in doc.optimize.items()
+        ],
     }

@@ -23,6 +23,7 @@ from app.deps import (
 from app.errors import ERROR_RESPONSES, ApiError, ErrorDetail, error_responses
 from app.models import Device, Measurement
 from app.queries import MeasurementFilters, find_device, list_measurements, measurement_counts
+from app.read_cache import next_measurements as remembered_next
 from app.repository import AlreadyStored, MeasurementRow, architecture_ids, upsert_measurements
 from app.schemas import (
     DeviceCreate,
@@ -235,14 +236,13 @@ def next_measurements(
     policy: Annotated[str, Query(max_length=400)] = "fp32",
     count: Annotated[int, Query(ge=1, le=50)] = 10,
 ) -> NextMeasurements:
-    """The designs to measure next on a device answered by few-shot transfer."""
-    from app.predictor_service import next_measurements as suggest
-
+    """The designs to measure next on a device answered by few-shot transfer (remembered
+    until the registry's measurements, devices or predictors change)."""
     try:
         policy = canonical_policy(policy)
     except ValueError as exc:
         raise ApiError(422, str(exc)) from None
     found = find_device(session, device)
     return NextMeasurements.model_validate(
-        suggest(session, settings.artifacts_dir, found, space, metric.value, policy, count)
+        remembered_next(session, settings.artifacts_dir, found, space, metric.value, policy, count)
     )
