@@ -257,3 +257,60 @@ class TransferSuiteData(BaseModel):
     folder: str
     below_baseline_margin: float
     spaces: list[TransferSpace]
+
+
+class FamilyPoint(BaseModel):
+    """One shot count of a held-out family: mean Spearman over its tested devices per method
+    (``edgeopt`` and the baselines, all on the same shots)."""
+
+    shots: int
+    devices: int
+    spearman: dict[str, float | None]
+    coverage_90: float | None = Field(None, description="share inside the 90% intervals")
+    worst_device: str | None = None
+    worst_margin: float | None = Field(
+        None, description="the worst device's Spearman margin over the best baseline"
+    )
+
+
+class FamilyCurve(BaseModel):
+    """A family held out, the others as basis: its learning curve, fewest shots first."""
+
+    family: str
+    basis: int = Field(description="basis devices")
+    tested: int = Field(description="devices of the family scored")
+    points: list[FamilyPoint]
+
+
+class FamilyOptimize(BaseModel):
+    """``/optimize`` from the fingerprint on the family's devices, beside the ridge baseline."""
+
+    family: str
+    devices: int
+    regret: float | None
+    violation_rate: float | None
+    baseline_regret: float | None
+    baseline_violation_rate: float | None
+
+
+class FamiliesResult(BaseModel):
+    """The family benchmark's result file, or why it could not be read (``error``)."""
+
+    file: str
+    error: str | None = None
+    command: str | None = None
+    date: str | None = None
+    machine: str | None = None
+    seeds: int | None = None
+    methods: list[str] = []
+    families: list[FamilyCurve] = []
+    optimize: list[FamilyOptimize] = []
+
+
+class FamiliesData(BaseModel):
+    """Validation by implementation family: each family held out in turn, quality against
+    shots. ``result`` is null until ``command`` has written its file into ``folder``."""
+
+    command: str
+    folder: str
+    result: FamiliesResult | None

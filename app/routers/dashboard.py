@@ -17,6 +17,7 @@ from app import dashboard_data as data
 from app.dashboard_schemas import (
     AgreementData,
     DeviceData,
+    FamiliesData,
     OverviewData,
     PredictorData,
     PredictorLine,
@@ -116,6 +117,11 @@ def predictor_data(
 @router.get("/api/charts/transfer-suite", tags=["dashboard"])
 def transfer_suite_data(settings: SettingsDep) -> TransferSuiteData:
     return TransferSuiteData.model_validate(data.transfer_suite(settings.suite_results_dir))
+
+
+@router.get("/api/charts/families", tags=["dashboard"])
+def families_data(settings: SettingsDep) -> FamiliesData:
+    return FamiliesData.model_validate(data.families(settings.suite_results_dir))
 
 
 @router.get("/api/charts/agreement/{space}", tags=["dashboard"])

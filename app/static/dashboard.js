@@ -152,9 +152,11 @@ const EdgeOpt = (() => {
       ["spearman", "Spearman"], ["kendall", "Kendall"], ["rmse", "RMSE"], ["mae", "MAE"], ["mape", "MAPE %"], ["within_10pct", "within ±10%"], ["within_10pct_reliable", "±10%, stable measurements"], ["coverage", "90% coverage"]]
       .map(([k, label]) => (FIGURES.has(k) ? [k, label, (r) => esc(real(r[k], k === "mape" ? 2 : 3))] : [k, label]));
     const suite = transferSuite();
+    const curves = familyCurves();
     table($("table"), rows, cols, (id) => show(Number(id)));
     if (rows.length) await show(selected || rows[0].id);
     await suite;
+    await curves;
     status(`${rows.length} predictors`);
   }
 
@@ -218,6 +220,49 @@ const EdgeOpt = (() => {
     note.innerHTML = `<ul>${[...described].map(([k, v]) => `<li><b>${esc(k)}</b>: ${esc(v)}</li>`).join("")}</ul>` +
       `<p>Shaded rows: Spearman more than ${esc(margin)} below the ridge baseline.${band ? ` Coverage in red: outside ${esc(band[0])} to ${esc(band[1])}.` : ""}</p>`;
     $(`suite-${s.space}`).appendChild(note);
+  }
+
+  // Validation by implementation family: each family held out in turn, the others as basis.
+  // Quality against shots (a learning curve) for EdgeOpt and each baseline on the same shots.
+  const METHOD_NAMES = { edgeopt: "EdgeOpt", ridge: "ridge", shots_only: "shots only", best_device: "best device" };
+  async function familyCurves() {
+    const d = await get("/api/charts/families");
+    const el = $("family-curves"), r = d.result;
+    if (!r) {
+      el.innerHTML = `<p class="muted" id="families-not-run">The family benchmark has not been run: no families.json in <code>${esc(d.folder)}</code>. ` +
+        `Run <code>${esc(d.command)}</code> to write it.</p>`;
+      return;
+    }
+    if (r.error) { el.innerHTML = `<p class="bad" id="families-error">${esc(r.file)}: ${esc(r.error)}</p>`; return; }
+    el.innerHTML = `<p class="muted" id="families-provenance">${esc([r.date, r.machine].filter((x) => x).join(" · "))}${r.command ? ` · <code>${esc(r.command)}</code>` : ""}</p>` +
+      `<div class="grid">${r.families.map((f) => `<div class="family" id="family-${esc(f.family)}"><h3>${esc(f.family)} held out</h3>` +
+        `<div id="family-chart-${esc(f.family)}" class="chart" style="height: 440px"></div><p class="muted family-note"></p></div>`).join("")}</div>` +
+      (r.optimize.length ? `<h3>/optimize from the fingerprint, family held out</h3><div id="family-optimize" class="scroll"></div>` : "");
+    r.families.forEach((f) => familyCurve(f, r.methods));
+    if (r.optimize.length) {
+      table($("family-optimize"), r.optimize, [["family", "family held out"], ["devices", "devices"],
+        ["regret", "regret", (x) => esc(real(x.regret))], ["violation_rate", "violations", (x) => esc(real(x.violation_rate))],
+        ["baseline_regret", "ridge regret", (x) => esc(real(x.baseline_regret))], ["baseline_violation_rate", "ridge violations", (x) => esc(real(x.baseline_violation_rate))]]);
+    }
+  }
+
+  function familyCurve(f, methods) {
+    const shots = f.points.map((p) => p.shots);
+    const traces = methods.map((m, k) => {
+      const name = METHOD_NAMES[m] || m;
+      return { type: "scatter", mode: "lines+markers", name, x: shots, y: f.points.map((p) => p.spearman[m] ?? null),
+        marker: marker(k), line: { color: COLORS[k % COLORS.length], width: m === "edgeopt" ? 3 : 1.5 }, hovertemplate: `%{x} shots: %{y:.3f}<extra>${esc(name)}</extra>` };
+    });
+    traces.push({ type: "scatter", mode: "lines+markers", name: "90% coverage (right axis)", yaxis: "y2", x: shots, y: f.points.map((p) => p.coverage_90),
+      line: { color: "#7f7f7f", dash: "dot" }, marker: { symbol: "circle-open", color: "#7f7f7f" }, hovertemplate: "%{x} shots: %{y:.2f}<extra>90% coverage</extra>" });
+    const figures = f.points.flatMap((p) => Object.values(p.spearman)).filter((v) => v !== null);
+    Plotly.newPlot($(`family-chart-${f.family}`), traces, { margin: { t: 30 }, legend: { orientation: "h", x: 0, y: 1.02, yanchor: "bottom" },
+      xaxis: axis("shots (measured designs per device)", { type: "log", tickformat: "~g", tickvals: shots }), yaxis: axis("mean Spearman over its devices", { range: [Math.min(0.5, ...figures) - 0.05, 1.02] }),
+      yaxis2: axis("90% interval coverage", { overlaying: "y", side: "right", range: [0, 1.02], tickvals: [0, 0.25, 0.5, 0.75, 0.9, 1], showgrid: false }) }, config);
+    const last = f.points[f.points.length - 1];
+    $(`family-${f.family}`).querySelector(".family-note").textContent = `${f.tested} devices tested, ${f.basis} basis devices. 90% coverage: ` +
+      f.points.map((p) => `${p.shots} shots ${real(p.coverage_90, 2)}`).join(", ") +
+      (last && last.worst_device ? `. Worst device at ${last.shots} shots: ${last.worst_device} (${last.worst_margin > 0 ? "+" : ""}${real(last.worst_margin)} Spearman over the best baseline).` : ".");
   }
 
   async function show(id) {

@@ -62,6 +62,8 @@ SUITE = {
 SUITE_TRAIN = {"gpu-to-rest": ["titan_rtx_256", "titanx_256", "titanxp_256"],
                "phone-to-rest": ["pixel2", "pixel3"]}  # fmt: skip
 SHOT_OFFSET = {5: -0.05, 10: 0.0, 20: 0.03}
+# benchmarks/families.py's result at 10 and 50 shots, one seed, no /optimize figures
+FAMILIES = Path(__file__).parent / "data" / "families.json"
 
 
 def suite_result(space: str) -> dict[str, Any]:
@@ -157,6 +159,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         "EDGEOPT_API_KEYS": API_KEY,
         "EDGEOPT_SUITE_RESULTS_DIR": str(write_suite(tmp / "suite", {"fbnet": "{not json"})),
     }
+    shutil.copy(FAMILIES, tmp / "suite" / "families.json")
     upgrade(url)
     seed_slice(url, load_reference("nb201"), DEVICES, 600, specs=SPECS)
     flag_unstable(url, "raspi4", 200)
@@ -499,6 +502,116 @@ def test_predictors_page_says_when_the_suite_has_not_run(
         srv.stop()
     assert "has not been run" in text and "python benchmarks/transfer_suite.py" in text
     assert str(empty) in text
+
+
+def test_families_route_reads_the_benchmark_file(settings: Settings, tmp_path: Path) -> None:
+    """Learning curves fewest shots first (numerically), NaN figures as null, /optimize too."""
+    doc = json.loads(FAMILIES.read_text())
+    help_ = doc["families"]["help"]["shots"]
+    help_["100"] = {**help_["50"], "spearman": {**help_["50"]["spearman"], "ridge": math.nan}}
+    doc["optimize"] = {
+        "edge": {
+            "test": ["edgegpu_jetson_tx2", "edgetpu"],
+            "edgeopt": {"regret": 0.012, "violation_rate": 0.0},
+            "baseline": {"mean": {"regret": 0.05, "violation_rate": 0.25}},
+        }
+    }
+    (tmp_path / "families.json").write_text(json.dumps(doc))
+    with TestClient(create_app(settings.model_copy(update={"suite_results_dir": tmp_path}))) as c:
+        r = c.get("/api/charts/families")
+    assert r.status_code == 200, r.text
+    d = r.json()
+    assert (d["command"], d["folder"]) == ("python benchmarks/families.py", str(tmp_path))
+    result = d["result"]
+    assert result["error"] is None and result["file"] == str(tmp_path / "families.json")
+    assert result["command"] == doc["provenance"]["command"]
+    assert (result["date"], result["machine"]) == ("2026-12-07", "x86_64 Linux")
+    assert result["methods"] == ["edgeopt", "ridge", "shots_only", "best_device"]
+    curves = {f["family"]: f for f in result["families"]}
+    assert set(curves) == {"edge", "help", "host", "latbench"}
+    assert [p["shots"] for p in curves["help"]["points"]] == [10, 50, 100]
+    assert curves["help"]["points"][2]["spearman"]["ridge"] is None
+    edge10 = curves["edge"]["points"][0]
+    assert edge10["spearman"] == doc["families"]["edge"]["shots"]["10"]["spearman"]
+    assert (edge10["devices"], edge10["worst_device"]) == (2, "edgegpu_jetson_tx2")
+    assert edge10["coverage_90"] == pytest.approx(0.7808, abs=1e-4)
+    assert curves["edge"]["tested"] == 2 and curves["edge"]["basis"] == 42
+    assert result["optimize"] == [
+        {"family": "edge", "devices": 2, "regret": 0.012, "violation_rate": 0.0,
+         "baseline_regret": 0.05, "baseline_violation_rate": 0.25}
+    ]  # fmt: skip
+
+
+def test_families_route_before_the_run_and_with_a_bad_file(
+    settings: Settings, tmp_path: Path
+) -> None:
+    """No file: not run yet (no result); an unreadable one: its error, never a 500."""
+    answers = []
+    for text in (None, "{not json", json.dumps({"families": {"help": {"shots": "none"}}})):
+        folder = tmp_path / str(len(answers))
+        folder.mkdir()
+        if text is not None:
+            (folder / "families.json").write_text(text)
+        app = create_app(settings.model_copy(update={"suite_results_dir": folder}))
+        with TestClient(app) as c:
+            r = c.get("/api/charts/families")
+        assert r.status_code == 200, r.text
+        answers.append(r.json()["result"])
+    missing, broken, wrong = answers
+    assert missing is None
+    assert broken["error"].startswith("not valid JSON") and broken["families"] == []
+    assert wrong["error"].startswith("not a family-benchmark result") and "shots" in wrong["error"]
+
+
+def test_predictors_page_draws_families_learning_curves(
+    server: Server, browser: webdriver.Chrome
+) -> None:
+    """One chart per family: shots on a log axis, a line per method, coverage beside them."""
+    browser.get_log("browser")  # drop what earlier pages logged
+    open_page(browser, server.url + "/ui/predictors", charts=5)
+    wait = WebDriverWait(browser, 30)
+    wait.until(lambda b: b.find_elements(By.CSS_SELECTOR, "#family-chart-latbench .main-svg"))
+    methods = ["EdgeOpt", "ridge", "shots only", "best device", "90% coverage (right axis)"]
+    for family in ("edge", "help", "host", "latbench"):
+        traces = chart_traces(browser, f"family-chart-{family}")
+        assert [t["name"] for t in traces] == methods, family
+        assert all(t["n"] == 2 for t in traces), traces
+    (chart,) = [c for c in charts_on(browser) if c["id"] == "family-chart-help"]
+    assert chart["x"].startswith("shots") and "Spearman" in chart["y"]
+    axes = browser.execute_script(
+        """const gd = document.getElementById("family-chart-help");
+        return [gd._fullLayout.xaxis.type, gd._fullLayout.yaxis2.title.text,
+                gd.data[0].y, gd.data[4].y];"""
+    )
+    doc = json.loads(FAMILIES.read_text())["families"]["help"]["shots"]
+    assert axes[0] == "log" and "coverage" in axes[1]
+    assert axes[2] == [doc[k]["spearman"]["edgeopt"] for k in ("10", "50")]
+    assert axes[3] == [doc[k]["coverage_90"] for k in ("10", "50")]
+    provenance = browser.find_element(By.ID, "families-provenance").text
+    assert "2026-12-07" in provenance and "x86_64 Linux" in provenance
+    assert "python benchmarks/families.py --shots 10,50" in provenance
+    note = browser.find_element(By.CSS_SELECTOR, "#family-edge .family-note").text
+    assert "90% coverage: 10 shots 0.78, 50 shots 0.93" in note and "2 devices tested" in note
+    assert severe(browser) == []
+    browser.execute_script('document.getElementById("families").scrollIntoView()')
+    browser.save_screenshot(str(SHOTS / "predictors-families.png"))
+
+
+def test_predictors_page_says_when_families_have_not_run(
+    tmp_path: Path, browser: webdriver.Chrome
+) -> None:
+    url = f"sqlite:///{tmp_path / 'empty.db'}"
+    upgrade(url)
+    srv = Server({"EDGEOPT_DATABASE_URL": url, "EDGEOPT_ARTIFACTS_DIR": str(tmp_path / "a"),
+                  "EDGEOPT_SUITE_RESULTS_DIR": str(tmp_path)})  # fmt: skip
+    try:
+        open_page(browser, srv.url + "/ui/predictors")
+        text = WebDriverWait(browser, 30).until(
+            lambda b: b.find_element(By.ID, "family-curves").text
+        )
+    finally:
+        srv.stop()
+    assert "has not been run" in text and "python benchmarks/families.py" in text
 
 
 # -- quantization policies: the accuracy-change model and a device's latency-accuracy front --

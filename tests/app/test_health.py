@@ -80,6 +80,7 @@ NO_DATABASE = (
     "/metrics",
     "/static",
     "/api/charts/transfer-suite",
+    "/api/charts/families",
 )
 
 
