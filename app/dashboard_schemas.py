@@ -73,6 +73,9 @@ class FrontPoint(BaseModel):
     accuracy: float
     low: float
     high: float
+    uncertain: bool = Field(
+        False, description="the accuracy's 90% interval spans more than a factor of 3"
+    )
 
 
 class FrontPolicy(BaseModel):

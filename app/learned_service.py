@@ -86,7 +86,8 @@ def _train_job(ctx: JobContext, params: dict[str, Any]) -> dict[str, Any]:
     codec = get_space(p.space)
     prints = fingerprint(p.space)
     with ctx.factory() as s:
-        designs = list(dict.fromkeys([*prints, *candidate_designs(s, p.space)]))
+        # every design, degenerate ones too: what the optimizer was trained on is unchanged
+        designs = list(dict.fromkeys([*prints, *candidate_designs(s, p.space, True)]))
         ctx.progress(0.0, f"predicting {len(designs)} designs on the registered devices")
         basis = metric_basis(s, ctx.artifacts_dir, None, p.space, "latency_ms", "fp32", designs)
         if basis is None:

@@ -8,10 +8,18 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from app.schemas import UtcDateTime
 
+EXTRAPOLATED = (
+    "the latency prediction is below half of the device's fastest measured latency (or, for a "
+    "device without measurements, of the fastest basis device's prediction for the design): "
+    "nothing measured supports it; a note says so"
+)
+UNCERTAIN = "the latency prediction's 90% interval spans more than a factor of 3 (high / low)"
+
 
 class Estimate(BaseModel):
     """A prediction (median for latency and energy, mean for accuracy) and its 90% interval;
-    a recorded or measured value has ``low == high == value``."""
+    a recorded value has ``low == high == value``, a latency measured by measure-and-refine
+    its measurement's spread as the interval."""
 
     value: float
     low: float
@@ -32,6 +40,8 @@ class CandidateView(BaseModel):
     measured_latency_ms: float | None = Field(
         None, description="measured on the device by measure-and-refine"
     )
+    extrapolated: bool = Field(False, description=EXTRAPOLATED)
+    uncertain: bool = Field(False, description=UNCERTAIN)
 
 
 class ParetoPoint(BaseModel):
@@ -40,6 +50,8 @@ class ParetoPoint(BaseModel):
     accuracy: float | None
     latency_ms: float
     chosen: bool
+    extrapolated: bool = Field(False, description=EXTRAPOLATED)
+    uncertain: bool = Field(False, description=UNCERTAIN)
 
 
 class GoalsView(BaseModel):
@@ -63,6 +75,18 @@ class ShortfallView(BaseModel):
     )
     best_alone: float | None = Field(description="the best this goal can be, other goals aside")
     reachable_alone: bool = Field(description="the goal is met when the other goals are dropped")
+
+
+class VerifiedView(BaseModel):
+    """The newest measurement of the chosen design on its device. ``meets_budget`` false is a
+    miss: the answer's ``message`` then says so first. Measure-and-refine's own measurement
+    meets the budget only with its spread at the requested confidence (``bound_ms`` in
+    ``verification``); a later verification compares its median."""
+
+    meets_budget: bool | None = Field(description="None when the request set no latency budget")
+    measured_ms: float
+    at: str | None = Field(None, description="when it was measured (ISO 8601, UTC)")
+    by: Literal["measure-and-refine", "verification"]
 
 
 class OptimizeAnswer(BaseModel):
@@ -99,6 +123,9 @@ class OptimizeAnswer(BaseModel):
     pareto: list[ParetoPoint]
     notes: list[str]
     verification: dict[str, Any] | None
+    verified: VerifiedView | None = Field(
+        None, description="the newest finished measurement of the design on the device"
+    )
 
 
 class OptimizationSummary(BaseModel):
@@ -115,6 +142,7 @@ class OptimizationSummary(BaseModel):
     design: CandidateView | None
     model_url: str | None
     measurements: int = 0
+    verified: VerifiedView | None = None
 
 
 class OptimizeJob(BaseModel):
@@ -141,6 +169,7 @@ class VerificationView(BaseModel):
     within_interval: bool | None = None
     error_pct: float | None = None
     meets_budget: bool | None = None
+    at: str | None = Field(None, description="when it was measured (ISO 8601, UTC)")
 
 
 class LearnedOptimizerView(BaseModel):

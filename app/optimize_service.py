@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -27,10 +29,10 @@ from app.domain_errors import Conflict, InvalidInput, NoModel, NotFound, NotMeas
 from app.jobs import JobContext, job_kind
 from app.measure_service import HOST_DEVICE_SOURCE, is_this_host
 from app.models import Architecture, Device, Measurement, MeasurementTask, Optimization
+from app.plausibility import Shown, flag_latency
 from app.predictor_service import (
     accuracy_estimates,
     device_metric,
-    device_shots,
     metric_basis,
 )
 from app.queries import find_device
@@ -45,8 +47,11 @@ from search.optimize import (
     Choice,
     Estimates,
     Goals,
+    Timing,
     choose,
+    measured_bound,
     refine,
+    repeat_spread,
     shot_count,
 )
 from search.policy import PER_UNIT, UnsupportedPolicy, expand, parse_policy
@@ -56,16 +61,33 @@ FBNET_SAMPLE = 5000
 AGENT_WAIT_S = 900.0  # longest wait for an agent to measure one design
 
 
-def candidate_designs(session: Session, space: str) -> list[str]:
-    """Every NB201 cell; for FBNet the registered designs plus a fixed random sample."""
+def candidate_designs(session: Session, space: str, include_degenerate: bool = False) -> list[str]:
+    """Every NB201 cell; for FBNet the registered designs plus a fixed random sample.
+
+    Degenerate designs (output disconnected: chance accuracy, a latency that says how a
+    runtime skips dead work) are left out unless asked for.
+    """
     codec = get_space(space)
     if isinstance(codec, NB201):
-        return codec.enumerate()
+        return codec.enumerate() if include_degenerate else list(_working_cells(space))
     known = session.scalars(
         select(Architecture.encoding).where(Architecture.space == space).order_by(Architecture.id)
     ).all()
     sampled = codec.sample(np.random.default_rng(0), FBNET_SAMPLE)
-    return list(dict.fromkeys([*known, *sampled]))
+    designs = list(dict.fromkeys([*known, *sampled]))
+    if include_degenerate:
+        return designs
+    dead = codec.degenerate(designs)
+    return [d for d, x in zip(designs, dead, strict=True) if not x]
+
+
+@lru_cache(maxsize=4)
+def _working_cells(space: str) -> tuple[str, ...]:
+    """The enumerated cells that are not degenerate, in enumeration order (computed once)."""
+    codec = get_space(space)
+    assert isinstance(codec, NB201)  # only an enumerated space has every cell at hand
+    cells = codec.enumerate()
+    return tuple(c for c, dead in zip(cells, codec.degenerate(cells), strict=True) if not dead)
 
 
 @dataclass(frozen=True)
@@ -127,6 +149,8 @@ class Predicted:
     answered: dict[str, Any]
     notes: list[str]
     shots: dict[str, int]
+    # per shown candidate: extrapolated, uncertain (mark_plausibility)
+    flags: dict[int, dict[str, bool]] = field(default_factory=dict)
 
 
 def _shots_for(resolved: Resolved, policy: str, extra: dict[str, list[tuple[str, float]]]):
@@ -247,6 +271,44 @@ def predict_candidates(
     return Predicted(designs, kept, candidates, answered, notes, shots)
 
 
+NOT_FLAGGED = {"extrapolated": False, "uncertain": False}
+
+
+def mark_plausibility(
+    session: Session,
+    artifacts_dir: Path,
+    resolved: Resolved,
+    space: str,
+    predicted: Predicted,
+    choice: Choice,
+) -> None:
+    """Flag the shown candidates' latency predictions (chosen, alternatives, closest, front)
+    that are extrapolations or too uncertain to read, with a note; a measured latency is
+    evidence, not a prediction, and is not flagged."""
+    picked = [choice.index] if choice.index is not None else []
+    rows = [
+        i
+        for i in dict.fromkeys([*picked, *choice.alternatives, *choice.closest, *choice.pareto])
+        if i not in choice.measured
+    ]
+    c = predicted.candidates
+    shown = [
+        Shown(
+            predicted.designs[int(c.design[i])],
+            predicted.policies[int(c.policy[i])],
+            float(c.latency.value[i]),
+            float(c.latency.low[i]),
+            float(c.latency.high[i]),
+        )
+        for i in rows
+    ]
+    flags, notes = flag_latency(
+        session, artifacts_dir, resolved.device, space, shown, resolved.shots, resolved.shot_policy
+    )
+    predicted.flags = dict(zip(rows, flags, strict=True))
+    predicted.notes.extend(n for n in notes if n not in predicted.notes)
+
+
 def _view(predicted: Predicted, choice: Choice, i: int) -> dict[str, Any]:
     c = predicted.candidates
     return {
@@ -257,6 +319,7 @@ def _view(predicted: Predicted, choice: Choice, i: int) -> dict[str, Any]:
         "energy_mj": c.energy.at(i) if c.energy is not None else None,
         "probabilities": {k: float(v[i]) for k, v in choice.probabilities.items()},
         "measured_latency_ms": choice.measured.get(i),
+        **predicted.flags.get(i, NOT_FLAGGED),
     }
 
 
@@ -270,6 +333,7 @@ def answer_json(predicted: Predicted, choice: Choice) -> dict[str, Any]:
             "accuracy": float(c.accuracy.value[i]) if c.accuracy is not None else None,
             "latency_ms": float(c.latency.value[i]),
             "chosen": i == choice.index,
+            **predicted.flags.get(i, NOT_FLAGGED),
         }
         for i in choice.pareto
     ]
@@ -302,7 +366,7 @@ def answer_json(predicted: Predicted, choice: Choice) -> dict[str, Any]:
 def _designs_for(
     session: Session, artifacts_dir: Path, req: OptimizeRequest, storage: str | None
 ) -> tuple[list[str], str | None]:
-    designs = candidate_designs(session, req.space)
+    designs = candidate_designs(session, req.space, req.include_degenerate)
     if req.study is None:
         return designs, None
     if storage is None:
@@ -383,6 +447,7 @@ def answer_optimization(
             predicted.answered["optimizer"] = {"method": "search"}
     if study_note:
         predicted.notes.append(study_note)
+    mark_plausibility(session, artifacts_dir, resolved, req.space, predicted, choice)
     return _record(req, resolved, answer_json(predicted, choice), time.perf_counter() - started)
 
 
@@ -447,7 +512,34 @@ def optimization_view(record: Optimization) -> dict[str, Any]:
         "model_url": f"/optimizations/{record.id}/model.onnx" if record.design else None,
         "verification": record.verification,
         **record.result,
+        **_verified(record),
     }
+
+
+def _verified(record: Optimization) -> dict[str, Any]:
+    """``verified`` from the newest finished verification, and the message saying a miss: an
+    answer whose design then measured over its budget must not still read as within it."""
+    v = record.verification or {}
+    if v.get("status") != "done" or v.get("measured_latency_ms") is None:
+        return {"verified": None}
+    verified = {
+        "meets_budget": v.get("meets_budget"),
+        "measured_ms": v["measured_latency_ms"],
+        "at": v.get("at"),
+        "by": "measure-and-refine" if "error_pct" not in v else "verification",
+    }
+    out: dict[str, Any] = {"verified": verified}
+    if v.get("meets_budget") is False:
+        budget = (record.request or {}).get("goals", {}).get("max_latency_ms")
+        out["message"] = (
+            f"missed the latency budget when verified: measured {v['measured_latency_ms']:.3f} ms "
+            f"against {budget:g} ms. As answered: {record.result.get('message', '')}"
+        )
+    return out
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat()
 
 
 class VerifyParams(BaseModel):
@@ -514,6 +606,7 @@ def _compared(record: Optimization, measured_ms: float, extra: dict[str, Any]) -
         "within_interval": predicted["low"] <= measured_ms <= predicted["high"],
         "error_pct": 100 * (predicted["value"] - measured_ms) / measured_ms,
         "meets_budget": None if budget is None else measured_ms <= budget,
+        "at": _now(),
     }
 
 
@@ -562,7 +655,7 @@ def _measure_on_host(
     design: str,
     policy: str,
     budget_s: float,
-) -> float:
+) -> Timing:
     """Measure one design x policy on this host's device setting (stored as usual)."""
     from app.measure_service import MeasureParams, measure_on_host
 
@@ -589,10 +682,10 @@ def _measure_on_host(
 
 def _stored_latency(
     factory: sessionmaker[Session], device_id: int, space: str, design: str, policy: str
-) -> float:
+) -> Timing:
     with factory() as s:
-        value = s.scalar(
-            select(Measurement.value)
+        row = s.scalar(
+            select(Measurement)
             .join(Architecture)
             .where(
                 Measurement.device_id == device_id,
@@ -602,9 +695,35 @@ def _stored_latency(
                 Measurement.metric == "latency_ms",
             )
         )
-    if value is None:
-        raise RuntimeError(f"no latency stored for {design} at {policy} after measuring it")
-    return float(value)
+        if row is None:
+            raise RuntimeError(f"no latency stored for {design} at {policy} after measuring it")
+        return measurement_timing(row)
+
+
+def measurement_timing(row: Measurement) -> Timing:
+    """A stored latency as measure-and-refine holds it to a budget: the median with the
+    spread a repeat would see (its dispersion, at least its protocol's stability tolerance)."""
+    tolerance = (row.protocol or {}).get("target_cv")
+    tolerance = float(tolerance) if isinstance(tolerance, int | float) else None
+    return Timing(float(row.value), repeat_spread(row.dispersion, tolerance))
+
+
+def _stored_timings(
+    session: Session, device: Device, space: str, policy: str
+) -> list[tuple[str, Timing]]:
+    """The device's stored latencies of a space and policy, each with its spread."""
+    rows = session.execute(
+        select(Architecture.encoding, Measurement)
+        .join(Architecture)
+        .where(
+            Measurement.device_id == device.id,
+            Measurement.metric == "latency_ms",
+            Measurement.policy == policy,
+            Architecture.space == space,
+        )
+        .order_by(Architecture.id)
+    ).all()
+    return [(encoding, measurement_timing(m)) for encoding, m in rows]
 
 
 def _measure_by_agent(
@@ -615,7 +734,7 @@ def _measure_by_agent(
     policy: str,
     deadline_s: float,
     waiting: Callable[[str], None],
-) -> float:
+) -> Timing:
     """Queue one design for the device's agent and wait (cancellable) for its result."""
     with unit_of_work(ctx.factory) as s:
         device = s.get(Device, device_id)
@@ -627,9 +746,10 @@ def _measure_by_agent(
             task = s.get(MeasurementTask, task_id)
             assert task is not None
             status, measurement_id, error = task.status, task.measurement_id, task.error
-            value = s.get(Measurement, measurement_id).value if measurement_id else None  # type: ignore[union-attr]
+            row = s.get(Measurement, measurement_id) if measurement_id else None
+            value = measurement_timing(row) if row is not None else None
         if status == "done" and value is not None:
-            return float(value)
+            return value
         if status == "failed":
             raise RuntimeError(f"the agent could not measure {design} at {policy}: {error}")
         waited = time.monotonic() - started
@@ -655,7 +775,8 @@ def _verify_job(ctx: JobContext, params: dict[str, Any]) -> dict[str, Any]:
         where_measured(s, device)
         device_id, space, design, policy = device.id, record.space, record.design, record.policy
         assert policy is not None
-    measured = _measure_on_host(ctx.factory, device_id, space, design, policy, verify.budget_s)
+    timing = _measure_on_host(ctx.factory, device_id, space, design, policy, verify.budget_s)
+    measured = timing.median_ms
     with unit_of_work(ctx.factory) as s:
         record = s.get(Optimization, optimization_id)
         assert record is not None
@@ -700,10 +821,11 @@ def _refine_job(ctx: JobContext, params: dict[str, Any]) -> dict[str, Any]:
         device = resolved.device
         assert device is not None
         where = where_measured(s, device)
-        designs = candidate_designs(s, req.space)
+        designs = candidate_designs(s, req.space, req.include_degenerate)
         predicted = predict_candidates(s, artifacts, req, resolved, designs, True)
         policies = predicted.policies
-        stored = {p: device_shots(s, device, req.space, "latency_ms", p) for p in policies}
+        timed = {p: _stored_timings(s, device, req.space, p) for p in policies}
+        stored = {p: [(e, t.median_ms) for e, t in rows] for p, rows in timed.items()}
         basis = metric_basis(s, artifacts, device, req.space, "latency_ms", policies[0], designs)
     device_id = device.id
     index = {
@@ -712,7 +834,9 @@ def _refine_job(ctx: JobContext, params: dict[str, Any]) -> dict[str, Any]:
             zip(predicted.candidates.design, predicted.candidates.policy, strict=True)
         )
     }
-    measured = {index[(e, p)]: v for p, rows in stored.items() for e, v in rows if (e, p) in index}
+    measured: dict[int, float | Timing] = {
+        index[(e, p)]: t for p, rows in timed.items() for e, t in rows if (e, p) in index
+    }
     n_shots = shot_count(req.max_measurements)
     # the shots: D-optimal designs over the registered devices in the first policy
     shots: list[int] = []
@@ -729,7 +853,7 @@ def _refine_job(ctx: JobContext, params: dict[str, Any]) -> dict[str, Any]:
     def waiting(note: str) -> None:  # keeps the job alive and honours cancellation
         ctx.progress(state["fraction"], note)
 
-    def measure(i: int) -> float:
+    def measure(i: int) -> Timing:
         design = predicted.designs[int(predicted.candidates.design[i])]
         policy = predicted.policies[int(predicted.candidates.policy[i])]
         if where == "host":
@@ -740,8 +864,10 @@ def _refine_job(ctx: JobContext, params: dict[str, Any]) -> dict[str, Any]:
             value = _measure_by_agent(
                 ctx, device_id, req.space, design, policy, AGENT_WAIT_S, waiting
             )
-        new[i] = value
-        ctx.log(f"measured {design} at {policy}: {value:.4f} ms")
+        new[i] = value.median_ms
+        ctx.log(
+            f"measured {design} at {policy}: {value.median_ms:.4f} ms (spread {value.spread:.1%})"
+        )
         return value
 
     def refit(now: dict[int, float]) -> Estimates:
@@ -784,18 +910,26 @@ def _refine_job(ctx: JobContext, params: dict[str, Any]) -> dict[str, Any]:
         predicted.notes,
         _shot_counts(predicted, stored, new),
     )
+    with ctx.factory() as s:
+        mark_plausibility(s, artifacts, resolved, req.space, refined, choice)
     result = answer_json(refined, choice)
     result["measurements"] = len(new)
     with unit_of_work(ctx.factory) as s:
         record = _record(req, resolved, result, time.perf_counter() - started)
         if choice.index is not None and choice.index in choice.measured:
+            median = choice.measured[choice.index]
+            spread = choice.spread.get(choice.index, 0.0)
+            bound = measured_bound(median, spread, req.confidence)
             record.verification = {
                 "status": "done",
                 "where": where,
                 "job_id": ctx.job_id,
-                "measured_latency_ms": choice.measured[choice.index],
+                "measured_latency_ms": median,
+                "spread": spread,
+                "bound_ms": bound,
                 "meets_budget": req.goals.max_latency_ms is None
-                or choice.measured[choice.index] <= req.goals.max_latency_ms,
+                or bound <= req.goals.max_latency_ms,
+                "at": _now(),
             }
         s.add(record)
         s.flush()
@@ -879,7 +1013,7 @@ def front(session: Session, artifacts_dir: Path, req: FrontRequest) -> dict[str,
 
     started = time.perf_counter()
     resolved = resolve(session, req)
-    designs = candidate_designs(session, req.space)
+    designs = candidate_designs(session, req.space, req.include_degenerate)
     goals = [replace(goals_of(req), max_latency_ms=float(b)) for b in req.budgets_ms]
     shots = _fp32_shots(resolved)
     got = None
@@ -934,6 +1068,16 @@ def front(session: Session, artifacts_dir: Path, req: FrontRequest) -> dict[str,
     if full:
         answered = full[0].answered | answered
         notes += [n for n in full[0].notes if n not in notes]
+    chosen = [p["design"] for p in points if p["design"] is not None]
+    flags, extrapolations = flag_latency(
+        session, artifacts_dir, resolved.device, req.space,
+        [Shown(d["arch"], d["policy"], *(d["latency_ms"][k] for k in ("value", "low", "high")))
+         for d in chosen],
+        resolved.shots, resolved.shot_policy,
+    )  # fmt: skip
+    for d, flag in zip(chosen, flags, strict=True):
+        d.update(flag)
+    notes += [n for n in extrapolations if n not in notes]
     searched_count = sum(p["answered_by"] == "search" for p in points)
     if got is not None and searched_count:
         notes.append(f"{searched_count} of {len(points)} budgets answered by search: none of "
@@ -967,4 +1111,5 @@ def _point_view(predicted: Predicted, cands: Candidates, choice: Choice, i: int)
         "energy_mj": cands.energy.at(i) if cands.energy is not None else None,
         "probabilities": {k: float(v[i]) for k, v in choice.probabilities.items()},
         "measured_latency_ms": None,
+        **NOT_FLAGGED,
     }

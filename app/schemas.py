@@ -352,6 +352,14 @@ class DesignPrediction(BaseModel):
     accuracy: dict[str, Estimate]
     latency_ms: Estimate | None
     energy_mj: Estimate | None
+    extrapolated: bool = Field(
+        False,
+        description="latency below half of the device's fastest measured latency (or, without "
+        "measurements, of the fastest basis device's prediction for the design): unsupported",
+    )
+    uncertain: bool = Field(
+        False, description="the latency's 90% interval spans more than a factor of 3"
+    )
 
 
 class PredictResponse(BaseModel):
@@ -546,6 +554,11 @@ class OptimizeRequest(BaseModel):
         "from predictions at once. Needs a device that can measure: this host or an agent's.",
     )
     study: StudySpec | None = None
+    include_degenerate: bool = Field(
+        False,
+        description="also consider degenerate designs (NB201 cells whose output no path "
+        "reaches: chance accuracy, and a latency that only says how a runtime skips dead work)",
+    )
 
     @model_validator(mode="before")
     @classmethod

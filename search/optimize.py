@@ -12,8 +12,10 @@ closest to it while meeting the other goals.
 ``refine`` is the same choice when the device can measure: it spends the allowed
 measurements on the designs that teach the predictor most (the shots), refits, then measures
 the candidates with the best expected gain in turn, refitting after each, and answers with
-the best *measured* candidate that meets the goals. The service's measure-and-refine job and
-``edgeopt eval optimize`` both call these two functions.
+the best *measured* candidate that meets the goals. A measurement is not exact: a repeat of
+it lands elsewhere, so a measured candidate is held to the goals with its own spread
+(``Timing``) at the requested confidence, never by its median alone. The service's
+measure-and-refine job and ``edgeopt eval optimize`` both call these two functions.
 """
 
 from __future__ import annotations
@@ -187,6 +189,7 @@ class Choice:
     pareto: list[int]  # accuracy (or speed) against latency, increasing latency
     confidence: float
     measured: dict[int, float] = field(default_factory=dict)  # candidate -> measured latency
+    spread: dict[int, float] = field(default_factory=dict)  # candidate -> its repeat spread
     verified: bool = False  # the chosen candidate's latency was measured
     shortfalls: tuple[Shortfall, ...] = ()  # when infeasible: the goals out of reach
     goals: Goals | None = None
@@ -200,7 +203,8 @@ class Choice:
         if self.index is not None and self.verified:
             return (
                 f"best of {sum(1 for _ in self.measured)} measured designs, "
-                "measured within the latency budget"
+                f"measured within the goals with probability >= {self.confidence:.2f} "
+                "(its measurement's spread included)"
             )
         if self.index is not None:
             return (
@@ -482,7 +486,40 @@ def shot_count(max_measurements: int, min_shots: int = 3) -> int:
     return min(max_measurements, max(min_shots, max_measurements // 2))
 
 
-Measure = Callable[[int], float]
+# The spread a repeat of a host measurement sees at least: the protocol calls a median stable
+# when its last rounds agree within 3% (devices.measure.Protocol.target_cv), and the machine's
+# level moves between runs by as much (docs/benchmarks.md, test-retest), which the
+# measurement's own dispersion across its sessions does not see.
+MIN_SPREAD = 0.03
+
+
+@dataclass(frozen=True)
+class Timing:
+    """A measured latency as a repeat would see it: the median and its relative spread (the
+    coefficient of variation a repeat measurement would show). A bare float is exact."""
+
+    median_ms: float
+    spread: float = 0.0
+
+
+def repeat_spread(dispersion: float | None, tolerance: float | None = None) -> float:
+    """The spread of a stored measurement: its dispersion across sessions, at least the
+    protocol's stability tolerance (``MIN_SPREAD`` where unknown)."""
+    floor = MIN_SPREAD if tolerance is None else float(tolerance)
+    own = 0.0 if dispersion is None or not np.isfinite(dispersion) else float(dispersion)
+    return max(own, floor)
+
+
+def measured_bound(median_ms: float, spread: float, confidence: float) -> float:
+    """The latency a measurement stays under with probability ``confidence``: the median
+    times exp(z * log(1 + spread)), the log-normal quantile the optimizer holds it to."""
+    from scipy.special import ndtri
+
+    z = float(ndtri(min(max(confidence, 0.5), 1 - 1e-12)))
+    return float(median_ms * np.exp(z * np.log1p(max(spread, 0.0))))
+
+
+Measure = Callable[[int], float | Timing]
 
 
 def refine(
@@ -494,7 +531,7 @@ def refine(
     max_measurements: int,
     confidence: float = 0.9,
     alternatives: int = 3,
-    measured: dict[int, float] | None = None,
+    measured: dict[int, float | Timing] | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> Choice:
     """Measure-and-refine: spend up to ``max_measurements`` on the device, answer measured.
@@ -505,31 +542,38 @@ def refine(
     within the goals (before any, the best at least SAFE-likely to meet them, which the last
     measurement verifies if nothing has been). Candidates below MIN_PROBABILITY are not worth
     a measurement. ``refit(measured)`` gives latency estimates over every candidate from the
-    measurements so far (``measured`` maps candidate -> measured latency, in ms); measured
-    candidates are exact from then on.
+    measurements so far (``measured`` maps candidate -> measured median latency, in ms).
+
+    A measurement is a ``Timing`` (median and spread) or an exact float: from then on the
+    candidate's latency is its median with the spread as a log-normal interval, so it meets a
+    budget only when the median times exp(z(confidence) * log(1 + spread)) does
+    (``measured_bound``); a median just under the budget is not enough.
 
     The answer is the best measured candidate that meets the goals (``verified``); when none
     does, the choice from the refitted predictions at ``confidence``, as ``choose`` would give.
     """
-    measured = dict(measured or {})
+    timings = {int(i): _timing(t) for i, t in (measured or {}).items()}
+    medians: dict[int, float] = {i: t.median_ms for i, t in timings.items()}
+    spread = {i: t.spread for i, t in timings.items()}
     total = max(0, max_measurements)
     spent = 0
 
     def take(i: int) -> None:
         nonlocal spent
-        measured[int(i)] = float(measure(int(i)))
+        timing = _timing(measure(int(i)))
+        medians[int(i)], spread[int(i)] = timing.median_ms, timing.spread
         spent += 1
         if progress:
             progress(spent, total)
 
     for i in list(shots)[:total]:
-        if int(i) not in measured:
+        if int(i) not in medians:
             take(int(i))
     while spent < total:
-        current = _with_measured(candidates, refit, measured)
+        current = _with_measured(candidates, refit, medians, spread)
         p = goal_probabilities(current, goals)["all"]
         score = objective_score(current, goals)
-        idx = np.fromiter(measured, dtype=int, count=len(measured))
+        idx = np.fromiter(medians, dtype=int, count=len(medians))
         meets = [i for i in idx if p[i] >= confidence]
         incumbent = max((score[i] for i in meets), default=None)
         if incumbent is None:  # nothing verified yet: improve on the safest good candidate
@@ -549,10 +593,10 @@ def refine(
         if not np.isfinite(gain).any():
             break
         take(int(np.argmax(gain)))
-    current = _with_measured(candidates, refit, measured)
+    current = _with_measured(candidates, refit, medians, spread)
     choice = choose(current, goals, confidence, alternatives)
     p = choice.probabilities["all"]
-    verified = [i for i in measured if p[i] >= confidence and np.isfinite(choice.score[i])]
+    verified = [i for i in medians if p[i] >= confidence and np.isfinite(choice.score[i])]
     if verified:
         best = max(verified, key=lambda i: choice.score[i])
         others = [i for i in np.argsort(-choice.score, kind="stable") if i != best]
@@ -562,17 +606,31 @@ def refine(
             index=int(best),
             alternatives=alts,
             closest=[],
-            measured=measured,
+            measured=medians,
+            spread=spread,
             verified=True,
             shortfalls=(),
         )
-    return replace(choice, measured=measured, verified=False)
+    return replace(choice, measured=medians, spread=spread, verified=False)
 
 
-def _with_measured(candidates: Candidates, refit: Refit, measured: dict[int, float]) -> Candidates:
-    """Candidates with refitted latency, and the measured ones exact."""
+def _timing(value: float | Timing) -> Timing:
+    if isinstance(value, Timing):
+        return Timing(float(value.median_ms), max(0.0, float(value.spread)))
+    return Timing(float(value))
+
+
+def _with_measured(
+    candidates: Candidates,
+    refit: Refit,
+    measured: dict[int, float],
+    spread: dict[int, float] | None = None,
+) -> Candidates:
+    """Candidates with refitted latency; the measured ones at their median, with their
+    spread as a central 90% log-normal interval (exact where it is 0)."""
     estimates = refit(measured)
     value, low, high = estimates.value.copy(), estimates.low.copy(), estimates.high.copy()
     for i, v in measured.items():
-        value[i] = low[i] = high[i] = v
+        width = np.exp(Z90 * np.log1p((spread or {}).get(i, 0.0)))
+        value[i], low[i], high[i] = v, v / width, v * width
     return candidates.with_latency(Estimates(value, low, high))

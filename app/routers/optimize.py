@@ -99,6 +99,8 @@ def list_optimizations(
     rows = session.scalars(
         select(Optimization).order_by(Optimization.id.desc()).limit(limit).offset(offset)
     ).all()
+    for record in rows:  # an agent's finished verification shows here too, a miss included
+        refresh_verification(session, record)
     items = [OptimizationSummary.model_validate(optimization_view(r)) for r in rows]
     return Page(items=items, total=total, limit=limit, offset=offset)
 

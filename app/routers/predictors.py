@@ -22,6 +22,7 @@ from app.deps import (
 from app.errors import ERROR_RESPONSES, ApiError
 from app.models import Job, Predictor
 from app.observability import count_predictions
+from app.plausibility import mark_predictions
 from app.predictor_service import predict_designs
 from app.queries import find_device, get_job
 from app.schemas import (
@@ -98,5 +99,6 @@ def predict(body: PredictRequest, factory: FactoryDep, settings: SettingsDep) ->
         answer = predict_designs(
             session, settings.artifacts_dir, device, body.space, policy, body.designs
         )
+        mark_predictions(session, settings.artifacts_dir, device, body.space, policy, answer)
     count_predictions("/predict", len(answer["designs"]))
     return answer

@@ -95,6 +95,16 @@ const EdgeOpt = (() => {
     status(`${d.latency.reduce((a, h) => a + h.n, 0)} measurements`);
   }
 
+  // One marker per point: a cross where the latency is an extrapolation, open where its
+  // interval spans more than a factor of 3, a plain dot otherwise.
+  function pointMarkers(points, base = {}) {
+    return {
+      ...base,
+      symbol: points.map((p) => (p.extrapolated ? "x" : p.uncertain ? `${base.symbol || "circle"}-open` : base.symbol || "circle")),
+      color: points.map((p) => (p.extrapolated ? "#b3261e" : p.uncertain ? "#7f7f7f" : base.color || "#1f77b4")),
+    };
+  }
+
   // Per space measured in several policies: measured latency against accuracy, each point
   // marked by its policy, the non-dominated ones (none faster and more accurate) outlined.
   function fronts(list) {
@@ -131,7 +141,7 @@ const EdgeOpt = (() => {
       const points = f.front.filter((x) => x.policy === p);
       if (points.length) {
         traces.push(trace(points, k, {
-          name: `${p} on the front`, marker: marker(k, { size: 12, line: { width: 2, color: "#1d2733" } }),
+          name: `${p} on the front`, marker: pointMarkers(points, marker(k, { size: 12, line: { width: 2, color: "#1d2733" } })),
           error_y: { type: "data", symmetric: false, array: points.map((x) => x.high - x.accuracy), arrayminus: points.map((x) => x.accuracy - x.low), thickness: 1, width: 3, color: "#1d2733" },
         }));
       }
@@ -140,7 +150,7 @@ const EdgeOpt = (() => {
     table($(`front-table-${f.space}`), f.front, [
       ["latency_ms", "latency (ms)", (r) => esc(real(r.latency_ms))],
       ["accuracy", "accuracy (%)", (r) => esc(real(r.accuracy, 2))],
-      ["interval", "90% interval", (r) => (r.low === r.high ? "recorded" : `${esc(real(r.low, 2))} to ${esc(real(r.high, 2))}`)],
+      ["interval", "90% interval", (r) => (r.low === r.high ? "recorded" : `${esc(real(r.low, 2))} to ${esc(real(r.high, 2))}${r.uncertain ? ' <span class="bad">(over 3x: uncertain)</span>' : ""}`)],
       ["policy", "policy", (r) => `<span class="policy" style="color: ${COLORS[policies.indexOf(r.policy) % COLORS.length]}">${esc(r.policy)}</span>`],
       ["design", "design", (r) => `<code>${esc(r.design)}</code>`],
     ]);
@@ -333,11 +343,19 @@ const EdgeOpt = (() => {
     const d = await get(`/api/charts/optimizations/${id}`);
     $("title").textContent = `Optimization ${d.id} for ${d.device}`;
     $("message").textContent = `${d.message} (method ${d.method}, ${real(d.elapsed_s, 2)} s)`;
+    // a later measurement over the budget is a miss, shown before anything else on the page
+    const missed = d.verified && d.verified.meets_budget === false;
+    $("verdict").hidden = !missed;
+    if (missed) $("verdict").textContent = `Missed the latency budget: measured ${real(d.verified.measured_ms)} ms on the device (${d.verified.by}${d.verified.at ? `, ${d.verified.at}` : ""}) against ${real((d.goals || {}).max_latency_ms)} ms.`;
     const g = d.goals || {};
     const asked = [["latency budget (ms)", g.max_latency_ms], ["energy budget (mJ)", g.max_energy_mj], ["minimum accuracy (%)", g.min_accuracy], ["objective", g.objective], ["confidence", d.confidence], ["dataset", d.dataset], ["measurements allowed", d.measurements ? `${d.measurements} used` : "none (predictions only)"]];
     $("goals").innerHTML = `<table>${asked.map(([k, x]) => `<tr><th>${esc(k)}</th><td>${esc(x === null || x === undefined ? "none" : fmt(x))}</td></tr>`).join("")}</table>`;
     const front = d.pareto, c = d.design;
-    const traces = [{ type: "scatter", mode: "lines+markers", name: "Pareto front", x: front.map((p) => p.latency_ms), y: front.map((p) => p.accuracy), text: front.map((p) => `${p.arch} ${p.policy}`) }];
+    // an extrapolated latency (below what anything measured supports) is a cross, a point
+    // whose interval spans over a factor of 3 an open marker: the fast end is not authoritative
+    const doubt = (p) => [p.extrapolated ? "extrapolated" : "", p.uncertain ? "interval over 3x" : ""].filter(Boolean).join(", ");
+    const traces = [{ type: "scatter", mode: "lines+markers", name: "Pareto front", x: front.map((p) => p.latency_ms), y: front.map((p) => p.accuracy),
+      text: front.map((p) => `${p.arch} ${p.policy}${doubt(p) ? ` (${doubt(p)})` : ""}`), marker: pointMarkers(front) }];
     if (c) traces.push({ type: "scatter", mode: "markers", name: "chosen", x: [c.latency_ms.value], y: [c.accuracy ? c.accuracy.value : null], marker: { size: 14, symbol: "star", color: "#d62728" } });
     Plotly.newPlot($("pareto-chart"), traces, { margin: { t: 10 }, xaxis: logAxis("predicted latency (ms)"), yaxis: axis("predicted accuracy (%)") }, config);
     if (!c) {
@@ -352,11 +370,12 @@ const EdgeOpt = (() => {
     const v = d.verification || {};
     const rows = [["design", c.arch], ["policy", c.policy],
       ["accuracy", c.accuracy ? `${real(c.accuracy.value, 2)} [${real(c.accuracy.low, 2)}, ${real(c.accuracy.high, 2)}]` : "no model"],
-      ["latency (ms)", `${real(c.latency_ms.value)} [${real(c.latency_ms.low)}, ${real(c.latency_ms.high)}]`],
+      ["latency (ms)", `${real(c.latency_ms.value)} [${real(c.latency_ms.low)}, ${real(c.latency_ms.high)}]${doubt(c) ? ` (${doubt(c)})` : ""}`],
       ["energy (mJ)", c.energy_mj ? real(c.energy_mj.value) : "no energy model"],
       ["P(goals met)", real(c.probabilities.all)],
-      ["verified latency (ms)", v.status === "done" ? `${real(v.measured_latency_ms)}${v.error_pct !== undefined && v.error_pct !== null ? ` (${real(v.error_pct, 1)}% error, in interval: ${v.within_interval})` : " (measured by measure-and-refine)"}` : v.status || "not verified"]];
-    $("design").innerHTML = `<table>${rows.map(([k, x]) => `<tr><th>${esc(k)}</th><td>${esc(x)}</td></tr>`).join("")}</table>`;
+      ["verified latency (ms)", v.status === "done" ? `${real(v.measured_latency_ms)}${v.error_pct !== undefined && v.error_pct !== null ? ` (${real(v.error_pct, 1)}% error, in interval: ${v.within_interval})` : " (measured by measure-and-refine)"}` : v.status || "not verified"],
+      ["latency budget", !d.verified || d.verified.meets_budget === null ? "not verified against a budget" : d.verified.meets_budget ? "met when measured" : "MISSED when measured"]];
+    $("design").innerHTML = `<table>${rows.map(([k, x]) => `<tr${k === "latency budget" && missed ? ' class="bad"' : ""}><th>${esc(k)}</th><td>${esc(x)}</td></tr>`).join("")}</table>`;
     status(`${front.length} Pareto designs`);
   }
 

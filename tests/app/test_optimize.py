@@ -14,7 +14,7 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import make_url, select, update
+from sqlalchemy import delete, make_url, select, update
 
 from app.db import session_factory, unit_of_work
 from app.main import create_app
@@ -22,6 +22,7 @@ from app.measure_service import register_host
 from app.models import Device, Measurement
 from app.reference_import import REFERENCE_SOURCE
 from app.settings import Settings
+from search.spaces import NB201
 from tests.app.conftest import N
 from tests.conftest import API_KEY, wait_for_job, wait_until
 from tests.processes import Server
@@ -35,7 +36,7 @@ def test_best_design_within_budget_and_its_model(writer: TestClient, trained) ->
     )
     assert r.status_code == 201, r.text
     body = r.json()
-    assert body["feasible"] and body["candidates"] == 15625
+    assert body["feasible"] and body["candidates"] == 15625 - 341  # no degenerate cell
     design = body["design"]
     assert design["probabilities"]["latency"] >= 0.9 and design["latency_ms"]["value"] < budget
     assert design["accuracy"]["value"] <= 100
@@ -51,6 +52,56 @@ def test_best_design_within_budget_and_its_model(writer: TestClient, trained) ->
     sess = ort.InferenceSession(model.content, providers=["CPUExecutionProvider"])
     out = sess.run(None, {"input": np.zeros((1, 3, 32, 32), np.float32)})[0]
     assert out.shape == (1, 10)
+
+
+def test_degenerate_cells_are_candidates_only_when_asked_for(writer: TestClient, trained) -> None:
+    """The fastest answers on a reference device are disconnected cells (chance accuracy,
+    near-zero latency on some runtimes): never offered unless the request asks for them."""
+    codec = NB201()
+    cells = codec.enumerate()
+    dead = {c for c, x in zip(cells, codec.degenerate(cells), strict=True) if x}
+    asked = {"device": "gold_6226", "goals": {"objective": "latency"}, "alternatives": 10}
+    body = writer.post("/optimize", json=asked).json()
+    shown = [body["design"], *body["alternatives"], *body["closest"], *body["pareto"]]
+    assert body["candidates"] == 15625 - len(dead) and not {d["arch"] for d in shown} & dead
+    everything = writer.post("/optimize", json={**asked, "include_degenerate": True}).json()
+    assert everything["candidates"] == 15625
+
+
+def test_predictions_faster_than_anything_measured_are_marked(
+    writer: TestClient, trained, settings: Settings, nb201
+) -> None:
+    """With its fast designs' measurements gone, the device's fastest measured latency is
+    its 70th percentile: front points and /predict items under half of it are extrapolations;
+    an interval over a factor of 3 is uncertain wherever an interval is shown."""
+    values = trained["gold_6226"]
+    cut = float(np.percentile(values, 70))
+    with unit_of_work(session_factory(settings.database_url)) as s:
+        device_id = s.scalar(select(Device.id).where(Device.name == "gold_6226"))
+        s.execute(
+            delete(Measurement).where(Measurement.device_id == device_id, Measurement.value < cut)
+        )
+    half = 0.5 * float(values[values >= cut].min())
+    budget = float(np.median(values))
+    body = writer.post(
+        "/optimize", json={"device": "gold_6226", "goals": {"max_latency_ms": budget}}
+    ).json()
+    front = body["pareto"]
+    below = [p for p in front if p["latency_ms"] < half]
+    assert below and all(p["extrapolated"] for p in below)
+    assert not any(p["extrapolated"] for p in front if p["latency_ms"] >= half)
+    assert any("extrapolations (extrapolated: true)" in n for n in body["notes"])
+    for view in [body["design"], *body["alternatives"]]:
+        lat = view["latency_ms"]
+        assert view["extrapolated"] == (lat["value"] < half)
+        assert view["uncertain"] == (lat["high"] > 3 * lat["low"])
+    asked = [below[0]["arch"], nb201.encodings[int(np.argmax(values))]]  # the slowest measured
+    predicted = writer.post(
+        "/predict", json={"device": "gold_6226", "space": "nb201", "designs": asked}
+    ).json()
+    first, last = predicted["designs"]
+    assert first["extrapolated"] and not last["extrapolated"]
+    assert any("extrapolations" in n for n in predicted["notes"])
 
 
 def test_an_optimization_is_computed_outside_the_write_lock(
@@ -196,6 +247,38 @@ def test_agent_devices_are_verified_through_a_task(writer: TestClient, trained) 
     verification = verify.json()
     assert "status" in verification, (verify.status_code, verify.text)
     assert verification["status"] == "queued" and verification["where"] == "agent"
+
+
+def test_a_verification_over_budget_is_shown_as_a_miss(writer: TestClient, trained) -> None:
+    """The agent measures the chosen design over the budget: the answer now reads as a miss
+    (``verified``, the message first, the list of optimizations too), not "within budget"."""
+    writer.put("/agents/field-unit", json={"kind": "cpu"})
+    device = writer.get("/devices", params={"q": "field-unit"}).json()["items"][0]
+    leased = writer.post(
+        f"/devices/{device['id']}/tasks/lease", json={"agent": "a", "max_tasks": 3}
+    ).json()
+    for k, task in enumerate(leased):
+        writer.post(f"/tasks/{task['id']}/result", json={"agent": "a", "median_ms": 5.0 + k})
+    body = writer.post("/optimize", json={"device": "field-unit", "goals": {"max_latency_ms": 9}})
+    assert body.status_code == 201, body.text
+    answer = body.json()
+    assert answer["verified"] is None
+    assert writer.post(f"/optimizations/{answer['id']}/verify").json()["status"] == "queued"
+    leased = writer.post(
+        f"/devices/{device['id']}/tasks/lease", json={"agent": "a", "max_tasks": 50}
+    ).json()
+    (task,) = [t for t in leased if t["design"] == answer["design"]["arch"]]
+    done = writer.post(f"/tasks/{task['id']}/result", json={"agent": "a", "median_ms": 9.4})
+    assert done.status_code < 300, done.text
+    shown = writer.get(f"/optimizations/{answer['id']}").json()
+    assert shown["verified"]["meets_budget"] is False and shown["verified"]["measured_ms"] == 9.4
+    assert shown["verified"]["by"] == "verification" and shown["verified"]["at"]
+    assert shown["message"].startswith("missed the latency budget when verified: measured 9.400")
+    listed = writer.get("/optimizations").json()["items"]
+    mine = next(o for o in listed if o["id"] == answer["id"])
+    assert mine["verified"]["meets_budget"] is False and mine["message"].startswith("missed")
+    page = writer.get(f"/api/charts/optimizations/{answer['id']}").json()
+    assert page["verified"]["meets_budget"] is False
 
 
 def test_a_reference_device_is_not_verified_or_measured(

@@ -12,10 +12,13 @@ from search.optimize import (
     Candidates,
     Estimates,
     Goals,
+    Timing,
     choose,
+    measured_bound,
     pareto_front,
     probability_within,
     refine,
+    repeat_spread,
 )
 from search.spaces import get_space
 
@@ -156,6 +159,37 @@ def test_refine_measures_and_answers_a_measured_design_within_budget() -> None:
     assert len(calls) <= 12 and calls[:5] == [0, 1, 2, 3, 4]
     best = accuracy[truth <= budget].max()
     assert best - accuracy[choice.index] < 1.0
+
+
+def test_a_measured_median_under_budget_is_not_enough_when_its_spread_reaches_over() -> None:
+    """A design measured at 2.959 ms with a 3% spread is over a 3 ms budget at 0.9: its bound
+    (2.959 x 1.03^1.28 = 3.07 ms) is the budget a repeat would check it against."""
+    latency = np.array([2.959, 2.5, 1.0])
+    accuracy = np.array([94.0, 92.0, 85.0])
+    cands = _candidates(latency, accuracy)
+    timings = {0: Timing(2.959, 0.03), 1: Timing(2.5, 0.03), 2: Timing(1.0, 0.01)}
+    assert measured_bound(2.959, 0.03, 0.9) > 3.0 > measured_bound(2.5, 0.03, 0.9)
+
+    def refit(measured: dict[int, float]) -> Estimates:
+        return Estimates(latency, latency * 0.8, latency * 1.25)
+
+    def measure(i: int) -> Timing:
+        return timings[i]
+
+    choice = refine(cands, Goals(max_latency_ms=3.0), refit, measure, [0, 1, 2], 6)
+    assert choice.verified and choice.index == 1, choice.message
+    assert choice.measured[0] == 2.959 and choice.spread[0] == 0.03
+    assert choice.probabilities["latency"][0] < 0.9 <= choice.probabilities["latency"][1]
+    # the same medians read as exact figures would take the faster-than-budget median
+    exact = refine(cands, Goals(max_latency_ms=3.0), refit, lambda i: timings[i].median_ms,
+                   [0, 1, 2], 6)  # fmt: skip
+    assert exact.index == 0
+
+
+def test_a_stored_measurement_spreads_at_least_by_the_protocols_tolerance() -> None:
+    assert repeat_spread(0.006, 0.03) == 0.03  # sessions agreeing closely: not a repeat's spread
+    assert repeat_spread(0.08, 0.03) == 0.08
+    assert repeat_spread(None) == 0.03 and repeat_spread(float("nan"), 0.05) == 0.05
 
 
 def test_refine_without_measurements_is_choose() -> None:
