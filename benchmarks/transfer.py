@@ -33,7 +33,7 @@ TRAIN = (
     "samsung_a50,pixel3,essential_ph_1,samsung_s7"
 )
 TEST = "titan_rtx_{b},gold_6226,fpga,pixel2,raspi4,eyeriss"
-RUNS = (("nb201", "256", 10), ("nb201", "256", 5), ("fbnet", "64", 10))
+RUNS = (("nb201", "256", 10), ("nb201", "256", 5), ("fbnet", "64", 10), ("fbnet", "64", 5))
 
 
 def ceiling(space: str, data: Path, train: list[str], test: list[str]) -> dict[str, float]:

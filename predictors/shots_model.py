@@ -102,11 +102,13 @@ class DesignPrior:
         """(weight grid, Gram function of two row sets) per kernel."""
         d = self.phi.shape[1]
         pop, phi = self.population, self.phi
-        return [
-            (POPULATION, lambda a, b: pop[a] @ pop[b].T / d),
+        kernels: list[tuple[tuple[float, ...], Gram]] = [
             (LINEAR, lambda a, b: phi[a] @ phi[b].T / d),
             (RBF, lambda a, b: _rbf(phi[a], phi[b])),
         ]
+        if pop.any():  # without a population its kernel is zero: a weight on it fits nothing
+            kernels.insert(0, (POPULATION, lambda a, b: pop[a] @ pop[b].T / d))
+        return kernels
 
 
 @dataclass(frozen=True)

@@ -20,8 +20,10 @@ Which designs to measure matters as much as the model: :meth:`TransferModel.choo
 picks a D-optimal set over the cost features and the basis' main latency directions, so the
 first shots span what varies, then spreads further shots over the design features (where
 the shots model learns). Intervals blend two sources: the leave-one-out spread scaled by a
-factor calibrated on the basis devices themselves (each one held out in turn), and, as shots
-accumulate, the split-conformal quantile of the device's own leave-one-out errors.
+factor calibrated on the basis devices themselves (each one held out in turn), and the
+prediction interval the device's own leave-one-out errors give (Student's t): weighted
+towards the latter as shots accumulate, and never narrower than it (a device unlike the
+basis shows it in its own errors, which the basis' calibration cannot see).
 """
 
 from __future__ import annotations
@@ -53,8 +55,8 @@ DOPT_SHOTS = 10
 STACK_OPTIMISM = 20.0
 MIN_STACK_SHOTS = 5  # fewer shots: the blend alone
 SPREAD_KNOWN = 400  # measured designs that spreading new shots conditions on, at most
-# The device's own conformal quantile gets weight shots / (shots + OWN_EVIDENCE) in an
-# interval, the basis-calibrated spread the rest.
+# The device's own evidence gets weight shots / (shots + OWN_EVIDENCE) in an interval, the
+# basis-calibrated spread the rest; the interval is never narrower than the own evidence.
 OWN_EVIDENCE = 20.0
 # Shots explained well: leave-one-out Spearman and typical (median) relative error at least /
 # at most these; poorly: below / above the second pair.
@@ -255,14 +257,20 @@ def _choose(loo: np.ndarray) -> np.ndarray:
     return blend
 
 
-def conformal_quantile(errors: np.ndarray, level: float = LEVEL) -> float | None:
-    """Split-conformal half-width: the ceil((n + 1) level)-th smallest |error|; None when
-    there are too few errors for that rank to exist."""
+def own_half_width(errors: np.ndarray, level: float = LEVEL) -> float | None:
+    """A prediction interval's log half-width from the device's own leave-one-out errors.
+
+    Student's t at ``level`` (two-sided) times their root mean square, widened by
+    sqrt(1 + 1/n) for a new design: what the shots themselves say an answer may be off by,
+    whatever the basis devices say. None with fewer than ``MIN_SHOTS`` errors.
+    """
+    from scipy.stats import t as student  # scipy.stats costs ~1 s at import
+
     n = len(errors)
-    rank = int(np.ceil((n + 1) * level))
-    if rank > n:
+    if n < MIN_SHOTS:
         return None
-    return float(np.sort(np.abs(errors))[rank - 1])
+    rms = float(np.sqrt(np.mean(np.square(errors))))
+    return float(student.ppf((1 + level) / 2, n - 1)) * rms * float(np.sqrt(1 + 1 / n))
 
 
 @dataclass
@@ -280,7 +288,7 @@ class Adapted:
     degenerate_offset: float = 0.0  # log shift of degenerate designs, from theirs measured
     own: ShotsFit | None = None  # the device's own shots model, when the basis has features
     stack: float = 1.0  # the blend's weight against ``own``
-    own_half: float | None = None  # conformal half-width of the stacked errors on the shots
+    own_half: float | None = None  # half-width the device's own errors on its shots give
     own_weight: float = 0.0  # how much of the interval comes from ``own_half``
     errors: np.ndarray | None = None  # stacked leave-one-out log errors on the shots
 
@@ -332,8 +340,9 @@ class Adapted:
         rows = np.arange(self.basis.n_designs) if rows is None else np.asarray(rows)
         centre, spread = self._centre(rows)
         half = self.scale * spread
-        if self.own_half is not None and self.own_weight > 0:
-            half = (1 - self.own_weight) * half + self.own_weight * self.own_half
+        if self.own_half is not None:  # never narrower than the device's own evidence
+            blended = (1 - self.own_weight) * half + self.own_weight * self.own_half
+            half = np.maximum(blended, self.own_half)
         return np.exp(centre), np.exp(centre - half), np.exp(centre + half)
 
 
@@ -465,11 +474,11 @@ class TransferModel:
         sigma = float(np.sqrt(np.mean(errors**2)))
         scale = self.interval_scale if self.interval_scale is not None else 1.645
         n = int(fit.sum())
-        own_half = conformal_quantile(errors)
+        own_half = own_half_width(errors)
         adapted = Adapted(
             self.basis, shots, y, sigma, scale, weights, self._fit(shots[fit], y[fit]),
             own=own, stack=stack, own_half=own_half,
-            own_weight=0.0 if own_half is None else n / (n + OWN_EVIDENCE), errors=errors,
+            own_weight=n / (n + OWN_EVIDENCE), errors=errors,
         )  # fmt: skip
         if (dead & fit).sum() < dead.sum():  # degenerate shots left out: shift their kind
             centre = np.log(adapted.predict(shots[dead])[0])

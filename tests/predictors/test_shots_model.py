@@ -10,7 +10,7 @@ from scipy.stats import spearmanr
 from devices.reference import ReferenceTable, load_family
 from predictors.answer import answer as answer_for
 from predictors.shots_model import DesignPrior, fit_shots
-from predictors.transfer import TransferBasis, TransferModel, conformal_quantile, ridge_baseline
+from predictors.transfer import TransferBasis, TransferModel, own_half_width, ridge_baseline
 from search.spaces import get_space
 from tests.predictors.conftest import columns
 
@@ -99,9 +99,11 @@ def test_intervals_cover_held_out_designs_at_about_their_level(
     assert 0.8 <= covered <= 0.99
 
 
-def test_conformal_quantile_needs_enough_errors() -> None:
-    assert conformal_quantile(np.arange(5.0)) is None  # rank 6 of 5 does not exist
-    assert conformal_quantile(np.arange(1.0, 20.0)) == 18.0  # ceil(20 * 0.9) = 18th smallest
+def test_the_devices_own_errors_set_a_floor_under_its_intervals() -> None:
+    assert own_half_width(np.array([0.1, -0.1])) is None  # too few to say anything
+    few, many = own_half_width(np.full(5, 0.2)), own_half_width(np.full(200, 0.2))
+    assert few is not None and many is not None
+    assert few > many > 0.2 * 1.645  # Student's t and sqrt(1 + 1/n): wider from fewer shots
 
 
 def test_every_transfer_answer_says_how_well_its_shots_are_explained(
