@@ -721,8 +721,8 @@ class _OptimizeBaseline(BaseModel):
 
 class _FamilyOptimize(BaseModel):
     test: list[str]
-    edgeopt: _Regret
-    baseline: _OptimizeBaseline
+    edgeopt: _Regret | None = None  # None: no device of the family measured the fingerprint
+    baseline: _OptimizeBaseline | None = None
 
 
 class _Provenance(BaseModel):
@@ -817,5 +817,6 @@ def _families_view(doc: _FamiliesFile) -> dict[str, Any]:
                 "baseline_violation_rate": _finite(row.baseline.mean.violation_rate),
             }
             for name, row in doc.optimize.items()
+            if row.edgeopt is not None and row.baseline is not None
         ],
     }
