@@ -19,6 +19,7 @@ import app.predictor_service
 import app.reference_import  # noqa: F401  (registers the import-reference job kind)
 from app.cli_common import JobProgress, clear_errors, console, fail
 from app.cli_eval import eval_cli
+from app.cli_jobs import follow_queued, queue_for_cli
 from app.cli_keys import keys_cli
 from app.db import (
     check_schema,
@@ -69,10 +70,17 @@ def _run_job(kind: str, params: dict[str, Any]) -> Job:
 
     The job runs in a thread while this one shows its progress, so the display starts at
     once and keeps moving however long the job's steps take. Exits with the job's error
-    unless it succeeded.
+    unless it succeeded. When workers consume the queue, the job goes to them instead and
+    this process only follows it (``app.cli_jobs``).
     """
     factory = _ready_factory()
     settings = get_settings()
+    queue = queue_for_cli(settings)
+    if queue is not None:
+        queued = follow_queued(factory, settings, queue, kind, params)
+        if queued.status == "succeeded":
+            return queued
+        raise fail(f"job {queued.id} {queued.status}: {queued.error or ''}")
     runner = JobRunner(
         factory,
         1,

@@ -11,7 +11,8 @@ job whose heartbeat stopped (its worker died), until it has been started
 ``job_max_attempts`` times; then it is ``interrupted``. A worker that lost its job that way
 (it was only slow) notices at its next progress report and stops without writing. Job
 bodies must therefore be idempotent: a second run finishes what the first left, never
-doubles it.
+doubles it. A job whose answer is one final row stores it with its end, in one transaction
+(``JobContext.finish``).
 """
 
 from __future__ import annotations
@@ -130,6 +131,7 @@ class JobContext:
         self._on_progress = on_progress
         self._min_interval = min_interval_s
         self._last_write = 0.0
+        self.ended = False  # finish() stored the answer and the job's end together
 
     def progress(self, fraction: float, message: str | None = None, force: bool = False) -> None:
         """Record progress (throttled); raise JobCancelled if a cancel was requested, and
@@ -160,6 +162,25 @@ class JobContext:
     def log(self, line: str, level: str = "info") -> None:
         with unit_of_work(self.factory) as s:
             s.add(JobLog(job_id=self.job_id, line=line, level=level))
+
+    def finish(self, write: Callable[[Session], dict[str, Any]]) -> dict[str, Any]:
+        """Store the job's answer (``write``, which returns the job's result) and end the job
+        ``succeeded`` in one transaction.
+
+        So the answer is stored exactly once: a worker that dies before the commit leaves
+        neither (its retry stores it), one whose job was taken over meanwhile writes neither
+        (JobStopped). ``write`` should still reuse a row its job already stored.
+        """
+        with unit_of_work(self.factory) as s:
+            result = write(s)
+            end = update(Job).where(*_held(self._claim)) if self._claim else None
+            if end is None:
+                end = update(Job).where(Job.id == self.job_id)
+            if not _updated(s.execute(end.values(**_end_values("succeeded", result, None)))):
+                raise JobStopped
+            s.add(JobLog(job_id=self.job_id, line="succeeded"))
+        self.ended = True
+        return result
 
 
 def _held(claim: Claim) -> tuple[Any, ...]:
@@ -262,15 +283,10 @@ def execute_job(
     except Exception as exc:
         status, error = "failed", f"{type(exc).__name__}: {exc}"
         log.warning("job %s failed\n%s", job_id, traceback.format_exc())
-    values: dict[str, Any] = {
-        "status": status,
-        "result": result,
-        "error": error,
-        "finished_at": _now(),
-    }
-    if status == "succeeded":
-        values["progress"] = 1.0
+    if ctx.ended:  # its answer and its end were written together
+        return "succeeded"
     with unit_of_work(factory) as s:
+        values = _end_values(status, result, error)
         if not _updated(s.execute(update(Job).where(*_held(claim)).values(**values))):
             log.warning("job %s was taken over by another worker: its end here is dropped", job_id)
             return "lost"
@@ -282,6 +298,19 @@ def execute_job(
             )
         )
     return status
+
+
+def _end_values(status: str, result: dict[str, Any] | None, error: str | None) -> dict[str, Any]:
+    """The columns a job's end sets."""
+    values: dict[str, Any] = {
+        "status": status,
+        "result": result,
+        "error": error,
+        "finished_at": _now(),
+    }
+    if status == "succeeded":
+        values["progress"] = 1.0
+    return values
 
 
 def _hand_back(factory: sessionmaker[Session], claim: Claim) -> str:
@@ -416,6 +445,11 @@ class JobRunner:
         except Exception:  # a queue that does not answer yet: the beat thread tries again
             log.warning("could not reap jobs at start", exc_info=True)
         self._threads = self.queue.consume(self._run, workers, self._consuming) if consume else []
+        if self._threads and self.queue.shared:
+            try:
+                self.queue.mark_alive()
+            except Exception:  # the beat thread notes it once the queue answers
+                log.warning("could not reach the job queue at start", exc_info=True)
         self._beat = threading.Thread(target=self._beat_loop, daemon=True, name="edgeopt-beat")
         self._beat.start()
 
@@ -464,6 +498,8 @@ class JobRunner:
         last_reap = time.monotonic()
         while not self._stop.wait(self._heartbeat_s):
             try:
+                if self._threads and self.queue.shared:  # the CLI then queues its jobs
+                    self.queue.mark_alive()
                 with unit_of_work(self.factory) as s:
                     s.execute(
                         update(Job)

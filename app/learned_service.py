@@ -25,14 +25,13 @@ from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from app.db import unit_of_work
 from app.domain_errors import InvalidInput, NoModel
 from app.jobs import JobContext, job_kind
 from app.models import Architecture, Device, Measurement
 from app.models import LearnedOptimizer as LearnedRow
 from app.predictor_service import accuracy_estimates, device_metric, device_shots, metric_basis
 from devices.fingerprint import fingerprint
-from search.learned import LearnedOptimizer, fit_learned, new_spec, tightened
+from search.learned import LearnedOptimizer, fit_learned, new_spec, sidecar, tightened
 from search.optimize import Goals
 from search.spaces import get_space
 
@@ -113,7 +112,28 @@ def _train_job(ctx: JobContext, params: dict[str, Any]) -> dict[str, Any]:
         progress=lambda f, note: ctx.progress(0.05 + 0.9 * f, note),
         measured=covered if covered.sum() >= 2 else None,
     )
-    with unit_of_work(ctx.factory) as s:
+    saved: list[Path] = []
+    try:
+        return ctx.finish(lambda s: _store_optimizer(s, ctx, p, model, list(basis.names), saved))
+    except BaseException:  # the row and the job's end were not stored: nor are its files
+        for path in saved:
+            path.unlink(missing_ok=True)
+            sidecar(path).unlink(missing_ok=True)
+        raise
+
+
+def _store_optimizer(
+    s: Session,
+    ctx: JobContext,
+    p: TrainOptimizerParams,
+    model: LearnedOptimizer,
+    devices: list[str],
+    saved: list[Path],
+) -> dict[str, Any]:
+    """The job's optimizer row: the one it stored already, else a new version whose files
+    are written first (no row without its files), listed in ``saved``."""
+    row = s.scalar(select(LearnedRow).where(LearnedRow.job_id == ctx.job_id))
+    if row is None:
         version = 1 + int(
             s.scalar(
                 select(func.max(LearnedRow.version)).where(
@@ -122,20 +142,23 @@ def _train_job(ctx: JobContext, params: dict[str, Any]) -> dict[str, Any]:
             )
             or 0
         )
-        artifact = f"learned/{p.space}-{p.dataset}-v{version}-job{ctx.job_id}.pt"
-        model.save(ctx.artifacts_dir / artifact)  # the files first: no row without its file
+        # the attempt in the name: an attempt whose end is not stored removes only its own files
+        artifact = f"learned/{p.space}-{p.dataset}-v{version}-job{ctx.job_id}-a{ctx.attempt}.pt"
+        path = ctx.artifacts_dir / artifact
+        model.save(path)
+        saved.append(path)
         row = LearnedRow(
             space=p.space,
             dataset=p.dataset,
             version=version,
             artifact=artifact,
-            devices=list(basis.names),
+            devices=devices,
             quality=model.spec.quality,
             job_id=ctx.job_id,
         )
         s.add(row)
         s.flush()
-        return {"optimizer_id": row.id, "version": version, "artifact": artifact}
+    return {"optimizer_id": row.id, "version": row.version, "artifact": row.artifact}
 
 
 def latest_optimizer(session: Session, space: str, dataset: str) -> LearnedRow | None:

@@ -268,6 +268,10 @@ class Optimization(Base):
     result: Mapped[dict[str, Any]] = mapped_column(default=dict)
     verification: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     elapsed_s: Mapped[float] = mapped_column(Float)
+    # the measure-and-refine job that stored it: unique, so a retried job stores it once
+    job_id: Mapped[int | None] = mapped_column(
+        ForeignKey("jobs.id", ondelete="SET NULL"), unique=True
+    )
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
@@ -285,7 +289,7 @@ class LearnedOptimizer(Base):
     artifact: Mapped[str] = mapped_column(String(400))  # relative to the artifacts folder
     devices: Mapped[list[str]] = mapped_column(JSON, default=list)
     quality: Mapped[dict[str, Any]] = mapped_column(default=dict)
-    job_id: Mapped[int | None] = mapped_column(Integer)
+    job_id: Mapped[int | None] = mapped_column(Integer, unique=True)  # a retry stores it once
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 

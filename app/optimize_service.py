@@ -914,26 +914,34 @@ def _refine_job(ctx: JobContext, params: dict[str, Any]) -> dict[str, Any]:
         mark_plausibility(s, artifacts, resolved, req.space, refined, choice)
     result = answer_json(refined, choice)
     result["measurements"] = len(new)
-    with unit_of_work(ctx.factory) as s:
-        record = _record(req, resolved, result, time.perf_counter() - started)
-        if choice.index is not None and choice.index in choice.measured:
-            median = choice.measured[choice.index]
-            spread = choice.spread.get(choice.index, 0.0)
-            bound = measured_bound(median, spread, req.confidence)
-            record.verification = {
-                "status": "done",
-                "where": where,
-                "job_id": ctx.job_id,
-                "measured_latency_ms": median,
-                "spread": spread,
-                "bound_ms": bound,
-                "meets_budget": req.goals.max_latency_ms is None
-                or bound <= req.goals.max_latency_ms,
-                "at": _now(),
-            }
+    record = _record(req, resolved, result, time.perf_counter() - started)
+    record.job_id = ctx.job_id
+    if choice.index is not None and choice.index in choice.measured:
+        median = choice.measured[choice.index]
+        spread = choice.spread.get(choice.index, 0.0)
+        bound = measured_bound(median, spread, req.confidence)
+        record.verification = {
+            "status": "done",
+            "where": where,
+            "job_id": ctx.job_id,
+            "measured_latency_ms": median,
+            "spread": spread,
+            "bound_ms": bound,
+            "meets_budget": req.goals.max_latency_ms is None or bound <= req.goals.max_latency_ms,
+            "at": _now(),
+        }
+    return ctx.finish(lambda s: _store_refined(s, record))
+
+
+def _store_refined(s: Session, record: Optimization) -> dict[str, Any]:
+    """The job's result: its optimization, stored now unless its job stored it already."""
+    stored = s.scalar(select(Optimization).where(Optimization.job_id == record.job_id))
+    if stored is None:
         s.add(record)
         s.flush()
-        return {"optimization_id": record.id, "measurements": len(new), "feasible": choice.feasible}
+        stored = record
+    measurements = stored.result.get("measurements")
+    return {"optimization_id": stored.id, "measurements": measurements, "feasible": stored.feasible}
 
 
 def _shot_counts(

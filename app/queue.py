@@ -16,10 +16,12 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 
 from huey import Huey, MemoryHuey, RedisHuey, SqliteHuey
+from huey.constants import EmptyData
 from huey.consumer import Worker
 from redis import ConnectionPool
 
@@ -28,6 +30,7 @@ from app.settings import redact_url
 log = logging.getLogger(__name__)
 
 QUEUE_NAME = "edgeopt-jobs"
+ALIVE_KEY = "edgeopt-worker-alive"
 
 
 class JobQueue:
@@ -58,6 +61,17 @@ class JobQueue:
     def wake(self) -> None:
         """End the idle wait of this process's consumer threads (to see a stop flag)."""
         self._wake.set()
+
+    def mark_alive(self) -> None:
+        """Note that a worker consumes this queue now (the CLI queues its jobs when one does)."""
+        self.huey.storage.put_data(ALIVE_KEY, repr(time.time()).encode())
+
+    def worker_seen_s(self) -> float | None:
+        """Seconds since a worker last noted it consumes this queue; None: never."""
+        seen = self.huey.storage.peek_data(ALIVE_KEY)
+        if seen is EmptyData:
+            return None
+        return max(time.time() - float(seen), 0.0)
 
     def pending(self) -> int:
         """Messages waiting (not yet taken by a worker)."""
