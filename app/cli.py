@@ -18,6 +18,7 @@ import app.optimize_service
 import app.predictor_service
 import app.reference_import  # noqa: F401  (registers the import-reference job kind)
 from app.cli_common import JobProgress, clear_errors, console, fail
+from app.cli_deploy import register as register_deploy
 from app.cli_eval import eval_cli
 from app.cli_jobs import follow_queued, queue_for_cli
 from app.cli_keys import keys_cli
@@ -56,6 +57,7 @@ optimizer_cli = typer.Typer(
     help="The learned optimizer: device features plus goals to a design.", no_args_is_help=True
 )
 cli.add_typer(optimizer_cli, name="optimizer")
+register_deploy(cli)  # train, quantize, verify-model, export-code
 
 
 def _ready_factory():  # type: ignore[no-untyped-def]
