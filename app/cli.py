@@ -426,7 +426,10 @@ def optimize_cmd(
             out.write_bytes(
                 model_file(settings.artifacts_dir, space, d["arch"], d["policy"]).read_bytes()
             )
-        console.print(f"wrote {out}")
+        console.print(
+            f"wrote {out}: untrained weights, a latency probe; train it with "
+            f"`edgeopt train --optimization {view['id']}`, then `edgeopt quantize`"
+        )
     if verify:
         with clear_errors(), factory() as s:
             owner = s.get(Device, view["device_id"]) if view["device_id"] else None

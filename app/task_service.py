@@ -253,6 +253,11 @@ def _refused(
     raise Conflict(f"task {task.id} changed while its result was posted; post it again")
 
 
+# Every download of a design's model says its weights are random: it times the design on a
+# device (latency does not depend on weights) and predicts nothing (edgeopt train does that).
+UNTRAINED_HEADERS = {"X-EdgeOpt-Weights": "untrained"}
+
+
 def model_file(artifacts_dir: Path, space: str, design: str, policy: str) -> Path:
     """The design's ONNX file in the policy, exported once and cached under the artifacts.
 
@@ -260,11 +265,14 @@ def model_file(artifacts_dir: Path, space: str, design: str, policy: str) -> Pat
     or another on the same folder) wait on a lock file beside it and then serve the file
     the first wrote, rather than export it again.
     """
-    key = hashlib.sha256(f"{space}\n{design}\n{policy}".encode()).hexdigest()[:24]
+    # "probe": files are labelled as untrained; those cached before the label are not reused
+    key = hashlib.sha256(f"{space}\n{design}\n{policy}\nprobe".encode()).hexdigest()[:24]
     path = artifacts_dir / "models" / space / f"{key}.onnx"
     if path.is_file():
         return path
-    from search.export import export_design  # torch loads on first export, not at startup
+    # torch loads on first export, not at startup
+    from search.deploy import PROBE, WEIGHTS_KEY, label
+    from search.export import export_design
 
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path.with_suffix(".lock"), "a") as lock:
@@ -276,6 +284,7 @@ def model_file(artifacts_dir: Path, space: str, design: str, policy: str) -> Pat
         try:
             with tempfile.TemporaryDirectory(dir=path.parent) as tmp:
                 exported = export_design(space, design, policy, Path(tmp) / "m.onnx")
+                label(exported.path, {WEIGHTS_KEY: PROBE})
                 os.replace(exported.path, path)  # atomic: readers see all or nothing
         except OSError as exc:  # a full or read-only disk: say where (the exporter does not)
             if exc.filename is None:

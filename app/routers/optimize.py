@@ -38,7 +38,7 @@ from app.optimize_service import (
     start_verification,
 )
 from app.schemas import OptimizeRequest, Page
-from app.task_service import model_file
+from app.task_service import UNTRAINED_HEADERS, model_file
 from devices.fingerprint import fingerprint
 
 router = APIRouter(tags=["optimize"], responses=ERROR_RESPONSES)
@@ -127,7 +127,10 @@ def optimization_model(
         raise Conflict(f"optimization {optimization_id} chose no design: nothing met the goals")
     path = model_file(settings.artifacts_dir, record.space, record.design, record.policy)
     return FileResponse(
-        path, media_type="application/octet-stream", filename=f"edgeopt-{optimization_id}.onnx"
+        path,
+        media_type="application/octet-stream",
+        filename=f"edgeopt-{optimization_id}.onnx",
+        headers=UNTRAINED_HEADERS,
     )
 
 

@@ -39,6 +39,7 @@ from app.schemas import (
 )
 from app.task_service import (
     FINGERPRINT_PRIORITY,
+    UNTRAINED_HEADERS,
     accept_result,
     get_task,
     lease_tasks,
@@ -134,7 +135,10 @@ def task_model(task_id: ResourceId, session: SessionDep, settings: SettingsDep) 
     assert arch is not None
     path = model_file(settings.artifacts_dir, arch.space, arch.encoding, task.policy)
     return FileResponse(
-        path, media_type="application/octet-stream", filename=f"task-{task_id}.onnx"
+        path,
+        media_type="application/octet-stream",
+        filename=f"task-{task_id}.onnx",
+        headers=UNTRAINED_HEADERS,
     )
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+from fastapi.testclient import TestClient
 from sqlalchemy import select
 
 from app.db import session_factory, unit_of_work
@@ -145,3 +146,15 @@ def test_bad_input_is_a_message_not_a_traceback(settings: Settings, tmp_path: Pa
         r = edgeopt(*args, env=env, cwd=str(tmp_path))
         assert r.returncode == 1, (args, r.stdout, r.stderr)
         assert message in r.stderr and "Traceback" not in r.stderr, (args, r.stderr)
+
+
+def test_every_untrained_download_says_it_is_a_latency_probe(writer: TestClient, trained) -> None:
+    budget = float(np.median(trained["gold_6226"]))
+    r = writer.post("/optimize", json={"device": "gold_6226", "goals": {"max_latency_ms": budget}})
+    assert r.status_code == 201, r.text
+    model = writer.get(r.json()["model_url"])
+    assert model.status_code == 200 and model.headers["X-EdgeOpt-Weights"] == "untrained"
+    props = {p.key: p.value for p in onnx.load_from_string(model.content).metadata_props}
+    assert props["edgeopt.weights"] == "untrained (latency probe)"
+    page = writer.get(f"/ui/optimizations/{r.json()['id']}")
+    assert "untrained weights: a latency probe" in page.text and "edgeopt train" in page.text
