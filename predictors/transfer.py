@@ -54,6 +54,7 @@ DOPT_SHOTS = 10
 # the family suite: at 10 shots the in-family figures stay, out-of-family ones rise).
 STACK_OPTIMISM = 20.0
 MIN_STACK_SHOTS = 5  # fewer shots: the blend alone
+STACK_SHOTS_MAX = 400  # the shots model fits a seeded sample of more (its cost is cubic)
 SPREAD_KNOWN = 400  # measured designs that spreading new shots conditions on, at most
 # The device's own evidence gets weight shots / (shots + OWN_EVIDENCE) in an interval, the
 # basis-calibrated spread the rest; the interval is never narrower than the own evidence.
@@ -291,6 +292,7 @@ class Adapted:
     own_half: float | None = None  # half-width the device's own errors on its shots give
     own_weight: float = 0.0  # how much of the interval comes from ``own_half``
     errors: np.ndarray | None = None  # stacked leave-one-out log errors on the shots
+    error_targets: np.ndarray | None = None  # the log-latencies those errors are errors of
 
     def evidence(self) -> dict[str, object]:
         """How well the device's own shots are explained, each left out in turn.
@@ -305,10 +307,7 @@ class Adapted:
             return out | {"explained": "unknown"}
         from scipy.stats import spearmanr  # scipy.stats costs ~1 s at import
 
-        fit = ~self.basis.dead[self.shots]
-        if fit.sum() != len(errors):
-            fit = np.ones(len(self.shots), dtype=bool)
-        measured = np.log(self.measured_ms[fit])
+        measured = np.zeros(0) if self.error_targets is None else self.error_targets
         rho = spearmanr(measured + errors, measured)[0] if np.ptp(measured) > 0 else 0.0
         rho = float(rho) if np.isfinite(rho) else 0.0
         typical = float(np.exp(np.median(np.abs(errors))) - 1)
@@ -468,8 +467,10 @@ class TransferModel:
         # its leave-one-out error on these shots understates its error elsewhere (with its
         # own, /optimize from the fingerprint broke half of raspi4's budgets at 0.9)
         errors = loo @ _weights(np.mean(loo**2, axis=0))
-        own, stack = self._stack(shots[fit], y[fit], float(np.mean((loo @ weights) ** 2)))
+        targets = np.log(y[fit])  # what each error is an error of
+        own, stack, kept = self._stack(shots[fit], y[fit], float(np.mean((loo @ weights) ** 2)))
         if own is not None:
+            errors, targets = errors[kept], targets[kept]
             errors = stack * errors + (1 - stack) * own.loo
         sigma = float(np.sqrt(np.mean(errors**2)))
         scale = self.interval_scale if self.interval_scale is not None else 1.645
@@ -478,7 +479,7 @@ class TransferModel:
         adapted = Adapted(
             self.basis, shots, y, sigma, scale, weights, self._fit(shots[fit], y[fit]),
             own=own, stack=stack, own_half=own_half,
-            own_weight=n / (n + OWN_EVIDENCE), errors=errors,
+            own_weight=n / (n + OWN_EVIDENCE), errors=errors, error_targets=targets,
         )  # fmt: skip
         if (dead & fit).sum() < dead.sum():  # degenerate shots left out: shift their kind
             centre = np.log(adapted.predict(shots[dead])[0])
@@ -487,19 +488,25 @@ class TransferModel:
 
     def _stack(
         self, shots: np.ndarray, y: np.ndarray, blend_mse: float
-    ) -> tuple[ShotsFit | None, float]:
-        """The device's own shots model and the blend's weight against it (1: blend alone).
+    ) -> tuple[ShotsFit | None, float, np.ndarray]:
+        """The device's own shots model, the blend's weight against it (1: blend alone) and
+        which of the shots it was fitted on.
 
         Weights are inverse leave-one-out errors, the shots model's inflated by its
         optimism (it is the best of a grid on these very shots).
         """
         prior = self.basis.prior
+        kept = np.arange(len(shots))
         if prior is None or len(shots) < MIN_STACK_SHOTS:
-            return None, 1.0
-        own = fit_shots(prior, shots, np.log(y))
+            return None, 1.0, kept
+        if len(shots) > STACK_SHOTS_MAX:  # a device with thousands measured and no model yet
+            kept = np.sort(
+                np.random.default_rng(0).choice(len(shots), STACK_SHOTS_MAX, replace=False)
+            )
+        own = fit_shots(prior, shots[kept], np.log(y[kept]))
         own_mse = float(np.mean(own.loo**2)) * (1 + STACK_OPTIMISM / len(shots))
         inverse = 1 / max(blend_mse, 1e-12), 1 / max(own_mse, 1e-12)
-        return own, inverse[0] / sum(inverse)
+        return own, inverse[0] / sum(inverse), kept
 
     def calibrate(self, shots: int, seed: int = 0) -> float:
         """Interval multiplier from holding out each basis device in turn.

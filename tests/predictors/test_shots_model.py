@@ -118,3 +118,16 @@ def test_every_transfer_answer_says_how_well_its_shots_are_explained(
     answer = answer_for(model.basis, idx, noise[idx])
     assert answer.evidence is not None and answer.evidence["explained"] == "poorly"
     assert "next-measurements" in str(answer.info()["advice"])
+
+
+def test_a_device_with_many_measurements_fits_its_shots_model_on_a_sample(
+    setting: tuple[TransferModel, np.ndarray],
+) -> None:
+    model, truth = setting
+    idx = np.random.default_rng(5).choice(len(truth), 900, replace=False)
+    adapted = model.adapt(idx, truth[idx])
+    assert adapted.own is not None and len(adapted.own.loo) == 400  # a seeded sample
+    assert adapted.errors is not None and len(adapted.errors) == 400
+    assert adapted.evidence()["explained"] in ("well", "partly")
+    rest = np.setdiff1d(np.arange(len(truth)), idx)
+    assert spearmanr(adapted.predict(rest)[0], truth[rest])[0] > 0.9
