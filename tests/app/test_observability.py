@@ -41,7 +41,7 @@ def log_lines(err: str) -> list[dict[str, Any]]:
 
 def test_metrics_count_requests_by_route_template_and_status(writer: TestClient) -> None:
     requests = "edgeopt_http_requests_total"
-    route = {"method": "GET", "route": "/devices/{device_id}", "status": "404"}
+    route = {"method": "GET", "route": "/devices/{device}", "status": "404"}
     before = sample(writer, requests, **route)
     latency_before = sample(
         writer, "edgeopt_http_request_duration_seconds_count", route=route["route"]
@@ -121,7 +121,7 @@ def test_each_request_is_one_json_access_line(
     assert line["logger"] == "edgeopt.access" and line["level"] == "info"
     assert line["message"] == "GET /devices/999 404"
     assert (line["method"], line["path"], line["status"]) == ("GET", "/devices/999", 404)
-    assert line["route"] == "/devices/{device_id}"
+    assert line["route"] == "/devices/{device}"
     assert isinstance(line["duration_ms"], float) and line["duration_ms"] >= 0
     assert re.match(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}\+00:00$", line["time"])
 

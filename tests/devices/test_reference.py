@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from devices.reference import REFERENCE_SPACES, data_dir, load_reference
+from devices.reference import REFERENCE_TABLES, data_dir, load_reference
 from search.spaces import get_space
 
 
@@ -54,14 +54,16 @@ def test_edge_accelerators_cover_the_cells_they_were_measured_on() -> None:
 
 def test_attribution_and_licenses_ship_with_the_data() -> None:
     readme = (data_dir() / "README.md").read_text()
-    for source in ("HELP", "HW-NAS-Bench", "NAS-Bench-201", "OneProxy"):
+    for source in ("HELP", "HW-NAS-Bench", "NAS-Bench-201", "OneProxy", "BRP-NAS"):
         assert source in readme
     assert {p.name for p in (data_dir() / "licenses").iterdir()} == {
         "HELP-MIT.txt",
         "HW-NAS-Bench-MIT.txt",
         "OneProxy-MIT.txt",
+        "eagle-Apache-2.0.txt",
     }
-    assert set(REFERENCE_SPACES) <= {p.name for p in data_dir().iterdir()}
+    assert set(REFERENCE_TABLES) <= {p.name for p in data_dir().iterdir()}
+    assert "Apache-2.0" in (data_dir() / "nb201_latbench" / "README.md").read_text()
 
 
 def test_unknown_space_is_refused() -> None:
