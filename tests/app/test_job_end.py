@@ -173,38 +173,44 @@ def test_a_worker_killed_in_its_final_write_leaves_one_learned_optimizer(
 def test_a_cli_job_goes_to_the_workers_and_ctrl_c_only_detaches(
     env: dict[str, str],  # noqa: F811
 ) -> None:
-    """With workers running, `edgeopt import-reference` queues its job: a worker runs it,
-    and Ctrl-C in the terminal leaves it running; a second run follows it to its end."""
+    """With workers running, `edgeopt import-reference` queues its job: Ctrl-C in the
+    terminal leaves it queued, a worker runs it; a second run follows it to its end.
+
+    Ctrl-C comes before any worker runs, so the job cannot end first (a fast machine ended
+    it before the signal)."""
+    url = env["EDGEOPT_DATABASE_URL"]
+    cli = Child(["import-reference", "--space", "nb201"], env)
+
+    def queued() -> bool:
+        with session_factory(url)() as s:
+            job = s.scalar(select(Job).order_by(Job.id.desc()).limit(1))
+        return job is not None and "queued on" in "".join(cli.output)
+
+    wait_until(queued, 120, "the CLI queued its job")
+    time.sleep(0.5)  # into the loop that follows the job
+    cli.proc.send_signal(signal.SIGINT)  # Ctrl-C
+    assert cli.proc.wait(30) == 130, "".join(cli.output)
+    cli._reader.join(10)
+    out = "".join(cli.output)
+    assert "detached: job 1 goes on in the workers" in out, out
+    assert "edgeopt jobs watch 1" in out and "edgeopt jobs cancel 1" in out
+    with session_factory(url)() as s:
+        job = s.get(Job, 1)
+        assert job is not None and not job.cancel_requested and job.status == "queued"
     worker = Worker(env)
     try:
-        cli = Child(["import-reference", "--space", "nb201"], env)
-        url = env["EDGEOPT_DATABASE_URL"]
-
-        def started() -> bool:
-            with session_factory(url)() as s:
-                job = s.scalar(select(Job).order_by(Job.id.desc()).limit(1))
-            return job is not None and job.status == "running" and job.progress > 0
-
-        wait_until(started, 120, "the worker started the CLI's job")
-        cli.proc.send_signal(signal.SIGINT)  # Ctrl-C
-        assert cli.proc.wait(30) == 130
-        cli._reader.join(10)
-        out = "".join(cli.output)
-        assert "detached: job 1 goes on in the workers" in out, out
-        assert "edgeopt jobs watch 1" in out and "edgeopt jobs cancel 1" in out
+        wait_until(lambda: _status(url, 1) == "succeeded", 300, "the detached job ended")
         with session_factory(url)() as s:
             job = s.get(Job, 1)
-            assert job is not None and not job.cancel_requested
-            assert job.owner is not None and int(job.owner.split(":")[1]) == worker.proc.pid
-
+            assert job is not None and job.owner is not None
+            assert int(job.owner.split(":")[1]) == worker.proc.pid
         again = edgeopt("import-reference", "--space", "ofa_mbv3", env=env, timeout=300)
         assert again.returncode == 0, again.stderr
         assert "job 2 queued on" in again.stderr and "job 2 succeeded" in again.stdout
         with session_factory(url)() as s:
-            first, second = s.get(Job, 1), s.get(Job, 2)
-            assert first is not None and second is not None
-            assert second.owner is not None and int(second.owner.split(":")[1]) == worker.proc.pid
-        wait_until(lambda: _status(url, 1) == "succeeded", 300, "the detached job ended")
+            second = s.get(Job, 2)
+            assert second is not None and second.owner is not None
+            assert int(second.owner.split(":")[1]) == worker.proc.pid
     finally:
         worker.stop()
 
