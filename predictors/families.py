@@ -21,7 +21,7 @@ from collections.abc import Callable, Mapping, Sequence
 import numpy as np
 
 from predictors.answer import transfer_calibration
-from predictors.metrics import coverage
+from predictors.metrics import coverage, spearman
 from predictors.proxy import MonotoneCalibration, rank_proxies
 from predictors.shots_model import DesignPrior, fit_shots
 from predictors.transfer import TransferBasis, TransferModel, ridge_baseline
@@ -29,15 +29,6 @@ from predictors.transfer import TransferBasis, TransferModel, ridge_baseline
 METHODS = ("edgeopt", "ridge", "shots_only", "best_device")
 EVAL_ROWS = 3000  # held-out designs scored per device and seed (sampled)
 Progress = Callable[[int, int], None]
-
-
-def _spearman(predicted: np.ndarray, measured: np.ndarray) -> float:
-    from scipy.stats import spearmanr  # scipy.stats costs ~1 s at import
-
-    if np.ptp(predicted) == 0:  # a constant prediction ranks nothing
-        return 0.0
-    rho = spearmanr(predicted, measured)[0]
-    return float(rho) if np.isfinite(rho) else 0.0
 
 
 def evaluate_families(
@@ -96,16 +87,16 @@ def evaluate_families(
                     rest = rng.choice(rest, size=min(EVAL_ROWS, len(rest)), replace=False)
                     y, target = truth[idx], truth[rest]
                     centre, low, high = model.adapt(idx, y).predict(rest)
-                    mine.append(_spearman(centre, target))
+                    mine.append(spearman(centre, target))
                     covered.append(coverage(low, high, target))
                     ridge = ridge_baseline(basis, idx, y)[rest]
-                    scores["ridge"].append(_spearman(ridge, target))
+                    scores["ridge"].append(spearman(ridge, target))
                     alone = fit_shots(isotropic, idx, np.log(y)).predict(rest)
-                    scores["shots_only"].append(_spearman(alone, target))
+                    scores["shots_only"].append(spearman(alone, target))
                     proxy = rank_proxies(np.exp(basis.log_latency[idx]), y)
                     column = np.exp(basis.log_latency[:, proxy.index])
                     calibrated = MonotoneCalibration.fit(column[idx], y).apply(column[rest])[0]
-                    scores["best_device"].append(_spearman(calibrated, target))
+                    scores["best_device"].append(spearman(calibrated, target))
                     done += 1
                     if progress:
                         progress(done, work)

@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from predictors.metrics import spearman
 from predictors.shots_model import DesignPrior, ShotsFit, fit_shots
 
 LEVEL = 0.9
@@ -305,11 +306,8 @@ class Adapted:
         out: dict[str, object] = {"own_weight": round(1 - self.stack, 3)}
         if len(errors) < MIN_SHOTS:
             return out | {"explained": "unknown"}
-        from scipy.stats import spearmanr  # scipy.stats costs ~1 s at import
-
         measured = np.zeros(0) if self.error_targets is None else self.error_targets
-        rho = spearmanr(measured + errors, measured)[0] if np.ptp(measured) > 0 else 0.0
-        rho = float(rho) if np.isfinite(rho) else 0.0
+        rho = spearman(measured + errors, measured)
         typical = float(np.exp(np.median(np.abs(errors))) - 1)
         explained = "well" if rho >= WELL[0] and typical <= WELL[1] else "partly"
         if rho < POORLY[0] or typical > POORLY[1]:
