@@ -17,6 +17,7 @@ import app.measure_service
 import app.optimize_service
 import app.predictor_service
 import app.reference_import  # noqa: F401  (registers the import-reference job kind)
+from app.artifact_store import attach
 from app.cli_common import JobProgress, clear_errors, console, fail
 from app.cli_deploy import register as register_deploy
 from app.cli_eval import eval_cli
@@ -64,7 +65,9 @@ def _ready_factory():  # type: ignore[no-untyped-def]
     settings = get_settings()
     settings.ensure_dirs()
     check_schema(settings.database_url)
-    return session_factory(settings.database_url)
+    factory = session_factory(settings.database_url)
+    attach(settings.artifacts_dir, factory, settings.artifact_store)
+    return factory
 
 
 def _run_job(kind: str, params: dict[str, Any]) -> Job:

@@ -49,6 +49,17 @@ class NoModel(DomainError):
     status = 422
 
 
+class UnusableArtifact(Conflict):
+    """A recorded artifact (predictor, learned optimizer, exported model) whose bytes, in
+    this process's artifacts folder or in the artifact store, differ from the SHA-256
+    recorded when it was written: refused rather than used."""
+
+
+class MissingArtifact(UnusableArtifact):
+    """A recorded artifact in neither this process's artifacts folder nor the artifact
+    store (written with the local store on a machine whose folder this one does not share)."""
+
+
 class NotMeasurable(Conflict):
     """The device cannot run a measurement from here (a reference device, other hardware)."""
 

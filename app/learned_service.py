@@ -25,6 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from app.artifact_store import local_path, record
 from app.domain_errors import InvalidInput, NoModel
 from app.jobs import JobContext, job_kind
 from app.models import Architecture, Device, Measurement
@@ -147,6 +148,8 @@ def _store_optimizer(
         path = ctx.artifacts_dir / artifact
         model.save(path)
         saved.append(path)
+        record(s, ctx.artifacts_dir, artifact)
+        record(s, ctx.artifacts_dir, sidecar(Path(artifact)).as_posix())
         row = LearnedRow(
             space=p.space,
             dataset=p.dataset,
@@ -177,7 +180,8 @@ def _load(path: str) -> LearnedOptimizer:
 
 def load_optimizer(artifacts_dir: Path, row: LearnedRow) -> LearnedOptimizer:
     """The row's artifact (cached: artifacts are never rewritten)."""
-    path = artifacts_dir / row.artifact
+    path = local_path(artifacts_dir, row.artifact)
+    local_path(artifacts_dir, sidecar(Path(row.artifact)).as_posix())
     try:
         return _load(str(path))
     except (OSError, ValueError, RuntimeError) as exc:

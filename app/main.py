@@ -15,6 +15,7 @@ import app.measure_service
 import app.optimize_service
 import app.predictor_service
 import app.reference_import  # noqa: F401  (registers the import-reference job kind)
+from app.artifact_store import attach, store_problem
 from app.artifacts import folder_problem
 from app.db import check_schema, head_revision, session_factory
 from app.deps import ReadAccess, RunnerDep, SessionDep, SettingsDep
@@ -55,6 +56,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         settings.ensure_dirs()
         check_schema(settings.database_url, settings.db_timeouts)
         factory = session_factory(settings.database_url, settings.db_timeouts)
+        attach(settings.artifacts_dir, factory, settings.artifact_store)
         app.state.settings = settings
         app.state.session_factory = factory
         # Thread mode runs jobs here, on a private queue; otherwise this process only queues
@@ -135,7 +137,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @app.get("/readyz", response_model=Readiness, tags=["service"], responses=unavailable)
     def readyz(session: SessionDep, settings: SettingsDep, runner: RunnerDep) -> Readiness:
         """Ready to serve: the database answers and its schema is the code's, the job queue
-        answers, and the artifacts folder can take files; else 503 naming each that fails."""
+        answers, the artifact store can be read and the artifacts folder can take files;
+        else 503 naming each that fails."""
         head = head_revision(settings.database_url)
         problems: list[str | None] = []
         revision = None
@@ -146,6 +149,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         else:
             if revision != head:
                 problems.append(f"database schema is at {revision}, this code needs {head}")
+            else:
+                problems.append(store_problem(session, settings.artifact_store))
         problems.append(runner.queue.problem())
         problems.append(folder_problem(settings.artifacts_dir, settings.artifacts_min_free_mb))
         if any(problems):

@@ -7,6 +7,7 @@ from typing import Any, ClassVar
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     CheckConstraint,
     DateTime,
@@ -14,6 +15,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Text,
@@ -209,6 +211,23 @@ class Predictor(Base):
     quality: Mapped[dict[str, Any]] = mapped_column(default=dict)
     provenance: Mapped[dict[str, Any]] = mapped_column(default=dict)
     job_id: Mapped[int | None] = mapped_column(ForeignKey("jobs.id", ondelete="SET NULL"))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class Artifact(Base):
+    """One file of a predictor, learned optimizer or exported model, by its path relative to
+    the artifacts folder: its SHA-256 and size, recorded when it was written, and with
+    ``EDGEOPT_ARTIFACT_STORE=database`` its bytes, from which a process on another machine
+    fills its own folder (``app/artifact_store.py``). Never rewritten, like the files.
+    """
+
+    __tablename__ = "artifacts"
+
+    key: Mapped[str] = mapped_column(String(400), primary_key=True)
+    sha256: Mapped[str] = mapped_column(String(64))
+    size: Mapped[int] = mapped_column(BigInteger)
+    # None: written with the local store, the bytes are only in that artifacts folder
+    content: Mapped[bytes | None] = mapped_column(LargeBinary, deferred=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 

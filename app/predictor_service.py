@@ -24,6 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import event, func, literal, select
 from sqlalchemy.orm import Session, sessionmaker
 
+from app.artifact_store import local_path, record
 from app.artifacts import write_folder
 from app.db import unit_of_work
 from app.domain_errors import Conflict, InvalidInput
@@ -306,6 +307,7 @@ def train_predictors(
                     job_id=ctx.job_id if ctx else None,
                 )
                 s.add(row)
+                record(s, artifacts_dir, rel.as_posix())
                 s.flush()
                 trained.append(row.id)
         except Exception:
@@ -353,7 +355,7 @@ def _load(path: str) -> DesignModel:
 
 def load_model(artifacts_dir: Path, predictor: Predictor) -> DesignModel:
     """The predictor's artifact (cached per file: artifacts are never rewritten)."""
-    return _load(str(artifacts_dir / predictor.artifact))
+    return _load(str(local_path(artifacts_dir, predictor.artifact)))
 
 
 @lru_cache(maxsize=256)
@@ -411,7 +413,7 @@ def predict_model(
 
     ``rows``: ``whole_space_rows(space, encodings)``, when the caller has it already.
     """
-    path = str(artifacts_dir / predictor.artifact)
+    path = str(local_path(artifacts_dir, predictor.artifact))
     try:
         position, arrays = _whole_space(path, space, predictor.policy)
         if position and rows is None:
@@ -953,7 +955,7 @@ def change_estimates(
         return None
     own = [m for m in models if m.dataset == dataset]
     model = own[0] if own else max(models, key=_pairs_then_newest)
-    path = str(artifacts_dir / model.artifact)
+    path = str(local_path(artifacts_dir, model.artifact))
     try:
         rows = whole_space_rows(space, designs)
         if rows is not None:

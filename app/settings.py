@@ -74,6 +74,13 @@ class Settings(BaseSettings):
         description="SQLAlchemy URL, e.g. postgresql+psycopg://user@host:5432/db",
     )
     artifacts_dir: Path = Field(default=DEFAULT_HOME / "artifacts")
+    artifact_store: Literal["local", "database"] = Field(
+        default="local",
+        description="Where predictors, learned optimizers and exported models live: local "
+        "(the artifacts folder only, shared by every process) or database (their bytes also "
+        "in the registry; each process's artifacts folder is then a cache of it, so workers "
+        "on other machines need no shared folder)",
+    )
     api_keys: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
         description="Comma-separated keys accepted in the X-API-Key header for writes",

@@ -24,6 +24,7 @@ import logging
 import os
 import tempfile
 import time
+from contextlib import suppress
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -31,7 +32,8 @@ from typing import Any
 from sqlalchemy import ColumnElement, and_, or_, select, update
 from sqlalchemy.orm import Session
 
-from app.domain_errors import Conflict, InvalidInput, NotFound
+from app.artifact_store import local_path, share
+from app.domain_errors import Conflict, InvalidInput, MissingArtifact, NotFound
 from app.models import Architecture, Device, Measurement, MeasurementTask
 from app.repository import Timed, architecture_id, latency_row, upsert_measurements
 from devices.profile import Metric, canonical_policy
@@ -263,11 +265,15 @@ def model_file(artifacts_dir: Path, space: str, design: str, policy: str) -> Pat
 
     A first export takes seconds: requests for the same model meanwhile (in this process
     or another on the same folder) wait on a lock file beside it and then serve the file
-    the first wrote, rather than export it again.
+    the first wrote, rather than export it again. With the database store, a model exported
+    on another machine is fetched from it rather than exported again.
     """
     # "probe": files are labelled as untrained; those cached before the label are not reused
     key = hashlib.sha256(f"{space}\n{design}\n{policy}\nprobe".encode()).hexdigest()[:24]
-    path = artifacts_dir / "models" / space / f"{key}.onnx"
+    name = f"models/{space}/{key}.onnx"
+    path = artifacts_dir / name
+    with suppress(MissingArtifact):  # recorded, and in no folder nor the store: export again
+        path = local_path(artifacts_dir, name)
     if path.is_file():
         return path
     # torch loads on first export, not at startup
@@ -286,6 +292,7 @@ def model_file(artifacts_dir: Path, space: str, design: str, policy: str) -> Pat
                 exported = export_design(space, design, policy, Path(tmp) / "m.onnx")
                 label(exported.path, {WEIGHTS_KEY: PROBE})
                 os.replace(exported.path, path)  # atomic: readers see all or nothing
+            share(artifacts_dir, name)
         except OSError as exc:  # a full or read-only disk: say where (the exporter does not)
             if exc.filename is None:
                 raise OSError(exc.errno, exc.strerror, str(path.parent)) from exc
