@@ -18,8 +18,9 @@ UNCERTAIN = "the latency prediction's 90% interval spans more than a factor of 3
 
 class Estimate(BaseModel):
     """A prediction (median for latency and energy, mean for accuracy) and its 90% interval;
-    a recorded value has ``low == high == value``, a latency measured by measure-and-refine
-    its measurement's spread as the interval."""
+    a recorded value has ``low == high == value`` (a digits record: the next training run's
+    expected accuracy and interval, as runs differ by seed), a latency measured by
+    measure-and-refine its measurement's spread as the interval."""
 
     value: float
     low: float

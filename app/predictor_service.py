@@ -32,6 +32,7 @@ from app.jobs import JobContext, job_kind
 from app.models import AccuracyRecord, Architecture, Device, Measurement, Predictor
 from predictors.answer import answer, calibrated_proxy_scale, transfer_calibration
 from predictors.design_model import DesignModel, fit_design_model, library_versions
+from predictors.run_spread import next_run, shipped_sigma
 from predictors.transfer import MIN_SHOTS, TransferBasis, TransferModel
 from search.accuracy_change import (
     Pairs,
@@ -868,7 +869,9 @@ def _records(
 def accuracy_estimates(
     session: Session, artifacts_dir: Path, space: str, dataset: str, policy: str, designs: list[str]
 ) -> tuple[Arrays | None, dict[str, Any]]:
-    """Recorded accuracy where the registry has it (exact), the dataset's model elsewhere,
+    """Recorded accuracy where the registry has it (exact, or where the dataset's run-to-run
+    spread is known, the next run's expected accuracy from record and model), the dataset's
+    model elsewhere,
     and for a quantized policy without either: the fp32 accuracy plus the predicted change.
     Predicted top-1 and its interval stay within 0-100%.
 
@@ -881,11 +884,18 @@ def accuracy_estimates(
     n = len(designs)
     centre, low, high = np.full(n, np.nan), np.full(n, np.nan), np.full(n, np.nan)
     have = np.array([d in records for d in designs], dtype=bool)
-    if have.any():
-        values = np.array([records[d] for d, h in zip(designs, have, strict=True) if h])
-        centre[have], low[have], high[have] = values, values, values
     info: dict[str, Any] = {"method": "recorded" if have.all() else "space-model",
                             "recorded": int(have.sum())}  # fmt: skip
+    sigma = shipped_sigma(space, dataset)
+    if have.any():
+        values = np.array([records[d] for d, h in zip(designs, have, strict=True) if h])
+        if sigma is None:  # no repeat runs: the record is the answer
+            centre[have], low[have], high[have] = values, values, values
+        else:
+            kept = [d for d, h in zip(designs, have, strict=True) if h]
+            model = predict_model(artifacts_dir, models[0], space, kept) if models else None
+            centre[have], low[have], high[have] = np.clip(next_run(values, sigma, model), 0, 100)
+            info["run_sigma_points"] = round(sigma, 3)
     if have.all():
         return (centre, low, high), info
     missing = [d for d, h in zip(designs, have, strict=True) if not h]

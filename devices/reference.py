@@ -288,3 +288,35 @@ def write_digits_accuracy(space: str, rows: list[AccuracyRow], root: Path | None
         for r in sorted(rows, key=lambda r: (r.design, r.policy)):
             writer.writerow([r.design, r.policy, repr(r.top1), r.source])
     return path
+
+
+def runs_file(space: str, root: Path | None = None) -> Path:
+    return (root or data_dir()) / DIGITS / f"{space}_runs.csv.gz"
+
+
+def load_digits_runs(space: str, root: Path | None = None) -> dict[str, list[float]]:
+    """Repeated digits trainings of a few designs (fp32 top-1 by seed), none if unshipped:
+    a record is one training run, and these say how far another run lands from it."""
+    path = runs_file(space, root)
+    if not path.is_file():
+        return {}
+    runs: dict[str, list[float]] = {}
+    with gzip.open(path, "rt", newline="") as f:
+        for r in csv.DictReader(f):
+            runs.setdefault(r["arch"], []).append(float(r["top1"]))
+    return runs
+
+
+def write_digits_runs(
+    space: str, runs: dict[str, dict[int, float]], root: Path | None = None
+) -> Path:
+    """Ship repeated trainings as (arch, seed, top1) rows, sorted."""
+    path = runs_file(space, root)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with gzip.GzipFile(path, "wb", mtime=0) as raw, io.TextIOWrapper(raw, newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["arch", "seed", "top1"])
+        for design in sorted(runs):
+            for seed, top1 in sorted(runs[design].items()):
+                writer.writerow([design, seed, repr(top1)])
+    return path

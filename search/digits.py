@@ -91,10 +91,10 @@ def onnx_accuracy(path: Path) -> float:
 
 
 def measure_accuracy(
-    space: str, encoding: str, policies: list[str], epochs: int = 4
+    space: str, encoding: str, policies: list[str], epochs: int = 4, seed: int = 0
 ) -> dict[str, float]:
     """Held-out top-1 (%) of the trained design, per policy (fp32 and quantized)."""
-    net = train(space, encoding, epochs)
+    net = train(space, encoding, epochs, seed)
     calibration = digits().x_train[:64]
     out = {}
     with tempfile.TemporaryDirectory() as tmp:

@@ -90,7 +90,7 @@ def test_optimize_train_quantize_verify_on_digits(settings: Settings, tmp_path: 
     model = tmp_path / "model.pt"
     fit = edgeopt(
         "train", "--optimization", optimization, "--data", "digits", "--size", "small",
-        "--epochs", "3", "--out", str(model), env=env, timeout=300,
+        "--epochs", "4", "--out", str(model), env=env, timeout=300,
     )  # fmt: skip
     assert fit.returncode == 0, fit.stderr
     assert "100%" in fit.stderr  # the progress display
@@ -109,9 +109,11 @@ def test_optimize_train_quantize_verify_on_digits(settings: Settings, tmp_path: 
     assert f"{MIXED} " in quantized.stdout and "points" in quantized.stdout
     q = json.loads((tmp_path / "model.onnx.json").read_text())
     assert abs(q["accuracy_change"]) < 5
-    # three epochs, as the shipped digits accuracies were measured with four: the measured
-    # top-1 lies within a few points of the predicted interval
-    assert predicted["low"] - 5 <= q["quantized_accuracy"] <= predicted["high"] + 5
+    # trained as the shipped digits accuracies were (small, 16x16, four epochs): the measured
+    # top-1 lies in the predicted interval, which holds a new run's spread (a record is one
+    # run, and the best of hundreds of records is mostly a lucky seed)
+    assert predicted["high"] - predicted["low"] > 3
+    assert predicted["low"] <= q["quantized_accuracy"] <= predicted["high"]
     props = {p.key: p.value for p in onnx.load(str(onnx_path)).metadata_props}
     assert props["edgeopt.weights"].startswith("trained (digits 16x16")
     assert props["edgeopt.policy"] == MIXED
