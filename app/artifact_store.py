@@ -119,7 +119,7 @@ def local_path(folder: Path, name: str) -> Path:
                         + (
                             "remove the file to fetch the stored copy again"
                             if store.keeps_bytes
-                            else "train it again"
+                            else "remove it and train it again (a model download exports again)"
                         )
                     )
                 continue
