@@ -30,9 +30,10 @@ from app.db import unit_of_work
 from app.domain_errors import Conflict, InvalidInput
 from app.jobs import JobContext, job_kind
 from app.models import AccuracyRecord, Architecture, Device, Measurement, Predictor
+from predictors.accuracy import accuracy_ladder
 from predictors.answer import answer, calibrated_proxy_scale, transfer_calibration
 from predictors.design_model import DesignModel, fit_design_model, library_versions
-from predictors.run_spread import next_run, shipped_sigma
+from predictors.run_spread import shipped_sigma
 from predictors.transfer import MIN_SHOTS, TransferBasis, TransferModel
 from search.accuracy_change import (
     Pairs,
@@ -869,11 +870,8 @@ def _records(
 def accuracy_estimates(
     session: Session, artifacts_dir: Path, space: str, dataset: str, policy: str, designs: list[str]
 ) -> tuple[Arrays | None, dict[str, Any]]:
-    """Recorded accuracy where the registry has it (exact, or where the dataset's run-to-run
-    spread is known, the next run's expected accuracy from record and model), the dataset's
-    model elsewhere,
-    and for a quantized policy without either: the fp32 accuracy plus the predicted change.
-    Predicted top-1 and its interval stay within 0-100%.
+    """The accuracy ladder (``predictors.accuracy.accuracy_ladder``: record, the dataset's
+    model, fp32 plus the predicted change) over the registry's records and models.
 
     None (with the reason) when none of them can answer for the dataset and policy.
     """
@@ -881,42 +879,24 @@ def accuracy_estimates(
     models = [
         p for p in latest_predictors(session, "accuracy", space, policy) if p.dataset == dataset
     ]
-    n = len(designs)
-    centre, low, high = np.full(n, np.nan), np.full(n, np.nan), np.full(n, np.nan)
-    have = np.array([d in records for d in designs], dtype=bool)
-    info: dict[str, Any] = {"method": "recorded" if have.all() else "space-model",
-                            "recorded": int(have.sum())}  # fmt: skip
-    sigma = shipped_sigma(space, dataset)
-    if have.any():
-        values = np.array([records[d] for d, h in zip(designs, have, strict=True) if h])
-        if sigma is None:  # no repeat runs: the record is the answer
-            centre[have], low[have], high[have] = values, values, values
-        else:
-            kept = [d for d, h in zip(designs, have, strict=True) if h]
-            model = predict_model(artifacts_dir, models[0], space, kept) if models else None
-            centre[have], low[have], high[have] = np.clip(next_run(values, sigma, model), 0, 100)
-            info["run_sigma_points"] = round(sigma, 3)
-    if have.all():
-        return (centre, low, high), info
-    missing = [d for d, h in zip(designs, have, strict=True) if not h]
-    if models:
-        c, lo, hi = predict_model(artifacts_dir, models[0], space, missing)
-        centre[~have], low[~have], high[~have] = np.clip((c, lo, hi), 0.0, 100.0)
+
+    def model(few: list[str]) -> Arrays:
+        return predict_model(artifacts_dir, models[0], space, few)
+
+    def quantized(few: list[str]) -> tuple[Arrays, dict[str, Any]] | None:
+        return _quantized(session, artifacts_dir, space, dataset, policy, few)
+
+    arrays, info = accuracy_ladder(
+        designs,
+        records,
+        model if models else None,
+        quantized if policy != "fp32" else None,
+        shipped_sigma(space, dataset),
+        f"{space} on {dataset!r} at {policy}",
+    )
+    if models and info["method"] == "space-model":
         info["predictor_id"] = models[0].id
-        return (centre, low, high), info
-    changed = _quantized(session, artifacts_dir, space, dataset, policy, missing)
-    if changed is not None:
-        (c, lo, hi), change_info = changed
-        centre[~have], low[~have], high[~have] = np.clip((c, lo, hi), 0.0, 100.0)
-        return (centre, low, high), info | change_info
-    if not have.any():
-        reason = f"no accuracy records or model for {space} on {dataset!r} at {policy}"
-        if policy != "fp32":
-            reason += " (and no fp32 accuracy with an accuracy-change model to start from)"
-        return None, {"method": None, "reason": reason}
-    info["method"] = "recorded"
-    info["note"] = f"{len(missing)} designs without a record were left out"
-    return (centre, low, high), info
+    return arrays, info
 
 
 def _quantized(
