@@ -8,8 +8,10 @@ import pytest
 from devices.reference import ReferenceTable
 from predictors.design_model import (
     LEVEL,
+    AdditiveBase,
     DesignModel,
     DesignRegressor,
+    conformal_quantile,
     cross_coverage,
     fit_design_model,
 )
@@ -69,6 +71,21 @@ def test_latency_that_adds_up_over_kernels_is_predicted_within_ten_percent(
     np.testing.assert_allclose(again.predict(x)[0], model.predict(x)[0])
 
 
+def test_a_kernel_never_costs_negative_time() -> None:
+    """Few designs, many columns and a cluster of near-free designs (cells that compute
+    nothing): an unconstrained fit trades costs of either sign, and then a design with one
+    more kernel than another can be predicted faster. Non-negative costs cannot."""
+    rng = np.random.default_rng(3)
+    x = rng.integers(0, 3, size=(50, 40)).astype(float)
+    y = 0.05 + x @ rng.uniform(0.0, 0.02, size=40)
+    x[:4], y[:4] = 0.0, 0.05  # identity cells: the fixed cost only
+    base = AdditiveBase.fit(x, y)
+    assert base.intercept >= 0 and min(base.coef) >= 0
+    more = x[10:20].copy()
+    more[:, 7] += 1  # one more kernel each
+    assert (base.log_predict(more) >= base.log_predict(x[10:20])).all()
+
+
 def test_values_that_do_not_add_up_get_no_additive_base() -> None:
     rng = np.random.default_rng(1)
     x = rng.integers(0, 4, size=(300, 6)).astype(float)
@@ -104,8 +121,8 @@ def test_the_estimator_form_fits_like_scikit_learn(nb201: ReferenceTable) -> Non
 def test_coverage_is_measured_on_rows_that_did_not_set_the_interval() -> None:
     rng = np.random.default_rng(0)
     # Scored on the rows that set the quantile, coverage reads LEVEL whatever the errors are;
-    # across halves it moves with them: 40 rows of heavy-tailed errors land off LEVEL.
-    heavy = np.abs(rng.standard_cauchy(40))
+    # across halves it moves with them: 30 rows of heavy-tailed errors land off LEVEL.
+    heavy = np.abs(rng.standard_cauchy(30))
     assert np.mean(heavy <= np.quantile(heavy, LEVEL)) == pytest.approx(LEVEL)
     assert cross_coverage(heavy, rng) != pytest.approx(LEVEL, abs=1e-3)
     # and on many well-behaved rows it agrees with fresh data from the same process
@@ -115,3 +132,14 @@ def test_coverage_is_measured_on_rows_that_did_not_set_the_interval() -> None:
     _, low, high = model.predict(x[2000:])
     fresh = float(np.mean((y[2000:] >= low) & (y[2000:] <= high)))
     assert model.quality["coverage"] == pytest.approx(fresh, abs=0.04)
+
+
+def test_a_small_held_out_set_widens_the_interval() -> None:
+    """Twelve held-out errors (a model of 60 designs) cannot place a 90% quantile: the
+    split-conformal rank is the largest. With thousands it is the plain quantile."""
+    rng = np.random.default_rng(4)
+    few = np.abs(rng.normal(size=12))
+    assert conformal_quantile(few) == few.max()
+    many = np.abs(rng.normal(size=5000))
+    assert conformal_quantile(many) == pytest.approx(np.quantile(many, LEVEL), rel=0.01)
+    assert conformal_quantile(many) >= np.quantile(many, LEVEL)
