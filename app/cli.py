@@ -371,16 +371,11 @@ def optimize_cmd(
         settings = get_settings()
         factory = _ready_factory()
         if max_measurements:
-            from app.optimize_service import resolve
+            from app.optimize_service import refine_job
 
-            with factory() as s:
-                owner = resolve(s, request).device
-                assert owner is not None
-                where_measured(s, owner)  # refuse a device nothing can measure, before the job
-            job = _run_job(
-                "optimize-refine",
-                {"request": request.model_dump(mode="json"), "budget_s": settings.measure_budget_s},
-            )
+            with factory() as s:  # the API's checks, before the job: one answer at both doors
+                kind, params = refine_job(s, request, settings.measure_budget_s)
+            job = _run_job(kind, params)
             optimization_id = int((job.result or {})["optimization_id"])
             with factory() as s:
                 record = s.get(Optimization, optimization_id)

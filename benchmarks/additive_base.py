@@ -1,9 +1,9 @@
-"""Benchmark: the latency model's additive base and interval, before and after, by table size.
+"""Benchmark: the latency model's additive base and interval against a baseline, by table size.
 
     python benchmarks/additive_base.py [--seeds 3] [--json OUT]
 
-*Before*: the additive base fitted by unconstrained ridge and the interval set by the plain
-90% quantile of the held-out errors. *After* (``predictors/design_model.py`` as shipped):
+*Baseline*: the additive base fitted by unconstrained ridge and the interval set by the plain
+90% quantile of the held-out errors. *Shipped* (``predictors/design_model.py``):
 non-negative kernel costs and the split-conformal quantile. Both are the service's
 ``fit_design_model`` (base chosen by the rows, LightGBM correction, refit on all rows); only
 those two parts differ. Scored on designs never used in fitting (a seeded 20% per seed):
@@ -42,7 +42,7 @@ REFERENCE_SIZES = (100, 1000)
 
 
 def unconstrained_fit(cls: type[AdditiveBase], x: np.ndarray, y: np.ndarray, alpha: float = 1e-2):
-    """The base before: weighted ridge with costs of either sign."""
+    """The baseline base: weighted ridge with costs of either sign."""
     scale = float(np.median(y))
     ys = y / scale
     x1 = np.c_[np.ones(len(x)), x]
@@ -53,13 +53,13 @@ def unconstrained_fit(cls: type[AdditiveBase], x: np.ndarray, y: np.ndarray, alp
 
 
 def plain_quantile(error: np.ndarray, level: float = LEVEL) -> float:
-    """The interval before: the plain ``level`` quantile of the held-out errors."""
+    """The baseline interval: the plain ``level`` quantile of the held-out errors."""
     return float(np.quantile(error, level))
 
 
 @contextmanager
-def before() -> Any:
-    """The model as it was: unconstrained base, plain quantile."""
+def baseline() -> Any:
+    """The baseline: unconstrained base, plain quantile."""
     fit, quantile = AdditiveBase.__dict__["fit"], design_model.conformal_quantile
     AdditiveBase.fit = classmethod(unconstrained_fit)  # type: ignore[assignment]
     design_model.conformal_quantile = plain_quantile
@@ -73,7 +73,7 @@ def before() -> Any:
 def scores(x: np.ndarray, y: np.ndarray, seeds: int) -> dict[str, dict[str, float]]:
     """Held-out figures of both variants over ``seeds`` 80/20 splits."""
     out: dict[str, dict[str, float]] = {}
-    variants: dict[str, Callable[[], Any]] = {"before": before, "after": _nothing}
+    variants: dict[str, Callable[[], Any]] = {"baseline": baseline, "shipped": _nothing}
     for name, variant in variants.items():
         names = ("within_10pct", "mape", "coverage", "fast_coverage")
         figures: dict[str, list[float]] = {k: [] for k in names}

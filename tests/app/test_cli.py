@@ -112,7 +112,10 @@ def test_bad_arguments_exit_non_zero_with_a_message(settings: Settings) -> None:
         (["jobs", "show", "999"], "no job with id 999"),
         (["jobs", "show", "abc"], "Invalid value for 'job_id'"),
         (["devices", "list", "--limit", "0"], "Invalid value for '--limit'"),
-    ]
+        # the API's 422, not a job run as another method
+        (["optimize", "--device", "pixel3", "--method", "neural", "--max-measurements", "6"],
+         "method 'neural' answers from predictions"),
+    ]  # fmt: skip
     for args, message in cases:
         result = edgeopt(*args, env=env)
         assert result.returncode != 0, args
