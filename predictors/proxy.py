@@ -1,10 +1,12 @@
 """Proxy-device reuse (the OneProxy idea): borrow a registered device's predictor.
 
 Rank the candidate devices by how well their predictions order the target's measured designs
-(Spearman); when the best one agrees well enough, map its predictions through a monotone
-calibration fitted on the shots (a power law, log y = a + b log p with b > 0, which keeps
-the proxy's ranking intact). When agreement is weak, the caller adapts instead (few-shot
-transfer, :mod:`predictors.transfer`).
+(Spearman), and map a proxy's predictions through a monotone calibration fitted on the shots
+(a power law, log y = a + b log p with b > 0, which keeps the proxy's ranking intact). This
+module gives the parts; whether a proxy answers is decided once, in
+:func:`predictors.answer.answer`: its agreement must reach ``AGREEMENT`` *and* its
+calibration must predict the shots (each left out in turn) with at most 1 / ``PROXY_MARGIN``
+of few-shot transfer's error; otherwise transfer (:mod:`predictors.transfer`) answers.
 """
 
 from __future__ import annotations
