@@ -28,7 +28,7 @@ import traceback
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +38,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from app.db import unit_of_work
 from app.domain_errors import DomainError
-from app.models import Job, JobLog
+from app.models import Job, JobLog, utcnow
 from app.queue import JobQueue
 
 log = logging.getLogger(__name__)
@@ -82,10 +82,6 @@ class JobCancelled(Exception):
 
 class JobStopped(Exception):
     """Raised inside a job body when its worker stops, or another worker took the job over."""
-
-
-def _now() -> datetime:
-    return datetime.now(UTC)
 
 
 def worker_id() -> str:
@@ -145,7 +141,7 @@ class JobContext:
         if not force and now - self._last_write < self._min_interval:
             return
         self._last_write = now
-        values: dict[str, Any] = {"progress": fraction, "heartbeat_at": _now()}
+        values: dict[str, Any] = {"progress": fraction, "heartbeat_at": utcnow()}
         if message is not None:
             values["message"] = message
         with unit_of_work(self.factory) as s:
@@ -199,7 +195,7 @@ def create_job(
     """Store a queued job (``owner``: who queued it, until a worker claims it)."""
     params = validate_params(kind, params)
     with unit_of_work(factory) as s:
-        job = Job(kind=kind, params=params, owner=owner, heartbeat_at=_now(), status="queued")
+        job = Job(kind=kind, params=params, owner=owner, heartbeat_at=utcnow(), status="queued")
         s.add(job)
         s.flush()
         return job.id
@@ -212,7 +208,7 @@ def claim_job(factory: sessionmaker[Session], job_id: int, owner: str) -> Claim 
     One conditional UPDATE: of several workers claiming the same job, on PostgreSQL as on
     SQLite, exactly one sees a row changed.
     """
-    now = _now()
+    now = utcnow()
     with unit_of_work(factory) as s:
         taken = _updated(
             s.execute(
@@ -243,7 +239,7 @@ def _end_cancelled(s: Session, job_ids: list[int]) -> None:
             s.execute(
                 update(Job)
                 .where(Job.id == job_id, Job.status == "queued", Job.cancel_requested.is_(True))
-                .values(status="cancelled", finished_at=_now())
+                .values(status="cancelled", finished_at=utcnow())
             )
         ):
             s.add(JobLog(job_id=job_id, line="cancelled before it started"))
@@ -306,7 +302,7 @@ def _end_values(status: str, result: dict[str, Any] | None, error: str | None) -
         "status": status,
         "result": result,
         "error": error,
-        "finished_at": _now(),
+        "finished_at": utcnow(),
     }
     if status == "succeeded":
         values["progress"] = 1.0
@@ -344,7 +340,7 @@ def reap_jobs(
     factory: sessionmaker[Session], stale_after_s: float, max_attempts: int = MAX_ATTEMPTS
 ) -> tuple[list[int], list[int]]:
     """``mark_stale_jobs``, returning (jobs queued again, every job it changed)."""
-    cutoff = _now() - timedelta(seconds=stale_after_s)
+    cutoff = utcnow() - timedelta(seconds=stale_after_s)
     is_stale = (Job.status == "running", Job.heartbeat_at < cutoff)
     with factory() as s:  # a plain read first: looking at jobs must not wait for writers
         stale = s.execute(select(Job.id, Job.attempts, Job.cancel_requested).where(*is_stale))
@@ -357,7 +353,7 @@ def reap_jobs(
         for job_id, attempts, cancel in candidates:
             this = update(Job).where(Job.id == job_id, Job.attempts == attempts, *is_stale)
             if cancel:
-                values: dict[str, Any] = {"status": "cancelled", "finished_at": _now()}
+                values: dict[str, Any] = {"status": "cancelled", "finished_at": utcnow()}
                 line = "cancelled: its worker stopped"
             elif attempts < max_attempts:
                 values = {"status": "queued", "owner": None, "heartbeat_at": None}
@@ -365,7 +361,7 @@ def reap_jobs(
             else:
                 values = {
                     "status": "interrupted",
-                    "finished_at": _now(),
+                    "finished_at": utcnow(),
                     "error": f"the worker running this job stopped before it finished, "
                     f"{attempts} times (EDGEOPT_JOB_MAX_ATTEMPTS={max_attempts})",
                 }
@@ -390,7 +386,7 @@ def enqueue_waiting(
     """
     if queue.pending():
         return []
-    cutoff = _now() - timedelta(seconds=stale_after_s)
+    cutoff = utcnow() - timedelta(seconds=stale_after_s)
     waiting = (Job.status == "queued", (Job.heartbeat_at < cutoff) | Job.heartbeat_at.is_(None))
     with factory() as s:
         ids = s.scalars(select(Job.id).where(*waiting).order_by(Job.id)).all()
@@ -401,7 +397,7 @@ def enqueue_waiting(
         _end_cancelled(s, list(ids))
         for job_id in ids:
             touched = update(Job).where(Job.id == job_id, Job.cancel_requested.is_(False), *waiting)
-            if _updated(s.execute(touched.values(heartbeat_at=_now()))):
+            if _updated(s.execute(touched.values(heartbeat_at=utcnow()))):
                 sent.append(job_id)
     for job_id in sent:
         queue.enqueue(job_id)
@@ -504,7 +500,7 @@ class JobRunner:
                     s.execute(
                         update(Job)
                         .where(Job.owner == self.owner, Job.status == "running")
-                        .values(heartbeat_at=_now())
+                        .values(heartbeat_at=utcnow())
                     )
                 if time.monotonic() - last_reap >= reap_every:
                     last_reap = time.monotonic()

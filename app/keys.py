@@ -30,7 +30,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from app.domain_errors import InvalidInput, NotFound
 from app.errors import ApiError
-from app.models import ApiKey
+from app.models import ApiKey, utcnow
 
 TOKEN_PREFIX = "eok_"
 PREFIX_LENGTH = len(TOKEN_PREFIX) + 8  # "eok_" and the token's first 8 random characters
@@ -99,10 +99,6 @@ def matches_any(given: str, keys: Iterable[str]) -> bool:
     return ok
 
 
-def _now() -> datetime:
-    return datetime.now(UTC)
-
-
 def _aware(moment: datetime | None) -> datetime | None:
     """SQLite returns naive datetimes; everything stored here is UTC."""
     if moment is not None and moment.tzinfo is None:
@@ -142,7 +138,7 @@ def create_key(
         key_hash=hash_token(token),
         scopes=scopes,
         devices=_check_devices(scope, devices),
-        created_at=_now(),
+        created_at=utcnow(),
     )
     session.add(key)
     session.flush()
@@ -159,7 +155,7 @@ def revoke_key(session: Session, key_id: int) -> ApiKey:
     if key is None:
         raise NotFound(f"no API key with id {key_id}")
     if key.revoked_at is None:
-        key.revoked_at = _now()
+        key.revoked_at = utcnow()
         session.flush()
     return key
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -28,7 +27,7 @@ from app.db import unit_of_work
 from app.domain_errors import Conflict, InvalidInput, NoModel, NotFound, NotMeasurable
 from app.jobs import JobContext, job_kind
 from app.measure_service import HOST_DEVICE_SOURCE, is_this_host
-from app.models import Architecture, Device, Measurement, MeasurementTask, Optimization
+from app.models import Architecture, Device, Measurement, MeasurementTask, Optimization, utcnow
 from app.plausibility import Shown, flag_latency
 from app.predictor_service import (
     accuracy_estimates,
@@ -538,10 +537,6 @@ def _verified(record: Optimization) -> dict[str, Any]:
     return out
 
 
-def _now() -> str:
-    return datetime.now(UTC).isoformat()
-
-
 class VerifyParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -606,7 +601,7 @@ def _compared(record: Optimization, measured_ms: float, extra: dict[str, Any]) -
         "within_interval": predicted["low"] <= measured_ms <= predicted["high"],
         "error_pct": 100 * (predicted["value"] - measured_ms) / measured_ms,
         "meets_budget": None if budget is None else measured_ms <= budget,
-        "at": _now(),
+        "at": utcnow().isoformat(),
     }
 
 
@@ -928,7 +923,7 @@ def _refine_job(ctx: JobContext, params: dict[str, Any]) -> dict[str, Any]:
             "spread": spread,
             "bound_ms": bound,
             "meets_budget": req.goals.max_latency_ms is None or bound <= req.goals.max_latency_ms,
-            "at": _now(),
+            "at": utcnow().isoformat(),
         }
     return ctx.finish(lambda s: _store_refined(s, record))
 

@@ -33,6 +33,7 @@ from app.models import AccuracyRecord, Architecture, Device, Measurement, Predic
 from predictors.accuracy import accuracy_ladder
 from predictors.answer import answer, calibrated_proxy_scale, transfer_calibration
 from predictors.design_model import DesignModel, fit_design_model, library_versions
+from predictors.intervals import LEVEL
 from predictors.run_spread import shipped_sigma
 from predictors.transfer import MIN_SHOTS, TransferBasis, TransferModel
 from search.accuracy_change import (
@@ -48,7 +49,6 @@ FP32 = "fp32"  # the policy a policy without a basis of its own borrows the basi
 
 SpaceName = Literal["nb201", "fbnet", "ofa_mbv3"]
 Target = Literal["latency_ms", "energy_mj", "accuracy"]
-LEVEL = 0.9
 ANY_POLICY = "any"  # the scope of a model that answers every policy of its space
 
 

@@ -34,7 +34,7 @@ from sqlalchemy.orm import Session
 
 from app.artifact_store import local_path, share
 from app.domain_errors import Conflict, InvalidInput, MissingArtifact, NotFound
-from app.models import Architecture, Device, Measurement, MeasurementTask
+from app.models import Architecture, Device, Measurement, MeasurementTask, utcnow
 from app.repository import Timed, architecture_id, latency_row, upsert_measurements
 from devices.profile import Metric, canonical_policy
 from search.policy import UnsupportedPolicy, parse_policy
@@ -43,10 +43,6 @@ from search.spaces import InvalidEncoding, get_space
 FINGERPRINT_PRIORITY, DEFAULT_PRIORITY = 0, 1
 
 log = logging.getLogger(__name__)
-
-
-def _now() -> datetime:
-    return datetime.now(UTC)
 
 
 def _aware(moment: datetime | None) -> datetime | None:
@@ -126,7 +122,7 @@ def lease_tasks(
 ) -> list[MeasurementTask]:
     """Hand out up to ``limit`` tasks: queued ones, leased ones whose lease expired, and the
     ones this agent (same name, same key) holds already."""
-    now = _now()
+    now = utcnow()
     candidates = session.scalars(
         select(MeasurementTask)
         .where(
@@ -210,7 +206,7 @@ def accept_result(
     posted at once, the second waits for the first's transaction, then finds the task done
     and stores nothing.
     """
-    now = _now()
+    now = utcnow()
     claimed = session.scalar(
         update(MeasurementTask)
         .where(MeasurementTask.id == task.id, _may_post(agent, key_id, now))

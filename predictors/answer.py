@@ -19,8 +19,9 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
+from predictors.intervals import LEVEL, Z90
 from predictors.proxy import AGREEMENT, MonotoneCalibration, rank_proxies
-from predictors.transfer import LEVEL, MIN_SHOTS, TransferBasis, TransferModel
+from predictors.transfer import MIN_SHOTS, TransferBasis, TransferModel
 
 Arrays = tuple[np.ndarray, np.ndarray, np.ndarray]
 # A proxy is reused only where its calibration predicts the shots (each left out in turn)
@@ -37,7 +38,6 @@ ADVICE = (
     "GET /devices/{{device}}/next-measurements suggests, or optimize with max_measurements "
     "(measure-and-refine) for a design verified on the device"
 )
-Z90 = 1.6448536269514722  # MonotoneCalibration's half-width is z90 x the LOO RMSE
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,8 @@ from functools import lru_cache
 import numpy as np
 
 from devices.reference import DIGITS, load_digits_runs
-from predictors.answer import Z90, Arrays
+from predictors.answer import Arrays
+from predictors.intervals import Z90
 
 
 @lru_cache(maxsize=8)

@@ -32,10 +32,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from predictors.intervals import LEVEL
 from predictors.metrics import spearman
 from predictors.shots_model import DesignPrior, ShotsFit, fit_shots
 
-LEVEL = 0.9
 MIN_SHOTS = 3
 _FLOOR = 1e-3  # relative floor for a linear prediction before taking logs
 # Ridge penalties of the components (chosen on the standard splits; the figures are flat

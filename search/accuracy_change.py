@@ -21,7 +21,8 @@ from typing import Any
 
 import numpy as np
 
-from predictors.design_model import LEVEL, PARAMS, DesignModel, cross_coverage
+from predictors.design_model import PARAMS, DesignModel, cross_coverage
+from predictors.intervals import conformal_quantile
 from search.policy import unit_precisions
 from search.spaces import get_space
 
@@ -178,7 +179,7 @@ def fit_change_model(space: str, pairs: Pairs, seed: int = 0) -> DesignModel:
     guess = model.predict(x[held])[0]
     error = np.abs(guess - y[held])
     # conformal on held-out designs; its coverage scored on the half that did not set it
-    model.half_width = float(np.quantile(error, LEVEL))
+    model.half_width = conformal_quantile(error)
     rng = np.random.default_rng(seed)
     centre, low, high = model.predict(x[held])
     held_policies = [pairs.policies[i] for i in held]

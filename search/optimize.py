@@ -27,7 +27,8 @@ from typing import Literal
 
 import numpy as np
 
-Z90 = 1.6448536269514722  # the predictors' intervals are central 90%
+from predictors.intervals import Z90
+
 SAFE = 0.95  # a candidate this likely to meet the goals is the fallback worth improving on
 MIN_PROBABILITY = 0.2  # below this a candidate is not worth a measurement
 PARETO_POINTS = 200

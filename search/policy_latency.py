@@ -25,7 +25,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from predictors.design_model import LEVEL, DesignModel, fit_design_model
+from predictors.design_model import DesignModel, fit_design_model
+from predictors.intervals import conformal_quantile
 from search.kernels import CELLS
 from search.policy import unit_precisions
 from search.spaces import FBNet, get_space
@@ -145,7 +146,7 @@ def fit_policy_model(space: str, measured: Measured) -> DesignModel:
         part = fit_design_model(x[train], y[train], additive=True)
         guess = part.predict(x[test])[0]
         error = np.abs(np.log(guess / y[test]))
-        width = float(np.quantile(error, LEVEL))
+        width = conformal_quantile(error)
         widths.append(width)
         checks[policy] = {
             "within_10pct": float(np.mean(np.abs(guess / y[test] - 1) <= 0.1)),

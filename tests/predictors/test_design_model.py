@@ -11,7 +11,6 @@ from predictors.design_model import (
     AdditiveBase,
     DesignModel,
     DesignRegressor,
-    conformal_quantile,
     cross_coverage,
     fit_design_model,
 )
@@ -132,14 +131,3 @@ def test_coverage_is_measured_on_rows_that_did_not_set_the_interval() -> None:
     _, low, high = model.predict(x[2000:])
     fresh = float(np.mean((y[2000:] >= low) & (y[2000:] <= high)))
     assert model.quality["coverage"] == pytest.approx(fresh, abs=0.04)
-
-
-def test_a_small_held_out_set_widens_the_interval() -> None:
-    """Twelve held-out errors (a model of 60 designs) cannot place a 90% quantile: the
-    split-conformal rank is the largest. With thousands it is the plain quantile."""
-    rng = np.random.default_rng(4)
-    few = np.abs(rng.normal(size=12))
-    assert conformal_quantile(few) == few.max()
-    many = np.abs(rng.normal(size=5000))
-    assert conformal_quantile(many) == pytest.approx(np.quantile(many, LEVEL), rel=0.01)
-    assert conformal_quantile(many) >= np.quantile(many, LEVEL)

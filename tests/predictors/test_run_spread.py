@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from devices.reference import DIGITS, load_digits_runs
-from predictors.answer import Z90
+from predictors.intervals import Z90
 from predictors.run_spread import next_run, run_sigma, shipped_sigma
 
 
