@@ -154,11 +154,14 @@ class AdditiveBase:
         scale = float(np.median(y))
         ys = y / scale
         x1 = np.c_[np.ones(len(x)), x]
-        root_w = 1.0 / ys
-        # ridge as extra rows: min |W^1/2 (X b - y)|^2 + alpha |b|^2 subject to b >= 0
-        a = np.r_[x1 * root_w[:, None], np.sqrt(alpha) * np.eye(x1.shape[1])]
-        b = np.r_[ys * root_w, np.zeros(x1.shape[1])]
-        beta = nnls(a, b, maxiter=50 * x1.shape[1])[0] * scale
+        w = 1.0 / ys**2
+        # min |W^1/2 (X b - y)|^2 + alpha |b|^2 subject to b >= 0, on the normal equations:
+        # with gram = R'R it is min |R b - R'^-1 h|^2, a square problem of the columns' size
+        # (a few ms where the rows themselves took 0.3 s for a whole NB201 table)
+        gram = (x1 * w[:, None]).T @ x1 + alpha * np.eye(x1.shape[1])
+        upper = np.linalg.cholesky(gram).T
+        rhs = np.linalg.solve(upper.T, (x1 * w[:, None]).T @ ys)
+        beta = nnls(upper, rhs, maxiter=50 * x1.shape[1])[0] * scale
         return cls(float(beta[0]), tuple(float(v) for v in beta[1:]), 0.5 * float(y.min()))
 
     def log_predict(self, x: np.ndarray) -> np.ndarray:
