@@ -41,7 +41,6 @@ import time
 from datetime import date
 from pathlib import Path
 
-import httpx
 import schemathesis
 from fuzzing import (
     DEFAULT_SEED,
@@ -52,6 +51,7 @@ from fuzzing import (
     fuzz,
     steer_to_registry,
 )
+from scratch import free_port, wait_ready
 from sqlalchemy import create_engine, select, text
 from sqlalchemy.engine import make_url
 
@@ -64,14 +64,6 @@ REPO = Path(__file__).resolve().parents[1]
 
 KEY = "fuzz-server-key"
 SCRATCH = "postgresql+psycopg://postgres@127.0.0.1:5432/edgeopt_fuzz_server"
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def recreate(url: str, drop_only: bool = False) -> None:
@@ -107,19 +99,6 @@ def seed_registry(url: str, env: dict[str, str]) -> tuple[str, list[str]]:
     edgeopt("import-reference", "--space", "nb201", env=here)
     names = device_names(url)
     return f"NB201 reference data ({len(names)} devices, no predictors)", names
-
-
-def wait_ready(url: str, server: subprocess.Popen[bytes], log: Path) -> None:
-    deadline = time.time() + 120
-    while True:
-        try:
-            if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        if time.time() > deadline or server.poll() is not None:
-            raise SystemExit(f"the server did not become ready; its log: {log}")
-        time.sleep(0.5)
 
 
 def main() -> int:
@@ -162,7 +141,7 @@ def main() -> int:
             env=env, cwd=REPO, stdout=log_file, stderr=subprocess.STDOUT,
         )  # fmt: skip
         try:
-            wait_ready(url, server, log)
+            wait_ready(url, server, f"its log: {log}")
             schema = schemathesis.openapi.from_url(
                 f"{url}/openapi.json", config=config(args.seed, KEY, args.max_examples)
             )

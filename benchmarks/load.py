@@ -35,7 +35,6 @@ import json
 import os
 import platform
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -46,6 +45,7 @@ from typing import Any
 
 import httpx
 import numpy as np
+from scratch import free_port, wait_ready
 
 from app.settings import Settings, redact_url
 from devices.measure import hardware_id, hardware_identity
@@ -100,12 +100,6 @@ class BusyWorker(threading.Thread):
             # for the next run's worker to train through that run
             if self.jobs and self.jobs[-1].get("status") in ("queued", "running"):
                 client.post(f"/jobs/{self.jobs[-1]['id']}/cancel")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 async def scenario(
@@ -186,16 +180,7 @@ def main() -> None:
     url = f"http://127.0.0.1:{port}"
     busy = BusyWorker(url, args.busy_worker) if args.busy_worker else None
     try:
-        deadline = time.time() + 60
-        while True:
-            try:
-                if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.time() > deadline or server.poll() is not None:
-                raise SystemExit("the server did not become ready (is the registry migrated?)")
-            time.sleep(0.5)
+        wait_ready(url, server, "is the registry migrated?", timeout_s=60)
         probe = httpx.post(f"{url}/predict", json={"device": DEVICE, "space": "nb201",
                                                    "designs": [DESIGN]}, timeout=60)  # fmt: skip
         if probe.status_code != 200:
