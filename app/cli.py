@@ -16,7 +16,10 @@ import app.learned_service
 import app.measure_service
 import app.optimize_service
 import app.predictor_service
-import app.reference_import  # noqa: F401  (registers the import-reference job kind)
+import app.reference_import
+import app.refine_service
+import app.training_service
+import app.verify_service  # noqa: F401  (registers the verify-optimization job kind)
 from app.artifact_store import attach
 from app.cli_common import JobProgress, clear_errors, console, fail
 from app.cli_deploy import register as register_deploy
@@ -34,9 +37,10 @@ from app.db import (
 from app.domain_errors import Conflict
 from app.jobs import ACTIVE, JobRunner, create_job, execute_job, mark_stale_jobs
 from app.models import Device, Job, Measurement, Optimization, Predictor
-from app.predictor_service import TrainParams, missing_scopes, stale_predictors
+from app.predictor_service import stale_predictors
 from app.queries import find_device, get_job, measurement_counts
 from app.settings import get_settings, redact_url
+from app.training_service import TrainParams, missing_scopes
 from devices.reference import REFERENCE_TABLES
 
 cli = typer.Typer(
@@ -345,9 +349,10 @@ def optimize_cmd(
     ] = False,
 ) -> None:
     """The best design for a device within its goals; prints it and writes the ONNX model."""
-    from app.optimize_service import optimization_view, optimize, where_measured
+    from app.optimize_service import optimization_view, optimize
     from app.schemas import OptimizeRequest
     from app.task_service import model_file
+    from app.verify_service import where_measured
 
     with clear_errors():
         request = OptimizeRequest.model_validate(
@@ -371,7 +376,7 @@ def optimize_cmd(
         settings = get_settings()
         factory = _ready_factory()
         if max_measurements:
-            from app.optimize_service import refine_job
+            from app.refine_service import refine_job
 
             with factory() as s:  # the API's checks, before the job: one answer at both doors
                 kind, params = refine_job(s, request, settings.measure_budget_s)
@@ -473,8 +478,8 @@ def worker_cmd(
         with clear_errors():
             _run_worker(threads or 1, parent_pid)
         return
-    from app.optimize_service import study_evaluator, study_policies
     from app.schemas import OptimizeRequest
+    from app.study_service import study_evaluator, study_policies
     from search.optuna_search import open_study, run_trials, study_request
 
     with clear_errors():

@@ -19,6 +19,7 @@ from pydantic import BaseModel, ValidationError
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from app.accuracy_service import accuracy_datasets, accuracy_estimates
 from app.domain_errors import Conflict, NotFound, UnknownDevice
 from app.measure_service import HOST_DEVICE_SOURCE
 from app.models import (
@@ -30,7 +31,7 @@ from app.models import (
     Optimization,
     Predictor,
 )
-from app.predictor_service import accuracy_datasets, accuracy_estimates, load_model
+from app.predictor_service import load_model
 from app.read_cache import data_stamp, remember
 from devices.fingerprint import fingerprint
 from devices.profile import Metric
@@ -515,7 +516,8 @@ def _cluster_order(rho: np.ndarray) -> list[int]:
 
 
 def optimization_detail(session: Session, optimization_id: int) -> dict[str, Any]:
-    from app.optimize_service import optimization_view, refresh_verification
+    from app.optimize_service import optimization_view
+    from app.verify_service import refresh_verification
 
     record = session.get(Optimization, optimization_id)
     if record is None:

@@ -25,12 +25,13 @@ from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from app.accuracy_service import accuracy_estimates
 from app.artifact_store import local_path, record
 from app.domain_errors import InvalidInput, NoModel
 from app.jobs import JobContext, job_kind
 from app.models import Architecture, Device, Measurement
 from app.models import LearnedOptimizer as LearnedRow
-from app.predictor_service import accuracy_estimates, device_metric, device_shots, metric_basis
+from app.predictor_service import device_metric, device_shots, metric_basis
 from devices.fingerprint import fingerprint
 from search.learned import LearnedOptimizer, fit_learned, new_spec, sidecar, tightened
 from search.optimize import Goals

@@ -14,7 +14,10 @@ from sqlalchemy.exc import SQLAlchemyError
 import app.measure_service
 import app.optimize_service
 import app.predictor_service
-import app.reference_import  # noqa: F401  (registers the import-reference job kind)
+import app.reference_import
+import app.refine_service
+import app.training_service
+import app.verify_service  # noqa: F401  (registers the verify-optimization job kind)
 from app.artifact_store import attach, store_problem
 from app.artifacts import folder_problem
 from app.db import check_schema, head_revision, session_factory

@@ -1,8 +1,9 @@
-"""Predictors in the service: train them from the registry (a job), answer predictions.
+"""Predictors in the service: load the newest models and answer latency and energy.
 
-The models themselves live in ``predictors/``; this module reads measurements and accuracy
-records from the database, stores artifacts under the artifacts folder with a row per
-predictor, and decides which model answers a prediction:
+The models themselves live in ``predictors/``; training them is ``app.training_service``
+(a job), accuracy answers are ``app.accuracy_service``. This module reads a device's
+measurements and the predictor rows from the database, loads artifacts, and finds which
+model answers a prediction:
 
 1. the device's own model, when it has one for that metric and policy;
 2. otherwise, from the device's own measurements in the space (at least 3): a registered
@@ -13,358 +14,51 @@ predictor, and decides which model answers a prediction:
 
 from __future__ import annotations
 
-import shutil
-import uuid
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
-from sqlalchemy import event, func, literal, select
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy import event, func, select
+from sqlalchemy.orm import Session
 
-from app.artifact_store import local_path, record
-from app.artifacts import write_folder
-from app.db import unit_of_work
+from app.artifact_store import local_path
 from app.domain_errors import Conflict, InvalidInput
-from app.jobs import JobContext, job_kind
-from app.models import AccuracyRecord, Architecture, Device, Measurement, Predictor
-from predictors.accuracy import accuracy_ladder
+from app.models import Architecture, Device, Measurement, Predictor
 from predictors.answer import answer, calibrated_proxy_scale, transfer_calibration
-from predictors.design_model import DesignModel, fit_design_model, library_versions
-from predictors.intervals import LEVEL
-from predictors.run_spread import shipped_sigma
+from predictors.design_model import DesignModel
 from predictors.transfer import MIN_SHOTS, TransferBasis, TransferModel
-from search.accuracy_change import (
-    Pairs,
-    combine,
-    fit_change_model,
-    pairs_from_records,
-    policy_features,
-)
-from search.spaces import NB201, InvalidEncoding, get_space
+from search.spaces import NB201, get_space
 
 FP32 = "fp32"  # the policy a policy without a basis of its own borrows the basis of
 
 SpaceName = Literal["nb201", "fbnet", "ofa_mbv3"]
 Target = Literal["latency_ms", "energy_mj", "accuracy"]
 ANY_POLICY = "any"  # the scope of a model that answers every policy of its space
-
-
-class TrainParams(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    spaces: list[SpaceName] = Field(default_factory=lambda: list(get_args(SpaceName)), min_length=1)
-    targets: list[Target] = Field(default_factory=lambda: list(get_args(Target)), min_length=1)
-    devices: list[str] | None = Field(None, description="device names; default: all with data")
-    min_rows: int = Field(200, ge=50, le=1_000_000, description="fewest designs to fit a model")
-    min_accuracy_rows: int | None = Field(
-        None,
-        ge=50,
-        le=1_000_000,
-        description="fewest designs to fit an accuracy model (default min_rows): accuracy "
-        "takes a training run per design, latency a few milliseconds",
-    )
-
-    missing_only: bool = Field(
-        False, description="only scopes with no predictor yet (what an interrupted start left)"
-    )
-
-    @property
-    def accuracy_rows(self) -> int:
-        return self.min_rows if self.min_accuracy_rows is None else self.min_accuracy_rows
-
-
-def _scopes(session: Session, params: TrainParams) -> list[dict[str, Any]]:
-    """Every (target, space, device, dataset, policy) with enough data to fit a model."""
-    scopes: list[dict[str, Any]] = []
-    metrics = [t for t in params.targets if t != "accuracy"]
-    wanted: set[int] | None = None
-    if params.devices is not None:
-        found = dict(
-            session.execute(
-                select(Device.name, Device.id).where(Device.name.in_(params.devices))
-            ).all()
-        )
-        missing = sorted(set(params.devices) - set(found))
-        if missing:
-            raise ValueError(f"unknown devices: {missing}")
-        wanted = set(found.values())
-    for space in params.spaces:
-        if metrics:
-            q = (
-                select(Measurement.device_id, Measurement.metric, Measurement.policy, func.count())
-                .join(Architecture)
-                .where(Architecture.space == space, Measurement.metric.in_(metrics))
-                .group_by(Measurement.device_id, Measurement.metric, Measurement.policy)
-                .having(func.count() >= params.min_rows)
-                .order_by(Measurement.device_id, Measurement.metric, Measurement.policy)
-            )
-            for device_id, metric, policy, n in session.execute(q):
-                if wanted is None or device_id in wanted:
-                    scopes.append(
-                        dict(
-                            target=metric,
-                            space=space,
-                            device_id=device_id,
-                            dataset=None,
-                            policy=policy,
-                            rows=n,
-                        )
-                    )
-        if "accuracy" in params.targets:
-            acc_q = (
-                select(AccuracyRecord.dataset, AccuracyRecord.policy, func.count())
-                .join(Architecture)
-                .where(Architecture.space == space)
-                .group_by(AccuracyRecord.dataset, AccuracyRecord.policy)
-                .having(func.count() >= params.accuracy_rows)
-                .order_by(AccuracyRecord.dataset, AccuracyRecord.policy)
-            )
-            for dataset, policy, n in session.execute(acc_q):
-                scopes.append(
-                    dict(
-                        target="accuracy",
-                        space=space,
-                        device_id=None,
-                        dataset=dataset,
-                        policy=policy,
-                        rows=n,
-                    )
-                )
-            for dataset, pairs in _change_pairs(session, space).items():
-                if len(pairs) >= params.accuracy_rows:
-                    scopes.append(
-                        dict(
-                            target="accuracy_change",
-                            space=space,
-                            device_id=None,
-                            dataset=dataset,
-                            policy=ANY_POLICY,
-                            rows=len(pairs),
-                        )
-                    )
-    return scopes
-
-
-def _change_pairs(session: Session, space: str) -> dict[str, Pairs]:
-    """Per dataset, the designs measured both in fp32 and in some other policy."""
-    quantized = (
-        select(AccuracyRecord.dataset)
-        .join(Architecture)
-        .where(Architecture.space == space, AccuracyRecord.policy != "fp32")
-        .distinct()
-    )
-    out = {}
-    for dataset in session.scalars(quantized).all():
-        rows = session.execute(
-            select(Architecture.encoding, AccuracyRecord.policy, AccuracyRecord.top1)
-            .join(Architecture)
-            .where(Architecture.space == space, AccuracyRecord.dataset == dataset)
-            .order_by(AccuracyRecord.id)
-        ).all()
-        pairs = pairs_from_records((e, p, float(v)) for e, p, v in rows)
-        if len(pairs):
-            out[dataset] = pairs
-    return out
-
-
-def _training_data(
-    session: Session, scope: dict[str, Any]
-) -> tuple[list[str], np.ndarray, np.ndarray | None]:
-    """Encodings and values of a scope, and which measurements their protocol called stable
-    (None where every one was: accuracy records, imported tables)."""
-    if scope["target"] == "accuracy":
-        q = (
-            select(Architecture.encoding, AccuracyRecord.top1, literal(None))
-            .join(Architecture)
-            .where(
-                Architecture.space == scope["space"],
-                AccuracyRecord.dataset == scope["dataset"],
-                AccuracyRecord.policy == scope["policy"],
-            )
-            .order_by(Architecture.id)
-        )
-    else:
-        q = (
-            select(Architecture.encoding, Measurement.value, Measurement.protocol)
-            .join(Architecture)
-            .where(
-                Architecture.space == scope["space"],
-                Measurement.device_id == scope["device_id"],
-                Measurement.metric == scope["target"],
-                Measurement.policy == scope["policy"],
-            )
-            .order_by(Architecture.id)
-        )
-    rows = session.execute(q).all()
-    stable = np.array([not isinstance(r[2], dict) or r[2].get("stable") is not False for r in rows])
-    return (
-        [r[0] for r in rows],
-        np.array([r[1] for r in rows], dtype=float),
-        None if stable.all() else stable,
-    )
-
-
-def _scope_filter(target: str, space: str, device_id: int | None, dataset: str | None, policy: str):
-    return (
-        Predictor.target == target,
-        Predictor.space == space,
-        Predictor.device_id.is_(None) if device_id is None else Predictor.device_id == device_id,
-        Predictor.dataset.is_(None) if dataset is None else Predictor.dataset == dataset,
-        Predictor.policy == policy,
-    )
-
-
-def _has_predictor(session: Session, scope: dict[str, Any]) -> bool:
-    keys = (scope[k] for k in ("target", "space", "device_id", "dataset", "policy"))
-    return session.scalar(select(Predictor.id).where(*_scope_filter(*keys)).limit(1)) is not None
-
-
-def missing_scopes(session: Session, params: TrainParams) -> int:
-    """Scopes with enough data and no predictor: what a first start stopped midway left."""
-    return sum(not _has_predictor(session, c) for c in _scopes(session, params))
-
-
-def train_predictors(
-    factory: sessionmaker[Session], artifacts_dir: Path, params: TrainParams, ctx: JobContext | None
-) -> dict[str, Any]:
-    """Fit and store one predictor per scope; each is written in its own transaction."""
-    with factory() as s:
-        scopes = _scopes(s, params)
-        if params.missing_only:
-            scopes = [c for c in scopes if not _has_predictor(s, c)]
-            if not scopes:
-                return {"predictors": [], "count": 0, "skipped": []}
-    if not scopes:
-        raise ValueError(f"no scope has {params.min_rows} or more designs to learn from")
-    trained: list[int] = []
-    skipped: list[str] = []
-    # A retried job (its worker died) keeps what an earlier attempt published: no version twice.
-    published = _published_by(factory, ctx.job_id) if ctx is not None and ctx.attempt > 1 else {}
-    for i, scope in enumerate(scopes):
-        key = tuple(scope[k] for k in ("target", "space", "device_id", "dataset", "policy"))
-        if key in published:
-            trained.append(published[key])
-            continue
-        features = f"{scope['space']} design encoding"
-        held_out = "random 20%, seed 0"
-        if scope["target"] == "accuracy_change":
-            with factory() as s:
-                pairs = _change_pairs(s, scope["space"])[scope["dataset"]]
-            try:
-                model = fit_change_model(scope["space"], pairs)
-            except ValueError as exc:  # a policy stored before uploads checked it against units
-                skipped.append(f"{scope['space']} accuracy change on {scope['dataset']}: {exc}")
-                continue
-            width = get_space(scope["space"]).encode(pairs.designs[:1], "fp32").shape[1]
-            values = pairs.change
-            features += " (fp32) and the policy's per-unit int8 mask"
-            held_out = "random 20% of the designs, seed 0"
-        else:
-            with factory() as s:
-                encodings, values, stable = _training_data(s, scope)
-            try:
-                x = get_space(scope["space"]).encode(encodings, scope["policy"])
-            except ValueError as exc:  # a policy stored before uploads checked it against units
-                skipped.append(
-                    f"{scope['space']} {scope['target']} policy {scope['policy']!r}: {exc}"
-                )
-                continue
-            model = fit_design_model(
-                x, values, log_target=scope["target"] != "accuracy", reliable=stable
-            )
-            width = int(x.shape[1])
-        rel = Path("predictors") / uuid.uuid4().hex
-        write_folder(artifacts_dir / rel, model.save)  # whole, or nothing on a full disk
-        try:
-            with unit_of_work(factory) as s:
-                filters = _scope_filter(
-                    scope["target"],
-                    scope["space"],
-                    scope["device_id"],
-                    scope["dataset"],
-                    scope["policy"],
-                )
-                latest = s.scalar(select(func.max(Predictor.version)).where(*filters)) or 0
-                row = Predictor(
-                    target=scope["target"],
-                    space=scope["space"],
-                    device_id=scope["device_id"],
-                    dataset=scope["dataset"],
-                    policy=scope["policy"],
-                    version=latest + 1,
-                    model="lightgbm",
-                    artifact=str(rel),
-                    quality=model.quality,
-                    provenance={
-                        "rows": len(values),
-                        "features": features,
-                        "encoding_columns": width,
-                        "held_out": held_out,
-                        "libraries": library_versions(),
-                        "level": LEVEL,
-                    },
-                    job_id=ctx.job_id if ctx else None,
-                )
-                s.add(row)
-                record(s, artifacts_dir, rel.as_posix())
-                s.flush()
-                trained.append(row.id)
-        except Exception:
-            shutil.rmtree(artifacts_dir / rel, ignore_errors=True)
-            raise
-        if ctx is not None:
-            what = scope["dataset"] or f"device {scope['device_id']}"
-            ctx.progress((i + 1) / len(scopes), f"{scope['space']} {scope['target']} {what}")
-    if not trained and skipped:
-        raise ValueError(f"no scope could be trained: {'; '.join(skipped[:3])}")
-    return {"predictors": trained, "count": len(trained), "skipped": skipped}
-
-
-def _published_by(factory: sessionmaker[Session], job_id: int) -> dict[tuple[Any, ...], int]:
-    """The predictors a job stored, by scope (target, space, device, dataset, policy)."""
-    with factory() as s:
-        rows = s.execute(
-            select(
-                Predictor.target,
-                Predictor.space,
-                Predictor.device_id,
-                Predictor.dataset,
-                Predictor.policy,
-                Predictor.id,
-            ).where(Predictor.job_id == job_id)
-        ).all()
-    return {tuple(row[:5]): row[5] for row in rows}
-
-
-@job_kind("train-predictors", TrainParams)
-def _train_job(ctx: JobContext, params: dict[str, Any]) -> dict[str, Any]:
-    return train_predictors(ctx.factory, ctx.artifacts_dir, TrainParams.model_validate(params), ctx)
-
-
 Arrays = tuple[np.ndarray, np.ndarray, np.ndarray]
-# Per basis devices and shot count: transfer interval scale, proxy scale, expected Spearman.
 _SCALES: dict[tuple[Any, ...], tuple[float, float, float | None]] = {}
 POOL = 3000  # designs a space's calibration and measurement suggestions are drawn from
 
 
 @lru_cache(maxsize=256)
-def _load(path: str) -> DesignModel:
+def load_model_file(path: str) -> DesignModel:
     return DesignModel.load(Path(path))
 
 
 def load_model(artifacts_dir: Path, predictor: Predictor) -> DesignModel:
     """The predictor's artifact (cached per file: artifacts are never rewritten)."""
-    return _load(str(local_path(artifacts_dir, predictor.artifact)))
+    return load_model_file(str(local_path(artifacts_dir, predictor.artifact)))
 
 
 @lru_cache(maxsize=256)
 def _whole_space(path: str, space: str, policy: str) -> tuple[dict[str, int], Arrays]:
     codec = get_space(space)
     designs = codec.enumerate() if isinstance(codec, NB201) else []
-    arrays = _load(path).predict(codec.encode(designs, policy)) if designs else (np.zeros(0),) * 3
+    arrays = (
+        load_model_file(path).predict(codec.encode(designs, policy))
+        if designs
+        else (np.zeros(0),) * 3
+    )
     return {d: i for i, d in enumerate(designs)}, arrays
 
 
@@ -422,7 +116,7 @@ def predict_model(
             rows = whole_space_rows(space, encodings)
         if position and rows is not None:
             return arrays[0][rows], arrays[1][rows], arrays[2][rows]
-        return _load(path).predict(get_space(space).encode(encodings, predictor.policy))
+        return load_model_file(path).predict(get_space(space).encode(encodings, predictor.policy))
     except (ValueError, OSError) as exc:  # a stale or missing artifact: say which and why
         raise Conflict(f"predictor {predictor.id} cannot be used: {exc}") from None
 
@@ -464,6 +158,8 @@ def stale_predictors(session: Session) -> list[Predictor]:
     return stale
 
 
+RECORDED = "edgeopt.recorded"  # session.info: a few designs' records, by dataset
+RECORDS_STAMP = "edgeopt.records_stamp"  # session.info: newest id, count and sum of the records
 _NEWEST = "edgeopt.newest_predictors"  # session.info: the newest predictor per scope, by space
 _SNAPSHOTS: dict[tuple[Any, ...], list[Predictor]] = {}
 _COLUMNS = [c.key for c in Predictor.__mapper__.column_attrs]
@@ -474,8 +170,8 @@ _COLUMNS = [c.key for c in Predictor.__mapper__.column_attrs]
 def _forget_newest(session: Session, *_: Any) -> None:
     """A session's own writes, or a new transaction, may change what it read."""
     session.info.pop(_NEWEST, None)
-    session.info.pop(_RECORDED, None)
-    session.info.pop(_STAMP, None)
+    session.info.pop(RECORDED, None)
+    session.info.pop(RECORDS_STAMP, None)
 
 
 def _newest_predictors(session: Session, space: str) -> list[Predictor]:
@@ -540,7 +236,7 @@ def latest_predictors(
     ]
 
 
-def _estimates(centre: np.ndarray, low: np.ndarray, high: np.ndarray) -> list[dict[str, float]]:
+def estimate_dicts(centre: np.ndarray, low: np.ndarray, high: np.ndarray) -> list[dict[str, float]]:
     return [
         {"value": c, "low": lo, "high": hi}
         for c, lo, hi in zip(centre.tolist(), low.tolist(), high.tolist(), strict=True)
@@ -816,256 +512,3 @@ def device_metric(
             f"basis is their {basis_policy} models and the device's own {policy} shots"
         )
     return got.estimates, info
-
-
-_RECORDS: dict[tuple[Any, ...], dict[str, float]] = {}
-_RECORDED = "edgeopt.recorded"  # session.info: a few designs' records, by dataset
-_STAMP = "edgeopt.records_stamp"  # session.info: newest id, count and sum of the records
-
-
-def _records(
-    session: Session, space: str, dataset: str, policy: str, designs: list[str]
-) -> dict[str, float]:
-    """Recorded top-1 by encoding: for a few designs, theirs; for many, the whole scope's,
-    cached until a record is added, removed or rewritten (newest id, count and sum change)."""
-    if len(designs) <= 500:  # a few designs (``/predict``): theirs, every dataset in one query
-        memo = session.info.setdefault(_RECORDED, {})
-        asked = (space, policy, tuple(designs))
-        if asked not in memo:
-            if len(memo) >= 16:
-                memo.clear()
-            rows = session.execute(
-                select(AccuracyRecord.dataset, Architecture.encoding, AccuracyRecord.top1)
-                .join(Architecture)
-                .where(
-                    Architecture.space == space,
-                    AccuracyRecord.policy == policy,
-                    Architecture.encoding.in_(designs),
-                )
-            ).all()
-            memo[asked] = {}
-            for name, encoding, top1 in rows:
-                memo[asked].setdefault(name, {})[encoding] = top1
-        return dict(memo[asked].get(dataset, {}))
-    if _STAMP not in session.info:  # once per transaction: it reads every record
-        session.info[_STAMP] = tuple(
-            session.execute(
-                select(func.max(AccuracyRecord.id), func.count(), func.sum(AccuracyRecord.top1))
-            ).one()
-        )
-    key = (str(session.get_bind().engine.url), space, dataset, policy, *session.info[_STAMP])
-    if key not in _RECORDS:
-        if len(_RECORDS) >= 32:
-            _RECORDS.clear()
-        scope = (
-            Architecture.space == space,
-            AccuracyRecord.dataset == dataset,
-            AccuracyRecord.policy == policy,
-        )
-        query = select(Architecture.encoding, AccuracyRecord.top1).join(Architecture).where(*scope)
-        _RECORDS[key] = {e: float(v) for e, v in session.execute(query).all()}
-    return _RECORDS[key]
-
-
-def accuracy_estimates(
-    session: Session, artifacts_dir: Path, space: str, dataset: str, policy: str, designs: list[str]
-) -> tuple[Arrays | None, dict[str, Any]]:
-    """The accuracy ladder (``predictors.accuracy.accuracy_ladder``: record, the dataset's
-    model, fp32 plus the predicted change) over the registry's records and models.
-
-    None (with the reason) when none of them can answer for the dataset and policy.
-    """
-    records = _records(session, space, dataset, policy, designs)
-    models = [
-        p for p in latest_predictors(session, "accuracy", space, policy) if p.dataset == dataset
-    ]
-
-    def model(few: list[str]) -> Arrays:
-        return predict_model(artifacts_dir, models[0], space, few)
-
-    def quantized(few: list[str]) -> tuple[Arrays, dict[str, Any]] | None:
-        return _quantized(session, artifacts_dir, space, dataset, policy, few)
-
-    arrays, info = accuracy_ladder(
-        designs,
-        records,
-        model if models else None,
-        quantized if policy != "fp32" else None,
-        shipped_sigma(space, dataset),
-        f"{space} on {dataset!r} at {policy}",
-    )
-    if models and info["method"] == "space-model":
-        info["predictor_id"] = models[0].id
-    return arrays, info
-
-
-def _quantized(
-    session: Session, artifacts_dir: Path, space: str, dataset: str, policy: str, designs: list[str]
-) -> tuple[Arrays, dict[str, Any]] | None:
-    """fp32 accuracy plus the predicted change of ``policy``; None where either is missing."""
-    if policy == "fp32":
-        return None
-    change = change_estimates(session, artifacts_dir, space, dataset, policy, designs)
-    if change is None:
-        return None
-    fp32, fp32_info = accuracy_estimates(session, artifacts_dir, space, dataset, "fp32", designs)
-    if fp32 is None:
-        return None
-    arrays, change_info = change
-    info = {
-        "method": "fp32+change",
-        "fp32": {k: v for k, v in fp32_info.items() if k in ("method", "recorded", "predictor_id")},
-        "change": change_info,
-    }
-    return combine(fp32, arrays), info
-
-
-def _pairs_then_newest(model: Predictor) -> tuple[int, int]:
-    return int((model.provenance or {}).get("rows", 0)), model.id
-
-
-@lru_cache(maxsize=64)
-def _whole_space_change(path: str, space: str, policy: str) -> Arrays:
-    """A change model's predictions for every enumerated cell under one policy."""
-    designs = get_space(space).enumerate()  # type: ignore[attr-defined]
-    return _load(path).predict(policy_features(space, designs, policy))
-
-
-def change_estimates(
-    session: Session, artifacts_dir: Path, space: str, dataset: str, policy: str, designs: list[str]
-) -> tuple[Arrays, dict[str, Any]] | None:
-    """The accuracy change (points) ``policy`` brings to each design, and where it was learned.
-
-    The dataset's own change model (from records a user uploaded for it) comes first;
-    otherwise the one learned from the most pairs, and the answer says it is another
-    dataset's. None when no change model exists for the space.
-    """
-    models = latest_predictors(session, "accuracy_change", space, ANY_POLICY)
-    if not models:
-        return None
-    own = [m for m in models if m.dataset == dataset]
-    model = own[0] if own else max(models, key=_pairs_then_newest)
-    path = str(local_path(artifacts_dir, model.artifact))
-    try:
-        rows = whole_space_rows(space, designs)
-        if rows is not None:
-            arrays = _whole_space_change(path, space, policy)
-            arrays = arrays[0][rows], arrays[1][rows], arrays[2][rows]
-        else:
-            arrays = _load(path).predict(policy_features(space, designs, policy))
-    except (ValueError, OSError) as exc:
-        raise Conflict(f"predictor {model.id} cannot be used: {exc}") from None
-    quality = model.quality or {}
-    info: dict[str, Any] = {
-        "predictor_id": model.id,
-        "learned_on": model.dataset,
-        "interval_points": round(float(np.median(arrays[2] - arrays[0])), 3),
-        "held_out_mae_points": quality.get("mae"),
-    }
-    if model.dataset != dataset:
-        info["note"] = (
-            f"the change {policy} brings was learned from {model.dataset} accuracies, not "
-            f"{dataset}: upload quantized accuracy records for {dataset} to replace it"
-        )
-    return arrays, info
-
-
-_DATASETS: dict[tuple[Any, ...], list[str]] = {}
-
-
-def _recorded_datasets(session: Session, space: str, policy: str) -> list[str]:
-    """Datasets with accuracy records for the space and policy, cached until a record is
-    added: the distinct over every record of the space took most of a one-design
-    ``/predict``. Records are added or rewritten in place (a rewrite keeps its dataset and
-    policy), never deleted, so the newest id tells when the answer may have changed; a count
-    would cost more than the rest of the request."""
-    newest = session.scalar(select(func.max(AccuracyRecord.id)))
-    key = (str(session.get_bind().engine.url), space, policy, newest)
-    if key not in _DATASETS:
-        if len(_DATASETS) >= 64:
-            _DATASETS.clear()
-        _DATASETS[key] = list(
-            session.scalars(
-                select(AccuracyRecord.dataset)
-                .join(Architecture)
-                .where(Architecture.space == space, AccuracyRecord.policy == policy)
-                .distinct()
-            ).all()
-        )
-    return _DATASETS[key]
-
-
-def accuracy_datasets(session: Session, space: str, policy: str) -> list[str]:
-    """Datasets with accuracy records or a model for the space and policy."""
-    recorded = _recorded_datasets(session, space, policy)
-    modelled = [p.dataset for p in latest_predictors(session, "accuracy", space, policy)]
-    found = {d for d in [*recorded, *modelled] if d}
-    if policy != "fp32" and latest_predictors(session, "accuracy_change", space, ANY_POLICY):
-        found |= set(accuracy_datasets(session, space, "fp32"))
-    return sorted(found)
-
-
-def predict_designs(
-    session: Session,
-    artifacts_dir: Path,
-    device: Device,
-    space: str,
-    policy: str,
-    encodings: list[str],
-) -> dict[str, Any]:
-    """Accuracy (per dataset), latency and energy for designs on a device, with intervals."""
-    codec = get_space(space)
-    canonical = []
-    for i, e in enumerate(encodings):
-        try:
-            canonical.append(codec.canonical(e))
-        except InvalidEncoding as exc:
-            raise InvalidInput(f"designs[{i}]: {exc}") from None
-    notes: list[str] = []
-    answered: dict[str, Any] = {}
-    accuracy: dict[str, list[dict[str, float]]] = {}
-    try:  # one design tells whether the policy fits the space's units
-        codec.encode(canonical[:1], policy)
-    except ValueError as exc:
-        raise InvalidInput(f"policy: {exc}") from None
-    datasets = accuracy_datasets(session, space, policy)
-    if not datasets:
-        notes.append(f"no accuracy records or model for {space} at policy {policy!r}")
-    for dataset in datasets:
-        arrays, acc_info = accuracy_estimates(
-            session, artifacts_dir, space, dataset, policy, canonical
-        )
-        answered[f"accuracy.{dataset}"] = acc_info
-        if arrays is not None:
-            accuracy[dataset] = [
-                e if np.isfinite(e["value"]) else None  # type: ignore[misc]
-                for e in _estimates(*arrays)
-            ]
-    metrics: dict[str, list[dict[str, float]] | None] = {}
-    for metric in ("latency_ms", "energy_mj"):
-        arrays, info = device_metric(
-            session, artifacts_dir, device, space, metric, policy, canonical
-        )
-        metrics[metric] = _estimates(*arrays) if arrays is not None else None
-        answered[metric] = info
-        if arrays is None:
-            notes.append(info["reason"])
-    designs = []
-    for i, e in enumerate(canonical):
-        designs.append(
-            {
-                "design": e,
-                "accuracy": {k: v[i] for k, v in accuracy.items()},
-                "latency_ms": metrics["latency_ms"][i] if metrics["latency_ms"] else None,
-                "energy_mj": metrics["energy_mj"][i] if metrics["energy_mj"] else None,
-            }
-        )
-    return {
-        "device": device.name,
-        "space": space,
-        "policy": policy,
-        "level": LEVEL,
-        "designs": designs,
-        "answered_by": answered,
-        "notes": notes,
-    }

@@ -25,7 +25,8 @@ import app.reference_import  # noqa: F401  (registers the import job kind)
 from app.db import session_factory, upgrade
 from app.jobs import JobRunner
 from app.models import Device, Predictor
-from app.predictor_service import latest_predictors, load_model, predict_designs
+from app.predict_service import predict_designs
+from app.predictor_service import latest_predictors, load_model
 from devices.reference import load_reference
 from search.spaces import get_space
 

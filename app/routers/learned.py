@@ -21,11 +21,11 @@ from app.deps import (
 )
 from app.domain_errors import NotFound
 from app.errors import ERROR_RESPONSES
+from app.front_service import front
 from app.learned_service import TrainOptimizerParams, check_trainable
 from app.models import Job
 from app.models import LearnedOptimizer as LearnedRow
 from app.optimize_schemas import FrontAnswer, LearnedOptimizerView
-from app.optimize_service import front
 from app.queries import get_job
 from app.schemas import FrontRequest, JobRead, Page
 

@@ -30,15 +30,11 @@ from app.optimize_schemas import (
     OptimizeJob,
     VerificationView,
 )
-from app.optimize_service import (
-    answer_optimization,
-    optimization_view,
-    refine_job,
-    refresh_verification,
-    start_verification,
-)
+from app.optimize_service import answer_optimization, optimization_view
+from app.refine_service import refine_job
 from app.schemas import OptimizeRequest, Page
 from app.task_service import UNTRAINED_HEADERS, model_file
+from app.verify_service import refresh_verification, start_verification
 from devices.fingerprint import fingerprint
 
 router = APIRouter(tags=["optimize"], responses=ERROR_RESPONSES)

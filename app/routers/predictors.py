@@ -23,7 +23,7 @@ from app.errors import ERROR_RESPONSES, ApiError
 from app.models import Job, Predictor
 from app.observability import count_predictions
 from app.plausibility import mark_predictions
-from app.predictor_service import predict_designs
+from app.predict_service import predict_designs
 from app.queries import find_device, get_job
 from app.schemas import (
     JobRead,

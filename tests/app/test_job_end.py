@@ -27,7 +27,7 @@ from app.jobs import (
     mark_stale_jobs,
 )
 from app.models import Job, LearnedOptimizer, Optimization
-from app.optimize_service import _store_refined
+from app.refine_service import _store_refined
 from app.settings import Settings
 from devices.reference import ReferenceTable
 from tests.app.conftest import seed_slice

@@ -263,7 +263,7 @@ def test_predictors_on_an_older_encoding_are_found_for_retraining(
 def test_whole_space_accuracy_follows_rewritten_records(
     writer: TestClient, seeded, settings: Settings, nb201
 ) -> None:
-    from app.predictor_service import accuracy_estimates
+    from app.accuracy_service import accuracy_estimates
 
     designs = nb201.encodings[:N] + nb201.encodings[N : N + 200]  # many: the cached path
     factory = session_factory(settings.database_url)
