@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import os
 import threading
-import time
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from rich.table import Table
-from sqlalchemy import func, select
 
 import app.learned_service
 import app.measure_service
@@ -20,25 +18,21 @@ import app.reference_import
 import app.refine_service
 import app.training_service
 import app.verify_service  # noqa: F401  (registers the verify-optimization job kind)
-from app.artifact_store import attach
-from app.cli_common import JobProgress, clear_errors, console, fail
+from app.cli_common import clear_errors, console, fail
 from app.cli_deploy import register as register_deploy
 from app.cli_eval import eval_cli
-from app.cli_jobs import follow_queued, queue_for_cli
+from app.cli_jobs import ready_factory, run_job
 from app.cli_keys import keys_cli
+from app.cli_registry import devices_cli, jobs_cli, optimizer_cli, predictors_cli, predictors_train
 from app.db import (
-    check_schema,
     current_revision,
     head_revision,
-    session_factory,
     unit_of_work,
     upgrade,
 )
-from app.domain_errors import Conflict
-from app.jobs import ACTIVE, JobRunner, create_job, execute_job, mark_stale_jobs
-from app.models import Device, Job, Measurement, Optimization, Predictor
+from app.jobs import JobRunner
+from app.models import Device, Optimization
 from app.predictor_service import stale_predictors
-from app.queries import find_device, get_job, measurement_counts
 from app.settings import get_settings, redact_url
 from app.training_service import TrainParams, missing_scopes
 from devices.reference import REFERENCE_TABLES
@@ -49,98 +43,14 @@ cli = typer.Typer(
     pretty_exceptions_enable=False,
 )
 db_cli = typer.Typer(help="Database schema (Alembic migrations).", no_args_is_help=True)
-devices_cli = typer.Typer(help="The device registry.", no_args_is_help=True)
-jobs_cli = typer.Typer(help="Long-running jobs.", no_args_is_help=True)
 cli.add_typer(db_cli, name="db")
 cli.add_typer(devices_cli, name="devices")
 cli.add_typer(jobs_cli, name="jobs")
 cli.add_typer(eval_cli, name="eval")
 cli.add_typer(keys_cli, name="keys")
-predictors_cli = typer.Typer(help="Latency, energy and accuracy predictors.", no_args_is_help=True)
 cli.add_typer(predictors_cli, name="predictors")
-optimizer_cli = typer.Typer(
-    help="The learned optimizer: device features plus goals to a design.", no_args_is_help=True
-)
 cli.add_typer(optimizer_cli, name="optimizer")
 register_deploy(cli)  # train, quantize, verify-model, export-code
-
-
-def _ready_factory():  # type: ignore[no-untyped-def]
-    settings = get_settings()
-    settings.ensure_dirs()
-    check_schema(settings.database_url)
-    factory = session_factory(settings.database_url)
-    attach(settings.artifacts_dir, factory, settings.artifact_store)
-    return factory
-
-
-def _run_job(kind: str, params: dict[str, Any]) -> Job:
-    """Run a job in this process, recorded in the database, with live progress on stderr.
-
-    The job runs in a thread while this one shows its progress, so the display starts at
-    once and keeps moving however long the job's steps take. Exits with the job's error
-    unless it succeeded. When workers consume the queue, the job goes to them instead and
-    this process only follows it (``app.cli_jobs``).
-    """
-    factory = _ready_factory()
-    settings = get_settings()
-    queue = queue_for_cli(settings)
-    if queue is not None:
-        queued = follow_queued(factory, settings, queue, kind, params)
-        if queued.status == "succeeded":
-            return queued
-        raise fail(f"job {queued.id} {queued.status}: {queued.error or ''}")
-    runner = JobRunner(
-        factory,
-        1,
-        settings.job_heartbeat_s,
-        settings.artifacts_dir,
-        consume=False,
-        stale_after_s=settings.job_stale_after_s,
-        max_attempts=settings.job_max_attempts,
-    )
-    latest: list[tuple[float, str | None]] = [(0.0, None)]  # what the job last reported
-    outcome: list[BaseException] = []
-
-    def report(fraction: float, message: str | None) -> None:
-        latest[0] = (fraction, message)
-
-    def work() -> None:
-        try:
-            execute_job(factory, job_id, report, runner.artifacts_dir, runner.owner)
-        except BaseException as exc:  # raised again in the calling thread
-            outcome.append(exc)
-
-    try:
-        job_id = create_job(factory, kind, params, runner.owner)
-        with JobProgress(kind) as shown:
-            thread = threading.Thread(target=work, name=f"edgeopt-{kind}", daemon=True)
-            thread.start()
-            try:
-                while thread.is_alive():
-                    shown.update(*latest[0])
-                    thread.join(0.2)
-            except KeyboardInterrupt:  # Ctrl-C: the job ends cancelled at its next step
-                with unit_of_work(factory) as s:
-                    get_job(s, job_id).cancel_requested = True
-                # not thread.join(): once interrupted, it may return before the thread ends
-                deadline = time.monotonic() + 30
-                while time.monotonic() < deadline:
-                    with factory() as s:
-                        if get_job(s, job_id).status not in ACTIVE:
-                            break
-                    time.sleep(0.2)
-                raise
-            if outcome:
-                raise outcome[0]
-            with factory() as s:
-                job = get_job(s, job_id)
-            shown.update(job.progress, job.message)
-    finally:
-        runner.shutdown()
-    if job.status == "succeeded":
-        return job
-    raise fail(f"job {job.id} {job.status}: {job.error or ''}")
 
 
 @db_cli.command("upgrade")
@@ -176,7 +86,7 @@ def import_reference_cmd(
     if bad:
         raise fail(f"unknown space {bad[0]!r}; choose from {', '.join(REFERENCE_TABLES)}")
     with clear_errors():
-        job = _run_job("import-reference", {"spaces": spaces})
+        job = run_job("import-reference", {"spaces": spaces})
     table = Table("space", "devices created", "unchanged", "measurements added", "accuracy added")
     for name, st in (job.result or {}).items():
         table.add_row(
@@ -205,7 +115,7 @@ def serve(
 
     settings = get_settings()
     with clear_errors():
-        _ready_factory()
+        ready_factory()
     console.print(
         f"EdgeOpt on http://{host or settings.host}:{port or settings.port} (API docs at /docs)"
     )
@@ -230,7 +140,7 @@ def up(
     first = TrainParams.model_validate(
         {"min_rows": 200, "min_accuracy_rows": FIRST_START_ACCURACY_ROWS}
     )
-    with clear_errors(), _ready_factory()() as s:
+    with clear_errors(), ready_factory()() as s:
         stale = len(stale_predictors(s))
         missing = missing_scopes(s, first)
     if stale:
@@ -295,7 +205,7 @@ def measure_cmd(
     runner_log.addFilter(unforeseen)
     try:
         with clear_errors():
-            job = _run_job("measure-host", params)
+            job = run_job("measure-host", params)
     finally:
         runner_log.removeFilter(unforeseen)
     r = job.result or {}
@@ -374,13 +284,13 @@ def optimize_cmd(
             }
         )
         settings = get_settings()
-        factory = _ready_factory()
+        factory = ready_factory()
         if max_measurements:
             from app.refine_service import refine_job
 
             with factory() as s:  # the API's checks, before the job: one answer at both doors
                 kind, params = refine_job(s, request, settings.measure_budget_s)
-            job = _run_job(kind, params)
+            job = run_job(kind, params)
             optimization_id = int((job.result or {})["optimization_id"])
             with factory() as s:
                 record = s.get(Optimization, optimization_id)
@@ -441,7 +351,7 @@ def optimize_cmd(
                     "--verify measures on this host; this device is not this machine measured"
                     " by edgeopt measure (an agent's device: POST /optimizations/ID/verify)"
                 )
-        job = _run_job(
+        job = run_job(
             "verify-optimization",
             {"optimization_id": view["id"], "budget_s": settings.measure_budget_s},
         )
@@ -484,7 +394,7 @@ def worker_cmd(
 
     with clear_errors():
         settings = get_settings()
-        factory = _ready_factory()
+        factory = ready_factory()
         shared = open_study(settings.optuna_storage, study)
         if "request" not in shared.user_attrs:
             raise ValueError(f"study {study!r} was not created by /optimize (no request stored)")
@@ -510,7 +420,7 @@ def _run_worker(threads: int, parent_pid: int | None) -> None:
     settings = get_settings()
     setup_logging(settings.log_format)
     with clear_errors():
-        factory = _ready_factory()
+        factory = ready_factory()
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
@@ -604,276 +514,13 @@ def measure_accuracy_cmd(
     if design:
         params["designs"] = design
     with clear_errors():
-        job = _run_job("measure-accuracy", params)
+        job = run_job("measure-accuracy", params)
     r = job.result or {}
     console.print(f"job {job.id}: {r.get('records')} accuracy records ({r.get('skipped')} kept)")
 
 
 # The shipped FBNet digits accuracies are 150 designs: each took a training run to measure.
 FIRST_START_ACCURACY_ROWS = 100
-
-
-@predictors_cli.command("train")
-def predictors_train(
-    space: Annotated[list[str] | None, typer.Option(help="space (repeatable); default all")] = None,
-    target: Annotated[
-        list[str] | None, typer.Option(help="latency_ms, energy_mj or accuracy (repeatable)")
-    ] = None,
-    min_rows: Annotated[int, typer.Option(help="fewest designs to fit a model")] = 200,
-    min_accuracy_rows: Annotated[
-        int | None, typer.Option(help="fewest designs for an accuracy model (default min-rows)")
-    ] = None,
-    missing_only: Annotated[bool, typer.Option(help="only scopes with no predictor yet")] = False,
-) -> None:
-    """Train a new version of every predictor the registry has enough data for."""
-    params: dict[str, Any] = {
-        "min_rows": min_rows,
-        "min_accuracy_rows": min_accuracy_rows,
-        "missing_only": missing_only,
-    }
-    if space:
-        params["spaces"] = space
-    if target:
-        params["targets"] = target
-    with clear_errors():
-        job = _run_job("train-predictors", params)
-    console.print(f"job {job.id} trained {(job.result or {}).get('count', 0)} predictors")
-
-
-@predictors_cli.command("list")
-def predictors_list(space: Annotated[str | None, typer.Option()] = None) -> None:
-    """Predictors with their held-out quality (newest first); ``stable +-10%`` only where some
-    of a device's measurements stayed flagged unstable (scored over the others)."""
-    with clear_errors():
-        factory = _ready_factory()
-        with factory() as s:
-            query = select(Predictor, Device.name).outerjoin(Device).order_by(Predictor.id.desc())
-            if space:
-                query = query.where(Predictor.space == space)
-            rows = s.execute(query).all()
-    table = Table(
-        "id",
-        "target",
-        "space",
-        "device / dataset",
-        "policy",
-        "v",
-        "spearman",
-        "+-10%",
-        "stable +-10%",
-        "coverage",
-    )
-
-    def share(value: float | None) -> str:
-        return "" if value is None else f"{value:.3f}"
-
-    for p, device in rows:
-        q = p.quality
-        table.add_row(
-            str(p.id),
-            p.target,
-            p.space,
-            device or p.dataset or "",
-            p.policy,
-            str(p.version),
-            f"{q.get('spearman', float('nan')):.4f}",
-            share(q.get("within_10pct")),
-            share(q.get("within_10pct_reliable")),
-            f"{q.get('coverage', float('nan')):.3f}",
-        )
-    console.print(table)
-
-
-@optimizer_cli.command("train")
-def optimizer_train(
-    space: Annotated[str, typer.Option(help="nb201 (or fbnet, where accuracy exists)")] = "nb201",
-    dataset: Annotated[str, typer.Option(help="the accuracy it maximises")] = "cifar10",
-    synthetic: Annotated[int, typer.Option(help="synthetic devices to learn from")] = 4000,
-    epochs: Annotated[int, typer.Option()] = 40,
-    seed: Annotated[int, typer.Option()] = 0,
-) -> None:
-    """Train the learned optimizer on the registry's devices and synthetic ones (a job)."""
-    from app.learned_service import TrainOptimizerParams, check_trainable
-
-    with clear_errors():
-        params = TrainOptimizerParams(
-            space=space, dataset=dataset, synthetic=synthetic, epochs=epochs, seed=seed
-        )
-        check_trainable(params)
-        job = _run_job("train-optimizer", params.model_dump())
-    result = job.result or {}
-    console.print(
-        f"learned optimizer {result.get('optimizer_id')} ({space}, {dataset}) version "
-        f"{result.get('version')}: {result.get('artifact')}"
-    )
-
-
-@optimizer_cli.command("list")
-def optimizer_list() -> None:
-    """Trained learned optimizers with their figures (newest first)."""
-    from app.models import LearnedOptimizer
-
-    with clear_errors():
-        factory = _ready_factory()
-        with factory() as s:
-            rows = s.scalars(select(LearnedOptimizer).order_by(LearnedOptimizer.id.desc())).all()
-    table = Table(
-        "id", "space", "dataset", "v", "real devices", "synthetic", "realism distance",
-        "unseen regret", "unseen hit rate", "train s",
-    )  # fmt: skip
-    for r in rows:
-        q = r.quality
-        unseen = q.get("unseen_synthetic") or {}
-        realism = q.get("realism") or {}
-        table.add_row(
-            str(r.id),
-            r.space,
-            r.dataset,
-            str(r.version),
-            str(len(r.devices)),
-            str(q.get("synthetic_devices", 0)),
-            f"{realism.get('distance_synthetic', float('nan')):.3f}",
-            f"{unseen.get('regret', float('nan')):.3f}",
-            f"{unseen.get('hit_rate', float('nan')):.3f}",
-            f"{q.get('train_seconds', float('nan')):.0f}",
-        )
-    console.print(table)
-
-
-@devices_cli.command("list")
-def devices_list(
-    kind: Annotated[str | None, typer.Option(help="cpu, gpu, npu, dsp, fpga, asic, mcu")] = None,
-    q: Annotated[str | None, typer.Option(help="name contains")] = None,
-    limit: Annotated[int, typer.Option(min=1)] = 500,
-) -> None:
-    """List registered devices with their measurement counts."""
-    with clear_errors():
-        factory = _ready_factory()
-        with factory() as s:
-            query = select(Device).order_by(Device.name)
-            if kind:
-                query = query.where(Device.kind == kind)
-            if q:
-                query = query.where(Device.name.contains(q, autoescape=True))
-            devices = s.scalars(query.limit(limit)).all()
-            grouped = s.execute(
-                select(Measurement.device_id, func.count()).group_by(Measurement.device_id)
-            )
-            counts = {device_id: n for device_id, n in grouped}
-    table = Table("id", "name", "kind", "hardware", "runtime", "batch", "measurements")
-    for d in devices:
-        table.add_row(
-            str(d.id),
-            d.name,
-            d.kind,
-            d.hardware or "",
-            d.runtime or "",
-            str(d.batch_size or ""),
-            str(counts.get(d.id, 0)),
-        )
-    console.print(table)
-    console.print(f"{len(devices)} devices")
-
-
-@devices_cli.command("show")
-def devices_show(name: Annotated[str, typer.Argument(help="device name or id")]) -> None:
-    """A device's profile and its measurement counts."""
-    with clear_errors():
-        factory = _ready_factory()
-        with factory() as s:
-            d = find_device(s, name)
-            counts = measurement_counts(s, d.id)
-    for field in (
-        "id",
-        "name",
-        "kind",
-        "hardware",
-        "runtime",
-        "runtime_version",
-        "precision",
-        "batch_size",
-        "threads",
-        "source",
-        "description",
-        "specs",
-    ):
-        console.print(f"[bold]{field}[/]: {getattr(d, field)}")
-    for c in counts:
-        console.print(f"[bold]measurements[/]: {c.space} {c.policy} {c.metric}: {c.count}")
-
-
-@jobs_cli.command("list")
-def jobs_list(limit: Annotated[int, typer.Option(min=1)] = 20) -> None:
-    with clear_errors():
-        factory = _ready_factory()
-        mark_stale_jobs(factory, get_settings().job_stale_after_s, get_settings().job_max_attempts)
-        with factory() as s:
-            jobs = s.scalars(select(Job).order_by(Job.id.desc()).limit(limit)).all()
-    table = Table("id", "kind", "status", "progress", "message", "created")
-    for j in jobs:
-        table.add_row(
-            str(j.id),
-            j.kind,
-            j.status,
-            f"{j.progress:.0%}",
-            j.message or "",
-            str(j.created_at)[:19],
-        )
-    console.print(table)
-
-
-def _load_job(job_id: int) -> Job:
-    factory = _ready_factory()
-    mark_stale_jobs(factory, get_settings().job_stale_after_s, get_settings().job_max_attempts)
-    with factory() as s:
-        job = get_job(s, job_id)
-        _ = job.logs
-        return job
-
-
-@jobs_cli.command("show")
-def jobs_show(job_id: int) -> None:
-    """A job's status, result and log."""
-    with clear_errors():
-        job = _load_job(job_id)
-    console.print(
-        f"job {job.id} {job.kind}: [bold]{job.status}[/] {job.progress:.0%} {job.message or ''}"
-    )
-    if job.error:
-        console.print(f"error: {job.error}")
-    if job.result:
-        console.print(job.result)
-    for line in job.logs:
-        console.print(f"  {str(line.created_at)[:19]} {line.level}: {line.line}")
-
-
-@jobs_cli.command("watch")
-def jobs_watch(job_id: int, interval: float = 0.5) -> None:
-    """Follow a job's progress until it ends; exit code 1 unless it succeeded."""
-    with clear_errors():
-        job = _load_job(job_id)
-        with JobProgress(f"job {job.id} {job.kind}") as shown:
-            while True:
-                shown.update(job.progress, job.message or job.status)
-                if job.status not in ACTIVE:
-                    break
-                time.sleep(interval)
-                job = _load_job(job_id)
-    console.print(f"job {job.id} {job.status}" + (f": {job.error}" if job.error else ""))
-    if job.status != "succeeded":
-        raise typer.Exit(1)
-
-
-@jobs_cli.command("cancel")
-def jobs_cancel(job_id: int) -> None:
-    with clear_errors():
-        factory = _ready_factory()
-        with unit_of_work(factory) as s:
-            job = get_job(s, job_id)
-            if job.status not in ACTIVE:
-                raise Conflict(f"job {job_id} already ended ({job.status})")
-            job.cancel_requested = True
-    console.print(f"cancel requested for job {job_id}")
 
 
 def main() -> None:

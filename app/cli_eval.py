@@ -65,7 +65,7 @@ def eval_transfer(
                 seeds,
                 progress=lambda done, total: bar.update(task, completed=done / total),
                 degenerate=search_space.degenerate(table.encodings),
-                design_features=search_space.encode(table.encodings),
+                design_features=search_space.design_features(table.encodings),
             )
     out = Table("device", *QUALITY_KEYS, "baseline spearman", "coverage@90")
     rows = [*result["devices"].items(), ("mean", result["mean"])]
@@ -119,7 +119,7 @@ def eval_suite(
                 seeds,
                 progress=lambda done, total: bar.update(task, completed=done / total),
                 degenerate=search_space.degenerate(ref.encodings),
-                design_features=search_space.encode(ref.encodings),
+                design_features=search_space.design_features(ref.encodings),
             )
     out = Table("split", "shots", "test devices", "Spearman", "ridge baseline", "coverage@90")
     for run in result["runs"]:
@@ -215,7 +215,7 @@ def eval_optimize(
                 degenerate=search_space.degenerate(table.encodings),
                 learned=learned,
                 options=search_space.decisions(table.encodings) if learned else None,
-                design_features=search_space.encode(table.encodings),
+                design_features=search_space.design_features(table.encodings),
             )
         if learned is not None:
             result["learned"] = learned.spec.quality

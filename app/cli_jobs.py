@@ -9,18 +9,21 @@ job's row; Ctrl-C then only detaches, and the job goes on.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from typing import Any
 
 import typer
 from sqlalchemy.orm import Session, sessionmaker
 
-from app.cli_common import JobProgress, err
-from app.jobs import ACTIVE, create_job, worker_id
+from app.artifact_store import attach
+from app.cli_common import JobProgress, err, fail
+from app.db import check_schema, session_factory, unit_of_work
+from app.jobs import ACTIVE, JobRunner, create_job, execute_job, worker_id
 from app.models import Job
 from app.queries import get_job
 from app.queue import JobQueue
-from app.settings import Settings, redact_url
+from app.settings import Settings, get_settings, redact_url
 
 log = logging.getLogger(__name__)
 
@@ -84,3 +87,81 @@ def follow_queued(
             highlight=False,
         )
         raise typer.Exit(DETACHED_EXIT) from None
+
+
+def ready_factory():  # type: ignore[no-untyped-def]
+    settings = get_settings()
+    settings.ensure_dirs()
+    check_schema(settings.database_url)
+    factory = session_factory(settings.database_url)
+    attach(settings.artifacts_dir, factory, settings.artifact_store)
+    return factory
+
+
+def run_job(kind: str, params: dict[str, Any]) -> Job:
+    """Run a job in this process, recorded in the database, with live progress on stderr.
+
+    The job runs in a thread while this one shows its progress, so the display starts at
+    once and keeps moving however long the job's steps take. Exits with the job's error
+    unless it succeeded. When workers consume the queue, the job goes to them instead and
+    this process only follows it (``app.cli_jobs``).
+    """
+    factory = ready_factory()
+    settings = get_settings()
+    queue = queue_for_cli(settings)
+    if queue is not None:
+        queued = follow_queued(factory, settings, queue, kind, params)
+        if queued.status == "succeeded":
+            return queued
+        raise fail(f"job {queued.id} {queued.status}: {queued.error or ''}")
+    runner = JobRunner(
+        factory,
+        1,
+        settings.job_heartbeat_s,
+        settings.artifacts_dir,
+        consume=False,
+        stale_after_s=settings.job_stale_after_s,
+        max_attempts=settings.job_max_attempts,
+    )
+    latest: list[tuple[float, str | None]] = [(0.0, None)]  # what the job last reported
+    outcome: list[BaseException] = []
+
+    def report(fraction: float, message: str | None) -> None:
+        latest[0] = (fraction, message)
+
+    def work() -> None:
+        try:
+            execute_job(factory, job_id, report, runner.artifacts_dir, runner.owner)
+        except BaseException as exc:  # raised again in the calling thread
+            outcome.append(exc)
+
+    try:
+        job_id = create_job(factory, kind, params, runner.owner)
+        with JobProgress(kind) as shown:
+            thread = threading.Thread(target=work, name=f"edgeopt-{kind}", daemon=True)
+            thread.start()
+            try:
+                while thread.is_alive():
+                    shown.update(*latest[0])
+                    thread.join(0.2)
+            except KeyboardInterrupt:  # Ctrl-C: the job ends cancelled at its next step
+                with unit_of_work(factory) as s:
+                    get_job(s, job_id).cancel_requested = True
+                # not thread.join(): once interrupted, it may return before the thread ends
+                deadline = time.monotonic() + 30
+                while time.monotonic() < deadline:
+                    with factory() as s:
+                        if get_job(s, job_id).status not in ACTIVE:
+                            break
+                    time.sleep(0.2)
+                raise
+            if outcome:
+                raise outcome[0]
+            with factory() as s:
+                job = get_job(s, job_id)
+            shown.update(job.progress, job.message)
+    finally:
+        runner.shutdown()
+    if job.status == "succeeded":
+        return job
+    raise fail(f"job {job.id} {job.status}: {job.error or ''}")

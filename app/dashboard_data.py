@@ -4,18 +4,17 @@ Large data never reaches the page raw: latency distributions are binned here, pr
 scatters use the sampled held-out points stored with each model, a device's latency-accuracy
 front sends every front point but at most ``FRONT_POINTS`` of the others, the rank-agreement
 matrix is computed on at most ``AGREEMENT_ROWS`` designs and ordered by hierarchical
-clustering. The cross-class transfer suite is read from the JSON files its benchmark writes.
+clustering (``predictors.proxy``). Benchmark results the dashboards draw are read in
+``app.dashboard_results``.
 """
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from pydantic import BaseModel, ValidationError
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
@@ -35,18 +34,14 @@ from app.predictor_service import load_model
 from app.read_cache import data_stamp, remember
 from devices.fingerprint import fingerprint
 from devices.profile import Metric
-from devices.reference import REFERENCE_SPACES
 from predictors.answer import best_proxies
-from predictors.proxy import AGREEMENT
-from predictors.suite import BELOW_BASELINE
+from predictors.proxy import AGREEMENT, cluster_order, pairwise_spearman
+from search.optimize import pareto_front
 from search.plausibility import uncertain
 
 BINS = 40
 AGREEMENT_ROWS = 3000
 RECENT_FAILURES = 5
-SUITE_COMMAND = "python benchmarks/transfer_suite.py"
-# interval coverage this far from the nominal level (0.85 to 0.95 for 90% intervals) is marked
-COVERAGE_TOLERANCE = 0.05
 # a device's latency-accuracy points beyond its front sent to the browser (a seeded sample)
 FRONT_POINTS = 2000
 # the dataset a device's front takes accuracy from, in order of preference: EdgeOpt measures
@@ -56,6 +51,16 @@ OTHER_DATASETS = ("cifar10", "digits")
 # what each target's errors are in: accuracy and its change from fp32 in top-1 points
 UNITS = {"latency_ms": "ms", "energy_mj": "mJ", "accuracy": "points", "accuracy_change": "points"}
 POINTS = ("accuracy", "accuracy_change")
+
+
+def finite(value: float | None) -> float | None:
+    """JSON answers carry no NaN: a figure that could not be computed is null."""
+    return value if value is not None and math.isfinite(value) else None
+
+
+def figures(quality: dict[str, Any]) -> dict[str, Any]:
+    """A quality dict with its NaN figures (a Spearman of constant predictions) as null."""
+    return {k: finite(v) if isinstance(v, float) else v for k, v in (quality or {}).items()}
 
 
 def overview(session: Session) -> dict[str, Any]:
@@ -194,19 +199,6 @@ def front_dataset(session: Session, device: Device, space: str, policies: list[s
     return next((d for n, d in covered if n == best), None) if best else None
 
 
-def pareto_mask(latency: np.ndarray, accuracy: np.ndarray) -> np.ndarray:
-    """True for the points no other point beats: none is as fast and as accurate, and
-    better in one of the two."""
-    order = np.lexsort((-accuracy, latency))  # fastest first, the most accurate of a tie first
-    front = np.zeros(len(latency), dtype=bool)
-    best = -np.inf
-    for i in order:
-        if accuracy[i] > best:
-            front[i] = True
-            best = accuracy[i]
-    return front
-
-
 def _method(info: dict[str, Any]) -> str:
     """How a policy's accuracy was obtained, in words."""
     method = info.get("method")
@@ -284,7 +276,8 @@ def latency_accuracy_front(
         return answer
     lat, acc = np.asarray(latency), np.asarray(accuracy)
     wide = uncertain(np.asarray(low), np.asarray(high))  # accuracy's interval: latency is measured
-    front = pareto_mask(lat, acc)
+    front = np.zeros(len(lat), dtype=bool)
+    front[pareto_front(acc, lat)] = True
     rest = np.flatnonzero(~front)
     if len(rest) > FRONT_POINTS:
         rest = np.sort(np.random.default_rng(0).choice(rest, FRONT_POINTS, replace=False))
@@ -339,7 +332,7 @@ def predictor_quality(session: Session, artifacts_dir: Path, predictor_id: int) 
             "dataset": p.dataset,
             "policy": p.policy,
             "version": p.version,
-            "quality": _figures(p.quality),
+            "quality": figures(p.quality),
             "provenance": p.provenance,
         },
         "scatter": {
@@ -357,7 +350,7 @@ def predictor_quality(session: Session, artifacts_dir: Path, predictor_id: int) 
             "counts": counts.astype(int).tolist(),
         },
         "versions": [
-            {"id": v.id, "version": v.version, "created_at": v.created_at, **_figures(v.quality)}
+            {"id": v.id, "version": v.version, "created_at": v.created_at, **figures(v.quality)}
             for v in versions
         ],
     }
@@ -369,8 +362,8 @@ def change_baselines(quality: dict[str, Any]) -> list[dict[str, Any]]:
     A constant guess ranks nothing, so "no change" has no Spearman."""
 
     def figure(name: str, key: str, no_change: str | None, policy_mean: str, lower: bool) -> dict:
-        ours = _finite(quality.get(key))
-        theirs = [_finite(quality.get(k)) if k else None for k in (no_change, policy_mean)]
+        ours = finite(quality.get(key))
+        theirs = [finite(quality.get(k)) if k else None for k in (no_change, policy_mean)]
         known = [t for t in theirs if t is not None]
         return {
             "figure": name,
@@ -402,12 +395,12 @@ def predictor_table(session: Session) -> list[dict[str, Any]]:
             "version": p.version,
             "unit": UNITS.get(p.target),
             **{
-                k: _finite(p.quality.get(k))
+                k: finite(p.quality.get(k))
                 for k in ("spearman", "kendall", "mape", "within_10pct", "within_10pct_reliable")
             },
-            "rmse": _finite(p.quality.get("rmse_ms", p.quality.get("rmse"))),
-            "mae": _finite(p.quality.get("mae")),
-            "coverage": _finite(p.quality.get("coverage")),
+            "rmse": finite(p.quality.get("rmse_ms", p.quality.get("rmse"))),
+            "mae": finite(p.quality.get("mae")),
+            "coverage": finite(p.quality.get("coverage")),
         }
         for p, name in rows
     ]
@@ -452,17 +445,9 @@ def _rank_agreement(session: Session, space: str, policy: str) -> dict[str, Any]
     matrix = np.full((len(arch_ids), len(dev_ids)), np.nan)
     matrix[arch_row, dev_col] = data[:, 2]
     order = np.arange(len(arch_ids))
-    ranks = _ranks(matrix)
     n = len(dev_ids)
-    rho = np.full((n, n), np.nan)
-    for i in range(n):
-        both = np.isfinite(ranks[:, i : i + 1]) & np.isfinite(ranks)
-        for j in range(i, n):
-            mask = both[:, j]
-            if mask.sum() >= 10:
-                a, b = ranks[mask, i], ranks[mask, j]
-                rho[i, j] = rho[j, i] = float(np.corrcoef(a, b)[0, 1])
-    leaves = _cluster_order(rho)
+    rho = pairwise_spearman(matrix)
+    leaves = cluster_order(rho)
     names = dict(
         session.execute(select(Device.id, Device.name).where(Device.id.in_(dev_ids.tolist()))).all()
     )
@@ -492,29 +477,6 @@ def _rank_agreement(session: Session, space: str, policy: str) -> dict[str, Any]
     }
 
 
-def _ranks(matrix: np.ndarray) -> np.ndarray:
-    """Column-wise average ranks over the finite values (NaN stays NaN)."""
-    from scipy.stats import rankdata
-
-    out = np.full(matrix.shape, np.nan)
-    for j in range(matrix.shape[1]):
-        finite = np.isfinite(matrix[:, j])
-        out[finite, j] = rankdata(matrix[finite, j])
-    return out
-
-
-def _cluster_order(rho: np.ndarray) -> list[int]:
-    if len(rho) < 3:
-        return list(range(len(rho)))
-    from scipy.cluster.hierarchy import leaves_list, linkage
-    from scipy.spatial.distance import squareform
-
-    distance = 1 - np.nan_to_num(rho, nan=0.0)
-    np.fill_diagonal(distance, 0.0)
-    distance = (distance + distance.T) / 2
-    return [int(i) for i in leaves_list(linkage(squareform(distance, checks=False), "average"))]
-
-
 def optimization_detail(session: Session, optimization_id: int) -> dict[str, Any]:
     from app.optimize_service import optimization_view
     from app.verify_service import refresh_verification
@@ -524,301 +486,3 @@ def optimization_detail(session: Session, optimization_id: int) -> dict[str, Any
         raise NotFound(f"no optimization with id {optimization_id}")
     refresh_verification(session, record)
     return optimization_view(record)
-
-
-# -- the cross-class transfer suite --------------------------------------------------
-class _Quality(BaseModel):
-    spearman: float
-
-
-class _Baseline(BaseModel):
-    devices: dict[str, _Quality]
-    mean: _Quality
-
-
-class _Intervals(BaseModel):
-    level: float
-    coverage: dict[str, float]
-    mean_coverage: float
-
-
-class _Setup(BaseModel):
-    train: list[str]
-    test: list[str]
-    shots: int
-    seeds: int
-
-
-class _Run(BaseModel):
-    split: str
-    description: str = ""
-    devices: dict[str, _Quality]
-    mean: _Quality
-    baseline: _Baseline
-    intervals: _Intervals
-    setup: _Setup
-
-
-class _Summary(BaseModel):
-    geomean_spearman: float
-    baseline_geomean_spearman: float
-    devices_below_baseline: int
-    coverage_range: tuple[float, float]
-
-
-class _SuiteFile(BaseModel):
-    """What ``benchmarks/transfer_suite.py`` writes per space: evaluate_suite's output and
-    where it came from. Only the fields the dashboard shows are checked."""
-
-    space: str
-    command: str | None = None
-    date: str | None = None
-    machine: str | None = None
-    summary: dict[int, _Summary]
-    runs: list[_Run]
-
-
-def _finite(value: float | None) -> float | None:
-    """JSON answers carry no NaN: a figure that could not be computed is null."""
-    return value if value is not None and math.isfinite(value) else None
-
-
-def _figures(quality: dict[str, Any]) -> dict[str, Any]:
-    """A quality dict with its NaN figures (a Spearman of constant predictions) as null."""
-    return {k: _finite(v) if isinstance(v, float) else v for k, v in (quality or {}).items()}
-
-
-def transfer_suite(folder: Path) -> dict[str, Any]:
-    """The suite's figures for each space whose result file is in ``folder``.
-
-    A missing file is skipped (that space was not run); one that cannot be read as a suite
-    result becomes an entry with ``error`` set, so one bad file never hides the others.
-    """
-    spaces = []
-    for space in REFERENCE_SPACES:
-        path = folder / f"transfer_suite_{space}.json"
-        if not path.is_file():
-            continue
-        suite = _read_suite(path, space)
-        entry = {"error": suite} if isinstance(suite, str) else _suite_view(suite)
-        spaces.append({"space": space, "file": str(path), **entry})
-    return {
-        "command": SUITE_COMMAND,
-        "folder": str(folder),
-        "below_baseline_margin": BELOW_BASELINE,
-        "spaces": spaces,
-    }
-
-
-def _read_suite(path: Path, space: str) -> _SuiteFile | str:
-    """The file's suite result, or what is wrong with it."""
-    try:
-        raw = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError) as e:
-        return f"cannot be read: {e}"
-    except json.JSONDecodeError as e:
-        return f"not valid JSON: {e}"
-    try:
-        suite = _SuiteFile.model_validate(raw)
-    except ValidationError as e:
-        problems = "; ".join(
-            f"{'.'.join(str(x) for x in err['loc']) or 'top level'}: {err['msg']}"
-            for err in e.errors()[:3]
-        )
-        more = f" (and {e.error_count() - 3} more)" if e.error_count() > 3 else ""
-        return f"not a transfer-suite result: {problems}{more}"
-    if suite.space != space:
-        return f"the file holds space {suite.space!r}, not {space!r}"
-    return suite
-
-
-def _suite_view(suite: _SuiteFile) -> dict[str, Any]:
-    splits, rows = [], []
-    for run in suite.runs:
-        setup = run.setup
-        splits.append(
-            {
-                "split": run.split,
-                "description": run.description,
-                "shots": setup.shots,
-                "spearman": _finite(run.mean.spearman),
-                "baseline_spearman": _finite(run.baseline.mean.spearman),
-                "coverage": _finite(run.intervals.mean_coverage),
-                "train": len(setup.train),
-                "test": len(setup.test),
-            }
-        )
-        for device, q in run.devices.items():
-            base = run.baseline.devices.get(device)
-            ours = _finite(q.spearman)
-            theirs = _finite(base.spearman) if base else None
-            rows.append(
-                {
-                    "split": run.split,
-                    "description": run.description,
-                    "device": device,
-                    "shots": setup.shots,
-                    "spearman": ours,
-                    "baseline_spearman": theirs,
-                    "below_baseline": ours is not None
-                    and theirs is not None
-                    and ours < theirs - BELOW_BASELINE,
-                    "coverage": _finite(run.intervals.coverage.get(device)),
-                    "train": len(setup.train),
-                }
-            )
-    levels = {run.intervals.level for run in suite.runs}
-    level = levels.pop() if len(levels) == 1 else None
-    return {
-        "space": suite.space,
-        "date": suite.date,
-        "command": suite.command,
-        "machine": suite.machine,
-        "level": level,
-        "coverage_band": None
-        if level is None
-        else [round(level - COVERAGE_TOLERANCE, 6), round(level + COVERAGE_TOLERANCE, 6)],
-        "summary": [
-            {
-                "shots": shots,
-                "geomean_spearman": _finite(s.geomean_spearman),
-                "baseline_geomean_spearman": _finite(s.baseline_geomean_spearman),
-                "devices_below_baseline": s.devices_below_baseline,
-                "coverage_range": [_finite(x) for x in s.coverage_range],
-            }
-            for shots, s in sorted(suite.summary.items())
-        ],
-        "splits": splits,
-        "rows": rows,
-    }
-
-
-# -- validation by implementation family ---------------------------------------------
-FAMILIES_COMMAND = "python benchmarks/families.py"
-FAMILIES_FILE = "families.json"
-
-
-class _FamilyShots(BaseModel):
-    devices: int
-    spearman: dict[str, float | None]
-    coverage_90: float | None = None
-    worst_device: str | None = None
-    worst_margin: float | None = None
-
-
-class _Family(BaseModel):
-    basis: list[str] = []
-    tested: list[str] = []
-    shots: dict[int, _FamilyShots]
-
-
-class _Regret(BaseModel):
-    regret: float | None = None
-    violation_rate: float | None = None
-
-
-class _OptimizeBaseline(BaseModel):
-    mean: _Regret
-
-
-class _FamilyOptimize(BaseModel):
-    test: list[str]
-    edgeopt: _Regret | None = None  # None: no device of the family measured the fingerprint
-    baseline: _OptimizeBaseline | None = None
-
-
-class _Provenance(BaseModel):
-    command: str | None = None
-    date: str | None = None
-    machine: str | None = None
-    methods: list[str] = []
-
-
-class _FamiliesFile(BaseModel):
-    """What ``benchmarks/families.py`` writes; only the fields the dashboard shows are
-    checked (per-device figures are left in the file)."""
-
-    families: dict[str, _Family]
-    setup: dict[str, Any] = {}
-    provenance: _Provenance = _Provenance()
-    optimize: dict[str, _FamilyOptimize] = {}
-
-
-def families(folder: Path) -> dict[str, Any]:
-    """The family benchmark's learning curves (mean Spearman per shot count, each method).
-
-    ``result`` is None while ``folder`` has no result file (the benchmark was not run), and
-    carries ``error`` for a file that cannot be read as one, so the page says which.
-    """
-    path = folder / FAMILIES_FILE
-    result: dict[str, Any] | None = None
-    if path.is_file():
-        doc = _read_families(path)
-        entry = {"error": doc} if isinstance(doc, str) else _families_view(doc)
-        result = {"file": str(path), **entry}
-    return {"command": FAMILIES_COMMAND, "folder": str(folder), "result": result}
-
-
-def _read_families(path: Path) -> _FamiliesFile | str:
-    """The file's family result, or what is wrong with it."""
-    try:
-        raw = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError) as e:
-        return f"cannot be read: {e}"
-    except json.JSONDecodeError as e:
-        return f"not valid JSON: {e}"
-    try:
-        return _FamiliesFile.model_validate(raw)
-    except ValidationError as e:
-        problems = "; ".join(
-            f"{'.'.join(str(x) for x in err['loc']) or 'top level'}: {err['msg']}"
-            for err in e.errors()[:3]
-        )
-        more = f" (and {e.error_count() - 3} more)" if e.error_count() > 3 else ""
-        return f"not a family-benchmark result: {problems}{more}"
-
-
-def _families_view(doc: _FamiliesFile) -> dict[str, Any]:
-    methods = list(doc.provenance.methods)
-    for family in doc.families.values():  # a file without the list: every method it scores
-        for row in family.shots.values():
-            methods += [m for m in row.spearman if m not in methods]
-    seeds = doc.setup.get("seeds")
-    return {
-        "command": doc.provenance.command,
-        "date": doc.provenance.date,
-        "machine": doc.provenance.machine,
-        "seeds": seeds if isinstance(seeds, int) else None,
-        "methods": methods,
-        "families": [
-            {
-                "family": name,
-                "basis": len(family.basis),
-                "tested": len(family.tested),
-                "points": [
-                    {
-                        "shots": shots,
-                        "devices": row.devices,
-                        "spearman": {m: _finite(row.spearman.get(m)) for m in methods},
-                        "coverage_90": _finite(row.coverage_90),
-                        "worst_device": row.worst_device,
-                        "worst_margin": _finite(row.worst_margin),
-                    }
-                    for shots, row in sorted(family.shots.items())
-                ],
-            }
-            for name, family in doc.families.items()
-        ],
-        "optimize": [
-            {
-                "family": name,
-                "devices": len(row.test),
-                "regret": _finite(row.edgeopt.regret),
-                "violation_rate": _finite(row.edgeopt.violation_rate),
-                "baseline_regret": _finite(row.baseline.mean.regret),
-                "baseline_violation_rate": _finite(row.baseline.mean.violation_rate),
-            }
-            for name, row in doc.optimize.items()
-            if row.edgeopt is not None and row.baseline is not None
-        ],
-    }

@@ -27,6 +27,7 @@ from app.domain_errors import Conflict, InvalidInput
 from app.models import Architecture, Device, Measurement, Predictor
 from predictors.answer import answer, calibrated_proxy_scale, transfer_calibration
 from predictors.design_model import DesignModel
+from predictors.shots_model import DesignFeatures
 from predictors.transfer import MIN_SHOTS, TransferBasis, TransferModel
 from search.spaces import NB201, get_space
 
@@ -78,12 +79,12 @@ def _whole_space_features(space: str) -> tuple[np.ndarray, np.ndarray]:
 
 
 @lru_cache(maxsize=8)
-def _whole_space_design_features(space: str, policy: str) -> np.ndarray:
+def _whole_space_design_features(space: str, policy: str) -> DesignFeatures:
     """Every enumerated cell's own features under ``policy`` (what a device's shots model
     learns over), in enumeration order."""
     codec = get_space(space)
     assert isinstance(codec, NB201)  # only enumerated spaces have whole-space rows
-    return codec.encode(codec.enumerate(), policy)
+    return codec.design_features(codec.enumerate(), policy)
 
 
 def whole_space_rows(space: str, encodings: list[str]) -> np.ndarray | None:
@@ -305,10 +306,10 @@ def metric_basis(
     codec = get_space(space)
     if rows is not None:  # cells of an enumerated space: their features are computed once
         cost, degenerate = (a[rows] for a in _whole_space_features(space))
-        design = _whole_space_design_features(space, features_policy or policy)[rows]
+        design = _whole_space_design_features(space, features_policy or policy).rows(rows)
     else:
         cost, degenerate = codec.features(encodings), codec.degenerate(encodings)
-        design = codec.encode(encodings, features_policy or policy)
+        design = codec.design_features(encodings, features_policy or policy)
     return TransferBasis(
         cost, basis_ms, [names.get(p.device_id or 0, "?") for p in others], degenerate, design
     )

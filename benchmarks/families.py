@@ -89,7 +89,7 @@ def optimize_figures(
     table = LatencyTable(np.arange(len(encodings)), encodings, names, latency, {})
     prints = fingerprint("nb201")
     rows = [encodings.index(e) for e in prints]
-    features = (space.features(encodings), space.encode(encodings))
+    features = (space.features(encodings), space.design_features(encodings))
     out = {}
     for held in sorted(set(family.values())):
         train = [n for n in names if family[n] not in (held, "host")]
@@ -168,7 +168,7 @@ def main() -> None:
         print(f"\r{done}/{total}", end="", file=sys.stderr, flush=True)
 
     doc = evaluate_families(
-        latency, names, family, space.features(encodings), space.encode(encodings),
+        latency, names, family, space.features(encodings), space.design_features(encodings),
         [int(k) for k in args.shots.split(",")], args.seeds,
         degenerate=space.degenerate(encodings), target_only=("host",), progress=progress,
     )  # fmt: skip

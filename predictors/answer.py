@@ -109,7 +109,7 @@ def calibrated_proxy_scale(basis: TransferBasis, shots: int, rows: int = CALIBRA
     rng = np.random.default_rng(0)
     sample = rng.permutation(basis.n_designs)[:rows]
     latency = basis.latency_ms[sample]
-    features = None if basis.design_features is None else basis.design_features[sample]
+    features = None if basis.design_features is None else basis.features().rows(sample)
     ratios = []
     for j in range(latency.shape[1]):
         if latency.shape[1] < 2:

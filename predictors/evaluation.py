@@ -7,6 +7,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from predictors.metrics import coverage, mean_quality, quality
+from predictors.shots_model import DesignFeatures
 from predictors.tables import LatencyTable, TableError
 from predictors.transfer import MIN_SHOTS, TransferBasis, TransferModel, ridge_baseline
 
@@ -23,7 +24,7 @@ def evaluate_transfer(
     progress: Progress | None = None,
     penalty_scale: float = 1.0,
     degenerate: np.ndarray | None = None,
-    design_features: np.ndarray | None = None,
+    design_features: np.ndarray | DesignFeatures | None = None,
 ) -> dict:
     """Quality of EdgeOpt's transfer and of the ridge baseline on every test device.
 

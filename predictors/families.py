@@ -23,7 +23,7 @@ import numpy as np
 from predictors.answer import transfer_calibration
 from predictors.metrics import coverage, spearman
 from predictors.proxy import MonotoneCalibration, rank_proxies
-from predictors.shots_model import DesignPrior, fit_shots
+from predictors.shots_model import DesignFeatures, DesignPrior, fit_shots
 from predictors.transfer import TransferBasis, TransferModel, ridge_baseline
 
 METHODS = ("edgeopt", "ridge", "shots_only", "best_device")
@@ -36,7 +36,7 @@ def evaluate_families(
     names: Sequence[str],
     family: Mapping[str, str],
     cost: np.ndarray,
-    design_features: np.ndarray,
+    design_features: np.ndarray | DesignFeatures,
     shots: Sequence[int],
     seeds: int,
     degenerate: np.ndarray | None = None,

@@ -79,3 +79,38 @@ class MonotoneCalibration:
     def apply(self, proxy_ms: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         centre = self.a + self.b * np.log(proxy_ms)
         return np.exp(centre), np.exp(centre - self.half_width), np.exp(centre + self.half_width)
+
+
+def pairwise_spearman(latency: np.ndarray, min_common: int = 10) -> np.ndarray:
+    """Spearman between every two devices (columns) over the designs both measured; NaN
+    where fewer than ``min_common`` designs are shared (a device with fewer measured has NaN
+    even on the diagonal). Symmetric."""
+    from scipy.stats import rankdata
+
+    ranks = np.full(latency.shape, np.nan)
+    for j in range(latency.shape[1]):
+        finite = np.isfinite(latency[:, j])
+        ranks[finite, j] = rankdata(latency[finite, j])
+    n = latency.shape[1]
+    rho = np.full((n, n), np.nan)
+    for i in range(n):
+        both = np.isfinite(ranks[:, i : i + 1]) & np.isfinite(ranks)
+        for j in range(i, n):
+            mask = both[:, j]
+            if mask.sum() >= min_common:
+                rho[i, j] = rho[j, i] = float(np.corrcoef(ranks[mask, i], ranks[mask, j])[0, 1])
+    return rho
+
+
+def cluster_order(rho: np.ndarray) -> list[int]:
+    """The devices in the leaf order of average-linkage clustering on 1 - Spearman, so that
+    devices that rank designs alike sit together in the agreement matrix."""
+    if len(rho) < 3:
+        return list(range(len(rho)))
+    from scipy.cluster.hierarchy import leaves_list, linkage
+    from scipy.spatial.distance import squareform
+
+    distance = 1 - np.nan_to_num(rho, nan=0.0)
+    np.fill_diagonal(distance, 0.0)
+    distance = (distance + distance.T) / 2
+    return [int(i) for i in leaves_list(linkage(squareform(distance, checks=False), "average"))]

@@ -17,6 +17,7 @@ import numpy as np
 
 from devices.reference import ReferenceDevice
 from predictors.evaluation import evaluate_transfer
+from predictors.shots_model import DesignFeatures
 from predictors.tables import LatencyTable
 
 Progress = Callable[[int, int], None]
@@ -117,7 +118,7 @@ def evaluate_suite(
     seeds: int,
     progress: Progress | None = None,
     degenerate: np.ndarray | None = None,
-    design_features: np.ndarray | None = None,
+    design_features: np.ndarray | DesignFeatures | None = None,
 ) -> dict:
     """Every split at every shot count, each device beside the ridge baseline."""
     runs = []

@@ -34,7 +34,13 @@ import numpy as np
 
 from predictors.intervals import LEVEL
 from predictors.metrics import spearman
-from predictors.shots_model import DesignPrior, ShotsFit, fit_shots
+from predictors.shots_model import (
+    DesignFeatures,
+    DesignPrior,
+    ShotsFit,
+    as_design_features,
+    fit_shots,
+)
 
 MIN_SHOTS = 3
 _FLOOR = 1e-3  # relative floor for a linear prediction before taking logs
@@ -112,8 +118,9 @@ class TransferBasis:
     latency_ms: np.ndarray  # designs x basis devices, NaN where not measured
     names: list[str]
     degenerate: np.ndarray | None = None  # designs that compute nothing (see spaces)
-    # the designs' own features (``SearchSpace.encode``): the shots model learns over them
-    design_features: np.ndarray | None = None
+    # the designs' own features (``SearchSpace.design_features``): the shots model learns
+    # over them (a bare array: features with no blocks)
+    design_features: np.ndarray | DesignFeatures | None = None
     # ``dead``: the degenerate designs kept apart from shots and fits, which is all of them
     # unless a basis device prunes dead work (then the basis models them like any design)
     dead: np.ndarray = field(init=False)  # ``degenerate`` as a mask (all False by default)
@@ -157,6 +164,7 @@ class TransferBasis:
         self._x_devices = np.hstack([ones, self.log_latency])
         self.prior = None
         if self.design_features is not None:
+            self.design_features = as_design_features(self.design_features)
             if len(self.design_features) != n:
                 raise ValueError("design features must cover the designs of the basis")
             with np.errstate(divide="ignore", invalid="ignore"):
@@ -165,6 +173,12 @@ class TransferBasis:
     @property
     def n_designs(self) -> int:
         return len(self.latency_ms)
+
+    def features(self) -> DesignFeatures:
+        """The design features with their blocks (ValueError for a basis without them)."""
+        if self.design_features is None:
+            raise ValueError("this basis carries no design features")
+        return as_design_features(self.design_features)
 
     def without(self, column: int) -> TransferBasis:
         """The same basis with one device held out (to calibrate on the basis itself)."""
@@ -184,7 +198,7 @@ class TransferBasis:
             self.latency_ms[rows],
             self.names,
             None if self.degenerate is None else self.dead[rows],
-            None if self.design_features is None else self.design_features[rows],
+            None if self.design_features is None else self.features().rows(rows),
         )
 
     # The three component models: each maps (shots, measured ms) to a predictor of log-latency.

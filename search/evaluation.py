@@ -32,6 +32,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from predictors.answer import answer, calibrated_proxy_scale, calibrated_scale
+from predictors.shots_model import DesignFeatures
 from predictors.tables import LatencyTable, TableError
 from predictors.transfer import MIN_SHOTS, TransferBasis, TransferModel, ridge_baseline
 from search.learned import LearnedOptimizer
@@ -64,7 +65,7 @@ def evaluate_optimize(
     degenerate: np.ndarray | None = None,
     learned: LearnedOptimizer | None = None,
     options: np.ndarray | None = None,
-    design_features: np.ndarray | None = None,
+    design_features: np.ndarray | DesignFeatures | None = None,
 ) -> dict:
     """The figures of one method over the test devices; see the module docstring.
 

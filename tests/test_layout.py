@@ -46,8 +46,8 @@ COMPUTE = ("devices", "predictors", "search")
 SERVICE_LIBRARIES = {"sqlalchemy", "alembic", "fastapi", "starlette", "pydantic", "huey", "redis"}
 # Ceilings the code meets today, lowered as the big modules are split: a new feature that
 # needs more goes into a new module or function instead.
-MAX_MODULE_LINES = 880
-MAX_FUNCTION_LINES = 210
+MAX_MODULE_LINES = 640
+MAX_FUNCTION_LINES = 175
 MAX_PARAMETERS = 16
 
 

@@ -14,6 +14,7 @@ from fastapi.responses import FileResponse, HTMLResponse
 from fastapi.templating import Jinja2Templates
 
 from app import dashboard_data as data
+from app import dashboard_results as results
 from app.dashboard_schemas import (
     AgreementData,
     DeviceData,
@@ -116,12 +117,12 @@ def predictor_data(
 
 @router.get("/api/charts/transfer-suite", tags=["dashboard"])
 def transfer_suite_data(settings: SettingsDep) -> TransferSuiteData:
-    return TransferSuiteData.model_validate(data.transfer_suite(settings.suite_results_dir))
+    return TransferSuiteData.model_validate(results.transfer_suite(settings.suite_results_dir))
 
 
 @router.get("/api/charts/families", tags=["dashboard"])
 def families_data(settings: SettingsDep) -> FamiliesData:
-    return FamiliesData.model_validate(data.families(settings.suite_results_dir))
+    return FamiliesData.model_validate(results.families(settings.suite_results_dir))
 
 
 @router.get("/api/charts/agreement/{space}", tags=["dashboard"])

@@ -164,3 +164,28 @@ def test_every_untrained_download_says_it_is_a_latency_probe(writer: TestClient,
     assert props["edgeopt.weights"] == "untrained (latency probe)"
     page = writer.get(f"/ui/optimizations/{r.json()['id']}")
     assert "untrained weights: a latency probe" in page.text and "edgeopt train" in page.text
+
+
+def test_exported_code_trains_the_design_on_your_arrays(settings: Settings, tmp_path: Path) -> None:
+    """``edgeopt export-code`` writes a script that builds the design and trains it on a
+    user's own arrays, outside the service (run here from the checkout, as its usage says)."""
+    import subprocess
+    import sys
+
+    cell = "|nor_conv_1x1~0|+|skip_connect~0|none~1|+|none~0|none~1|skip_connect~2|"
+    r = edgeopt("export-code", "--space", "nb201", "--design", cell, "--out", "train_it.py",
+                env=env_for(settings), cwd=str(tmp_path))  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    script = (tmp_path / "train_it.py").read_text()
+    assert repr(cell) in script
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "arrays.npz", x_train=rng.normal(size=(16, 3, 8, 8)).astype("float32"),
+             y_train=np.arange(16) % 2, x_val=rng.normal(size=(4, 3, 8, 8)).astype("float32"),
+             y_val=np.arange(4) % 2)  # fmt: skip
+    root = Path(__file__).resolve().parents[2]
+    run = subprocess.run(
+        [sys.executable, "train_it.py", "arrays.npz"], cwd=tmp_path, capture_output=True,
+        text=True, timeout=120, env={**ONE_THREAD, "PYTHONPATH": str(root), "PATH": "/usr/bin"},
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    assert "validation top-1" in run.stdout and (tmp_path / "model.pt").exists()

@@ -9,7 +9,7 @@ from scipy.stats import spearmanr
 
 from devices.reference import ReferenceTable, load_family
 from predictors.answer import answer as answer_for
-from predictors.shots_model import DesignPrior, fit_shots
+from predictors.shots_model import BLOCK_SHOTS, DesignFeatures, DesignPrior, fit_shots
 from predictors.transfer import TransferBasis, TransferModel, own_half_width, ridge_baseline
 from search.spaces import get_space
 from tests.predictors.conftest import columns
@@ -32,7 +32,7 @@ def setting(nb201: ReferenceTable) -> tuple[TransferModel, np.ndarray]:
         columns(nb201, BASIS)[keep],
         BASIS,
         space.degenerate(encodings),
-        space.encode(encodings),
+        space.design_features(encodings),
     )
     return TransferModel(basis), target[keep]
 
@@ -85,6 +85,39 @@ def test_the_shots_model_alone_learns_additive_costs() -> None:
     rest = np.setdiff1d(np.arange(2000), shots)
     assert spearmanr(fitted.predict(rest), truth[rest])[0] > 0.95
     assert fitted.loo.shape == (60,)
+
+
+def test_a_block_of_features_lets_a_few_shots_find_the_count_a_device_follows() -> None:
+    """A device whose costs follow one block (say, the kernels a runtime executes) among many
+    other columns: without the block, twenty shots spread over every column; with it, the
+    leave-one-out choice puts its weight on the block (blocks join from BLOCK_SHOTS on)."""
+    rng = np.random.default_rng(0)
+    edges = rng.integers(0, 2, size=(2000, 30)).astype(float)  # what this runtime ignores
+    kernels = rng.integers(0, 4, size=(2000, 6)).astype(float)  # what it runs
+    features = np.c_[edges, kernels]
+    truth = np.log(kernels @ rng.uniform(0.5, 2.0, 6) + 1.0)
+    shots = rng.choice(2000, size=BLOCK_SHOTS, replace=False)
+    rest = np.setdiff1d(np.arange(2000), shots)
+    plain = fit_shots(DesignPrior(features, np.zeros((2000, 0))), shots, truth[shots])
+    blocked = DesignPrior(DesignFeatures(features, ((30, 36),)), np.zeros((2000, 0)))
+    fitted = fit_shots(blocked, shots, truth[shots])
+    assert spearmanr(fitted.predict(rest), truth[rest])[0] > 0.95
+    assert spearmanr(plain.predict(rest), truth[rest])[0] < 0.8
+    assert fitted.weights[-1] > 0  # the block's kernel carries the fit
+    few = fit_shots(blocked, shots[:10], truth[shots[:10]])
+    assert len(few.weights) == len(plain.weights)  # too few shots to choose among more kernels
+
+
+def test_nb201_names_the_executed_kernels_as_a_block() -> None:
+    """A 3x3 convolution into a node that never reaches the output: the op counts have it,
+    the block of executed kernels does not (a runtime that removes dead code never runs it)."""
+    space = get_space("nb201")
+    dead_conv = "|nor_conv_3x3~0|+|none~0|none~1|+|skip_connect~0|none~1|none~2|"
+    features = space.design_features([dead_conv])
+    ((start, stop),) = features.blocks
+    assert (start, stop) == (34, features.matrix.shape[1])  # after 6 x 5 one-hot + 4 counts
+    assert features.matrix[0, 32] == 1  # the op count: one nor_conv_3x3
+    assert features.matrix[0, start] == 0  # executed 3x3 convolutions: none
 
 
 def test_intervals_cover_held_out_designs_at_about_their_level(
