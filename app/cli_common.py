@@ -23,7 +23,6 @@ from sqlalchemy.exc import OperationalError
 
 from app.db import SchemaBehindError
 from app.domain_errors import DomainError
-from app.errors import ApiError
 from app.settings import get_settings, redact_url
 
 # Piped output is not cut to 80 columns, so it can be read by scripts and grep.
@@ -48,8 +47,6 @@ def clear_errors() -> Iterator[None]:
         yield
     except DomainError as exc:
         raise fail(one_line(exc.message)) from exc
-    except ApiError as exc:
-        raise fail(exc.message) from exc
     except SchemaBehindError as exc:
         raise fail(str(exc)) from exc
     except OperationalError as exc:

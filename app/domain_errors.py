@@ -64,6 +64,12 @@ class NotMeasurable(Conflict):
     """The device cannot run a measurement from here (a reference device, other hardware)."""
 
 
+class Unauthorized(DomainError):
+    """No API key, or one that is not valid (unknown or revoked)."""
+
+    status = 401
+
+
 class Forbidden(DomainError):
     """The caller's key may not do this."""
 
@@ -80,6 +86,13 @@ class UnsupportedMediaType(DomainError):
     """A body in a format the service does not read (an upload neither JSON nor CSV)."""
 
     status = 415
+
+
+class Unavailable(DomainError):
+    """A part the service needs (the database, the job queue, the artifact store or folder)
+    does not answer: 503, naming the part."""
+
+    status = 503
 
 
 class HostBusy(DomainError):

@@ -89,16 +89,6 @@ ONNX_FILE: dict[int | str, dict[str, Any]] = {
 }
 
 
-class ApiError(Exception):
-    """An error the client can act on; carries its status and optional per-field details."""
-
-    def __init__(self, status: int, message: str, details: list[ErrorDetail] | None = None):
-        super().__init__(message)
-        self.status = status
-        self.message = message
-        self.details = details or []
-
-
 class BodyTooLarge(Exception):
     """Raised while reading a request body that exceeds ``max_request_bytes``."""
 
@@ -185,10 +175,6 @@ def _field(loc: tuple[Any, ...]) -> str:
 
 
 def install_error_handlers(app: FastAPI) -> None:
-    @app.exception_handler(ApiError)
-    async def _api(_: Request, exc: ApiError) -> JSONResponse:
-        return error_response(exc.status, exc.message, exc.details)
-
     @app.exception_handler(DomainError)
     async def _domain(_: Request, exc: DomainError) -> JSONResponse:
         details = [ErrorDetail.model_validate(d) for d in exc.details]

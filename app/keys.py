@@ -28,8 +28,7 @@ from datetime import UTC, datetime
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from app.domain_errors import InvalidInput, NotFound
-from app.errors import ApiError
+from app.domain_errors import Forbidden, InvalidInput, NotFound, Unauthorized
 from app.models import ApiKey, utcnow
 
 TOKEN_PREFIX = "eok_"
@@ -178,8 +177,7 @@ def authenticate(
     session of its own, so checking a key never holds the request's write lock.
     """
     if not token:
-        raise ApiError(
-            401,
+        raise Unauthorized(
             f"this endpoint needs an API key in the {HEADER} header (an admin creates one "
             "with `edgeopt keys create`; the server's EDGEOPT_API_KEYS are admin keys)",
         )
@@ -190,9 +188,9 @@ def authenticate(
         with factory() as session:
             key = _stored(session, token)
     if key is None:
-        raise ApiError(401, "the API key is not valid")
+        raise Unauthorized("the API key is not valid")
     if key.revoked_at is not None:
-        raise ApiError(401, f"the API key {key.prefix}... was revoked at {_aware(key.revoked_at)}")
+        raise Unauthorized(f"the API key {key.prefix}... was revoked at {_aware(key.revoked_at)}")
     devices = tuple(key.devices) if key.devices is not None else None
     return Caller(key.id, key.name, frozenset(key.scopes), devices)
 
@@ -200,13 +198,11 @@ def authenticate(
 def require_scope(caller: Caller, scope: str, agent_route: bool = False) -> Caller:
     """403 unless the caller holds ``scope``; agent keys only on the routes agents use."""
     if scope not in caller.scopes:
-        raise ApiError(
-            403,
+        raise Forbidden(
             f"the {caller.describe()} has scope {caller.scope}; this endpoint needs {scope}",
         )
     if caller.is_agent and not agent_route and scope != "read":
-        raise ApiError(
-            403,
+        raise Forbidden(
             f"the {caller.describe()} may only register its devices, lease their tasks and "
             "post their results",
         )
@@ -216,4 +212,4 @@ def require_scope(caller: Caller, scope: str, agent_route: bool = False) -> Call
 def require_device(caller: Caller, device: str) -> None:
     """403 unless the caller's key may serve ``device``."""
     if not caller.serves(device):
-        raise ApiError(403, f"the {caller.describe()} may not serve device {device!r}")
+        raise Forbidden(f"the {caller.describe()} may not serve device {device!r}")

@@ -22,7 +22,8 @@ from app.artifact_store import attach, store_problem
 from app.artifacts import folder_problem
 from app.db import check_schema, head_revision, session_factory
 from app.deps import ReadAccess, RunnerDep, SessionDep, SettingsDep
-from app.errors import ERROR_RESPONSES, ApiError, error_responses, install_error_handlers
+from app.domain_errors import Unavailable
+from app.errors import ERROR_RESPONSES, error_responses, install_error_handlers
 from app.jobs import JobRunner, start_worker_processes, stop_worker_processes
 from app.limits import BodySizeLimit
 from app.models import Device
@@ -129,7 +130,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             count = session.scalar(select(func.count()).select_from(Device)) or 0
             revision = MigrationContext.configure(session.connection()).get_current_revision()
         except SQLAlchemyError as exc:
-            raise ApiError(503, f"database unavailable: {_first_line(exc)}") from None
+            raise Unavailable(f"database unavailable: {_first_line(exc)}") from None
         return Health(status="ok", schema_revision=revision, devices=count)
 
     @app.get("/healthz", response_model=Liveness, tags=["service"], responses=ERROR_RESPONSES)
@@ -157,7 +158,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         problems.append(runner.queue.problem())
         problems.append(folder_problem(settings.artifacts_dir, settings.artifacts_min_free_mb))
         if any(problems):
-            raise ApiError(503, "; ".join(p for p in problems if p))
+            raise Unavailable("; ".join(p for p in problems if p))
         return Readiness(status="ready", schema_revision=revision)
 
     return app

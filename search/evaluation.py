@@ -101,6 +101,11 @@ def evaluate_optimize(
             )
         neural_prints = np.array([position[e] for e in learned.spec.fingerprint], dtype=int)
     known = np.isfinite(accuracy)
+    # the service answers from working designs only unless asked (``include_degenerate``): a
+    # degenerate design's measurement still informs the fit, but it is never the answer
+    choosable = accuracy.copy()
+    if degenerate is not None:
+        choosable[np.asarray(degenerate, dtype=bool)] = np.nan
     basis = TransferBasis(
         cost,
         np.stack([table.column(d) for d in train], axis=1),
@@ -122,7 +127,7 @@ def evaluate_optimize(
             design=usable,
             policy=np.zeros(len(usable), dtype=int),
             latency=Estimates.exact(truth[usable]),  # replaced by predictions below
-            accuracy=Estimates.exact(accuracy[usable]),
+            accuracy=Estimates.exact(choosable[usable]),
         )
         row_of = {int(d): k for k, d in enumerate(usable)}
         rows: list[dict[str, float]] = []

@@ -77,6 +77,43 @@ def test_compute_packages_know_no_web_database_or_queue() -> None:
     assert not wrong, "\n".join(wrong)
 
 
+# The HTTP and storage edges of the service hold no numerics: they check, load and shape.
+EDGES = ("app/routers", "app/schemas.py", "app/optimize_schemas.py", "app/dashboard_schemas.py",
+         "app/key_schemas.py", "app/repository.py", "app/queries.py")  # fmt: skip
+NUMERICS = {"numpy", "scipy", "lightgbm", "torch", "sklearn"}
+
+
+def test_routers_schemas_and_queries_hold_no_numerics() -> None:
+    paths = [
+        path
+        for edge in (ROOT / e for e in EDGES)
+        for path in (sorted(edge.rglob("*.py")) if edge.is_dir() else [edge])
+    ]
+    assert all(path.is_file() for path in paths) and len(paths) > len(EDGES)
+    wrong = [
+        f"{path.relative_to(ROOT)} imports {name}"
+        for path in paths
+        for name in sorted(imported_modules(path) & NUMERICS)
+    ]
+    assert not wrong, "\n".join(wrong)
+
+
+def test_only_the_error_module_speaks_http_status() -> None:
+    """Services and routers raise the project's errors (``app/domain_errors.py``); one table
+    in ``app/errors.py`` maps them to status codes, one in ``app/cli_common.py`` to exits."""
+    wrong = []
+    for path in sorted((ROOT / "app").rglob("*.py")):
+        if path.name == "errors.py":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Raise) and node.exc is not None:
+                call = node.exc.func if isinstance(node.exc, ast.Call) else node.exc
+                name = getattr(call, "id", getattr(call, "attr", ""))
+                if name in ("HTTPException", "ApiError"):
+                    wrong.append(f"{path.relative_to(ROOT)}:{node.lineno} raises {name}")
+    assert not wrong, "\n".join(wrong)
+
+
 def _modules() -> dict[str, Path]:
     out = {}
     for package in ("app", *COMPUTE):

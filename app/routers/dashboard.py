@@ -25,7 +25,8 @@ from app.dashboard_schemas import (
     TransferSuiteData,
 )
 from app.deps import DeviceRef, ReadAccess, ResourceId, SessionDep, SettingsDep
-from app.errors import ERROR_RESPONSES, ApiError
+from app.domain_errors import NotFound
+from app.errors import ERROR_RESPONSES
 from app.optimize_schemas import OptimizeAnswer
 from app.queries import find_device
 
@@ -49,7 +50,7 @@ def plotly_js() -> FileResponse:
 def static(name: str) -> FileResponse:
     path = STATIC / name
     if name not in {p.name for p in STATIC.iterdir() if p.is_file()}:  # not vendor/
-        raise ApiError(404, f"no static file {name!r}")
+        raise NotFound(f"no static file {name!r}")
     media = "text/css" if name.endswith(".css") else "text/javascript"
     return FileResponse(path, media_type=media)
 
@@ -73,7 +74,7 @@ def predictors_page(request: Request, predictor: int | None = None) -> HTMLRespo
 @router.get("/ui/agreement", response_class=HTMLResponse, include_in_schema=False)
 def agreement_page(request: Request, space: str = "nb201") -> HTMLResponse:
     if space not in SPACES:
-        raise ApiError(404, f"unknown space {space!r}")
+        raise NotFound(f"unknown space {space!r}")
     return _page(request, "agreement", space=space, spaces=SPACES)
 
 
@@ -128,7 +129,7 @@ def families_data(settings: SettingsDep) -> FamiliesData:
 @router.get("/api/charts/agreement/{space}", tags=["dashboard"])
 def agreement_data(space: str, session: SessionDep, policy: str = "fp32") -> AgreementData:
     if space not in SPACES:
-        raise ApiError(404, f"unknown space {space!r}")
+        raise NotFound(f"unknown space {space!r}")
     return AgreementData.model_validate(data.rank_agreement(session, space, policy))
 
 

@@ -20,7 +20,8 @@ from app.deps import (
     SettingsDep,
     WriteAccess,
 )
-from app.errors import ERROR_RESPONSES, ApiError, ErrorDetail, error_responses
+from app.domain_errors import Conflict, InvalidInput
+from app.errors import ERROR_RESPONSES, error_responses
 from app.models import Device, Measurement
 from app.queries import MeasurementFilters, find_device, list_measurements, measurement_counts
 from app.read_cache import next_measurements as remembered_next
@@ -44,10 +45,9 @@ router = APIRouter(prefix="/devices", tags=["devices"], responses=ERROR_RESPONSE
 
 def _name_free(session: Session, name: str) -> None:
     if session.scalar(select(Device.id).where(Device.name == name)) is not None:
-        raise ApiError(
-            409,
+        raise Conflict(
             f"a device named {name!r} already exists",
-            [ErrorDetail(field="name", message="already taken")],
+            [{"field": "name", "message": "already taken"}],
         )
 
 
@@ -108,9 +108,7 @@ def update_device(device: DeviceRef, body: DeviceUpdate, session: SessionDep) ->
         _name_free(session, body.name)
     for field, value in body.model_dump(mode="json", exclude_unset=True).items():
         if value is None and field in ("name", "kind", "specs"):
-            raise ApiError(
-                422, f"{field} cannot be null", [ErrorDetail(field=field, message="null")]
-            )
+            raise InvalidInput(f"{field} cannot be null", [{"field": field, "message": "null"}])
         setattr(found, field, value)
     commit(session)
     return found
@@ -241,7 +239,7 @@ def next_measurements(
     try:
         policy = canonical_policy(policy)
     except ValueError as exc:
-        raise ApiError(422, str(exc)) from None
+        raise InvalidInput(str(exc)) from None
     found = find_device(session, device)
     return NextMeasurements.model_validate(
         remembered_next(session, settings.artifacts_dir, found, space, metric.value, policy, count)

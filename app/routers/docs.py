@@ -13,7 +13,7 @@ from fastapi import APIRouter, Request
 from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
 from fastapi.responses import FileResponse, HTMLResponse
 
-from app.errors import ApiError
+from app.domain_errors import NotFound
 
 router = APIRouter(include_in_schema=False)
 VENDOR = Path(__file__).parent.parent / "static" / "vendor"
@@ -56,5 +56,5 @@ def vendored(package: str, name: str) -> FileResponse:
     files = {(p.parent.name, p.name): p for p in VENDOR.glob("*/*") if p.is_file()}
     path = files.get((package, name))
     if path is None:
-        raise ApiError(404, f"no vendored file {package}/{name}")
+        raise NotFound(f"no vendored file {package}/{name}")
     return FileResponse(path, media_type=MEDIA_TYPES.get(path.suffix, "text/plain"))

@@ -19,7 +19,8 @@ from app.deps import (
     SettingsDep,
     WriteAccess,
 )
-from app.errors import ERROR_RESPONSES, ApiError, ErrorDetail
+from app.domain_errors import Conflict, InvalidInput
+from app.errors import ERROR_RESPONSES
 from app.jobs import ACTIVE, mark_stale_jobs
 from app.models import Job
 from app.queries import get_job
@@ -34,16 +35,16 @@ def start_job(body: JobCreate, factory: FactoryDep, runner: RunnerDep) -> Job:
     try:
         job_id = runner.submit(body.kind, body.params)
     except ValidationError as exc:
-        details = [
-            ErrorDetail(field="params." + ".".join(str(p) for p in e["loc"]), message=e["msg"])
+        details: list[dict[str, object]] = [
+            {"field": "params." + ".".join(str(p) for p in e["loc"]), "message": e["msg"]}
             for e in exc.errors()
         ]
         first = details[0]
-        raise ApiError(
-            422, f"invalid params for {body.kind}: {first.field}: {first.message}", details
+        raise InvalidInput(
+            f"invalid params for {body.kind}: {first['field']}: {first['message']}", details
         ) from exc
     except ValueError as exc:
-        raise ApiError(422, str(exc), [ErrorDetail(field="kind", message=str(exc))]) from exc
+        raise InvalidInput(str(exc), [{"field": "kind", "message": str(exc)}]) from exc
     with factory() as session:  # not the request's session: it must not hold a lock meanwhile
         return get_job(session, job_id)
 
@@ -85,7 +86,7 @@ def cancel_job(job_id: ResourceId, session: SessionDep) -> Job:
     """Ask a queued or running job to stop; it ends as ``cancelled`` at its next check."""
     job = get_job(session, job_id)
     if job.status not in ACTIVE:
-        raise ApiError(409, f"job {job_id} already ended ({job.status})")
+        raise Conflict(f"job {job_id} already ended ({job.status})")
     job.cancel_requested = True
     commit(session)
     return job

@@ -19,7 +19,8 @@ from app.deps import (
     SettingsDep,
     WriteAccess,
 )
-from app.errors import ERROR_RESPONSES, ApiError
+from app.domain_errors import InvalidInput, NotFound
+from app.errors import ERROR_RESPONSES
 from app.models import Job, Predictor
 from app.observability import count_predictions
 from app.plausibility import mark_predictions
@@ -80,7 +81,7 @@ def list_predictors(
 def read_predictor(predictor_id: ResourceId, session: SessionDep) -> Predictor:
     predictor = session.get(Predictor, predictor_id)
     if predictor is None:
-        raise ApiError(404, f"no predictor with id {predictor_id}")
+        raise NotFound(f"no predictor with id {predictor_id}")
     return predictor
 
 
@@ -93,7 +94,7 @@ def predict(body: PredictRequest, factory: FactoryDep, settings: SettingsDep) ->
     try:
         policy = canonical_policy(body.policy)
     except ValueError as exc:
-        raise ApiError(422, str(exc)) from None
+        raise InvalidInput(str(exc)) from None
     with factory() as session:
         device = find_device(session, body.device)
         answer = predict_designs(

@@ -114,3 +114,28 @@ def test_degenerate_designs_neither_take_shots_nor_bend_the_fit(nb201: Reference
         return float(np.median(np.abs(np.log(predicted[dead] / target[dead]))))
 
     assert miss(ours) < miss(theirs) / 2  # dead cells shifted to the level measured for them
+
+
+def test_degenerate_shots_do_not_widen_a_working_designs_interval(nb201: ReferenceTable) -> None:
+    """raspi4 runs the fingerprint's two disconnected cells in 0.012 ms, next to cells of
+    3-75 ms. The basis (pixel3 prunes dead work too) fits them, but a working design's
+    interval is read from the working shots' errors, as wide as without those two shots."""
+    from devices.fingerprint import fingerprint
+
+    space = get_space("nb201")
+    degenerate = space.degenerate(nb201.encodings)
+    basis = TransferBasis(
+        space.features(nb201.encodings), columns(nb201, BASIS), BASIS, degenerate,
+        space.design_features(nb201.encodings),
+    )  # fmt: skip
+    truth = columns(nb201, ["raspi4"])[:, 0]
+    prints = np.array([nb201.encodings.index(e) for e in fingerprint("nb201")])
+    assert degenerate[prints].sum() == 2 and truth[prints][degenerate[prints]].max() < 0.1
+    working = np.flatnonzero(~degenerate)[:3000]
+    model = TransferModel(basis, interval_scale=1.2)
+
+    def width(shots: np.ndarray) -> float:
+        centre, _, high = model.adapt(shots, truth[shots]).predict(working)
+        return float(np.median(high / centre))
+
+    assert width(prints) <= 1.2 * width(prints[~degenerate[prints]])
