@@ -572,8 +572,10 @@ def refine(
             take(int(i))
     while spent < total:
         current = _with_measured(candidates, refit, medians, spread)
-        p = goal_probabilities(current, goals)["all"]
         score = objective_score(current, goals)
+        # a candidate without a score (no accuracy for it) is never the answer: not worth
+        # a measurement either
+        p = np.where(np.isfinite(score), goal_probabilities(current, goals)["all"], 0.0)
         idx = np.fromiter(medians, dtype=int, count=len(medians))
         meets = [i for i in idx if p[i] >= confidence]
         incumbent = max((score[i] for i in meets), default=None)
@@ -584,12 +586,13 @@ def refine(
                 take(int(np.flatnonzero(safe)[np.argmax(score[safe])]))
                 break
             incumbent = float(score[safe].max()) - 1e-9 if safe.any() else -np.inf
+        worth = p >= MIN_PROBABILITY
+        gain = np.full(len(p), -np.inf)
         if np.isinf(incumbent):
-            gain = np.where(p >= MIN_PROBABILITY, p, -np.inf)
+            gain[worth] = p[worth]
         else:
-            gain = np.where(
-                (score > incumbent) & (p >= MIN_PROBABILITY), (score - incumbent) * p, -np.inf
-            )
+            better = worth & (score > incumbent)
+            gain[better] = (score[better] - incumbent) * p[better]
         gain[idx] = -np.inf
         if not np.isfinite(gain).any():
             break
@@ -601,7 +604,8 @@ def refine(
     if verified:
         best = max(verified, key=lambda i: choice.score[i])
         others = [i for i in np.argsort(-choice.score, kind="stable") if i != best]
-        alts = [int(i) for i in others if p[i] >= confidence][:alternatives]
+        alts = [int(i) for i in others if p[i] >= confidence and np.isfinite(choice.score[i])]
+        alts = alts[:alternatives]
         return replace(
             choice,
             index=int(best),

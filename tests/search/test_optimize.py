@@ -192,6 +192,27 @@ def test_a_stored_measurement_spreads_at_least_by_the_protocols_tolerance() -> N
     assert repeat_spread(None) == 0.03 and repeat_spread(float("nan"), 0.05) == 0.05
 
 
+def test_refine_never_spends_a_measurement_on_a_design_without_a_score() -> None:
+    """A design with no accuracy (a degenerate cell in the evaluation, say) is measured only
+    as a shot: never verified, never the answer, never an alternative."""
+    latency = np.array([1.0, 1.5, 2.0, 2.5, 0.01])
+    accuracy = np.array([80.0, 82.0, 85.0, 88.0, np.nan])
+    cands = _candidates(latency, accuracy)
+    calls: list[int] = []
+
+    def measure(i: int) -> float:
+        calls.append(i)
+        return float(latency[i])
+
+    choice = refine(cands, Goals(max_latency_ms=2.2), lambda m: cands.latency, measure, [4], 4,
+                    alternatives=3)  # fmt: skip
+    assert calls[0] == 4 and 4 not in calls[1:]
+    assert choice.verified and choice.index == 2 and 4 not in choice.alternatives
+    calls.clear()  # one measurement left to secure a fallback: a design that can be the answer
+    refine(cands, Goals(max_latency_ms=2.2), lambda m: cands.latency, measure, [], 1)
+    assert calls and calls != [4]
+
+
 def test_refine_without_measurements_is_choose() -> None:
     latency = np.array([1.0, 2.0, 2.9, 4.0])
     cands = _candidates(latency, np.array([80.0, 85.0, 90.0, 95.0]))
