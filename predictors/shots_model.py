@@ -36,8 +36,8 @@ LINEAR = (0.0, 0.3, 1.0, 3.0)
 RBF = (0.0, 1.0)
 BLOCK = (0.0, 1.0, 3.0)  # weights of a linear kernel over one block of the features
 # Shots from which the blocks' kernels join the grid: with fewer, the wider grid's
-# leave-one-out choice is mostly noise (NB201 standard split at 10 shots: 0.9745 -> 0.9733
-# with them), with more, they pay (family held out at 20-100 shots: +0.01 to +0.02)
+# leave-one-out choice is mostly noise (it lowered the standard NB201 split at 10 shots);
+# with more, they pay (``benchmarks/families.py`` at 20-100 shots)
 BLOCK_SHOTS = 20
 PENALTY = (0.01, 0.1, 1.0)
 POPULATION_ROWS = 4000  # designs per basis device used to fit its linear costs

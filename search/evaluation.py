@@ -101,18 +101,10 @@ def evaluate_optimize(
             )
         neural_prints = np.array([position[e] for e in learned.spec.fingerprint], dtype=int)
     known = np.isfinite(accuracy)
-    # the service answers from working designs only unless asked (``include_degenerate``): a
-    # degenerate design's measurement still informs the fit, but it is never the answer
-    choosable = accuracy.copy()
-    if degenerate is not None:
-        choosable[np.asarray(degenerate, dtype=bool)] = np.nan
-    basis = TransferBasis(
-        cost,
-        np.stack([table.column(d) for d in train], axis=1),
-        list(train),
-        degenerate,
-        design_features,
-    )
+    # as in the service, a degenerate design informs the fit but is never the answer
+    choosable = accuracy if degenerate is None else np.where(degenerate, np.nan, accuracy)
+    columns = np.stack([table.column(d) for d in train], axis=1)
+    basis = TransferBasis(cost, columns, list(train), degenerate, design_features)
     n_shots = len(prints) if max_measurements == 0 else shot_count(max_measurements)
     scale = calibrated_scale(basis, n_shots)
     proxy_scale = calibrated_proxy_scale(basis, n_shots)

@@ -573,8 +573,7 @@ def refine(
     while spent < total:
         current = _with_measured(candidates, refit, medians, spread)
         score = objective_score(current, goals)
-        # a candidate without a score (no accuracy for it) is never the answer: not worth
-        # a measurement either
+        # a candidate without a score (no accuracy) is never the answer: nor worth measuring
         p = np.where(np.isfinite(score), goal_probabilities(current, goals)["all"], 0.0)
         idx = np.fromiter(medians, dtype=int, count=len(medians))
         meets = [i for i in idx if p[i] >= confidence]
@@ -605,11 +604,10 @@ def refine(
         best = max(verified, key=lambda i: choice.score[i])
         others = [i for i in np.argsort(-choice.score, kind="stable") if i != best]
         alts = [int(i) for i in others if p[i] >= confidence and np.isfinite(choice.score[i])]
-        alts = alts[:alternatives]
         return replace(
             choice,
             index=int(best),
-            alternatives=alts,
+            alternatives=alts[:alternatives],
             closest=[],
             measured=medians,
             spread=spread,
