@@ -490,7 +490,9 @@ class TransferModel:
         if own is not None:
             errors, targets = errors[kept], targets[kept]
             errors = stack * errors + (1 - stack) * own.loo
-        errors, targets = self._working_errors(shots[fit], y[fit], stack, (errors, targets))
+        errors, targets = self._working_errors(
+            shots[fit][kept], y[fit][kept], stack, own, (errors, targets)
+        )
         sigma = float(np.sqrt(np.mean(errors**2)))
         scale = self.interval_scale if self.interval_scale is not None else 1.645
         n = int(fit.sum())
@@ -510,26 +512,26 @@ class TransferModel:
         shots: np.ndarray,
         y: np.ndarray,
         stack: float,
+        own: ShotsFit | None,
         errors: tuple[np.ndarray, np.ndarray],
     ) -> tuple[np.ndarray, np.ndarray]:
         """Leave-one-out errors (and their targets) that a working design's interval is
         read from: where degenerate shots were fitted beside working ones (the basis prunes
-        dead work), each working shot left out of a fit of the working shots alone.
+        dead work), the blend's errors of each working shot left out of a fit of the
+        working shots alone (the shots model's, ``own.loo``, are kept: it is the costly fit).
 
         A cell the device ran in 0.01 ms among cells of 3-75 ms bends a leave-one-out fit by
         orders of magnitude; those errors said nothing of working designs (raspi4 from the
         fingerprint: intervals 6x wide, and a chance-accuracy cell chosen for a budget).
         """
-        degenerate = self.basis.degenerate_mask()[shots]
-        if not degenerate.any() or (~degenerate).sum() < MIN_STACK_SHOTS:
+        work = ~self.basis.degenerate_mask()[shots]
+        if work.all() or work.sum() < MIN_STACK_SHOTS:
             return errors
-        shots, y = shots[~degenerate], y[~degenerate]
-        loo = self._loo(shots, y)
+        loo = self._loo(shots[work], y[work])
         out = loo @ _weights(np.mean(loo**2, axis=0))
-        prior = self.basis.prior
-        if prior is not None and stack < 1:
-            out = stack * out + (1 - stack) * fit_shots(prior, shots, np.log(y)).loo
-        return out, np.log(y)
+        if own is not None:
+            out = stack * out + (1 - stack) * own.loo[work]
+        return out, np.log(y[work])
 
     def _stack(
         self, shots: np.ndarray, y: np.ndarray, blend_mse: float
@@ -541,13 +543,9 @@ class TransferModel:
         optimism (it is the best of a grid on these very shots).
         """
         prior = self.basis.prior
-        kept = np.arange(len(shots))
+        kept = _stack_sample(len(shots))
         if prior is None or len(shots) < MIN_STACK_SHOTS:
-            return None, 1.0, kept
-        if len(shots) > STACK_SHOTS_MAX:  # a device with thousands measured and no model yet
-            kept = np.sort(
-                np.random.default_rng(0).choice(len(shots), STACK_SHOTS_MAX, replace=False)
-            )
+            return None, 1.0, np.arange(len(shots))
         own = fit_shots(prior, shots[kept], np.log(y[kept]))
         own_mse = float(np.mean(own.loo**2)) * (1 + STACK_OPTIMISM / len(shots))
         inverse = 1 / max(blend_mse, 1e-12), 1 / max(own_mse, 1e-12)
@@ -587,6 +585,14 @@ class TransferModel:
         self.interval_scale = float(np.quantile(np.concatenate(ratios), LEVEL))
         self.expected_spearman = float(np.nanmedian(ranks))
         return self.interval_scale
+
+
+def _stack_sample(n: int) -> np.ndarray:
+    """Which of ``n`` shots the shots model is fitted on: all, or a seeded sample of
+    ``STACK_SHOTS_MAX`` for a device with thousands measured and no model of its own yet."""
+    if n <= STACK_SHOTS_MAX:
+        return np.arange(n)
+    return np.sort(np.random.default_rng(0).choice(n, STACK_SHOTS_MAX, replace=False))
 
 
 def _spread_over(phi: np.ndarray, cand: np.ndarray, k: int, taken: np.ndarray) -> np.ndarray:

@@ -90,13 +90,13 @@ def test_the_shots_model_alone_learns_additive_costs() -> None:
 def test_a_block_of_features_lets_a_few_shots_find_the_count_a_device_follows() -> None:
     """A device whose costs follow one block (say, the kernels a runtime executes) among many
     other columns: without the block, twenty shots spread over every column; with it, the
-    leave-one-out choice puts its weight on the block (blocks join from BLOCK_SHOTS on)."""
+    leave-one-out choice puts its weight on the block (blocks join within BLOCK_SHOTS)."""
     rng = np.random.default_rng(0)
     edges = rng.integers(0, 2, size=(2000, 30)).astype(float)  # what this runtime ignores
     kernels = rng.integers(0, 4, size=(2000, 6)).astype(float)  # what it runs
     features = np.c_[edges, kernels]
     truth = np.log(kernels @ rng.uniform(0.5, 2.0, 6) + 1.0)
-    shots = rng.choice(2000, size=BLOCK_SHOTS, replace=False)
+    shots = rng.choice(2000, size=BLOCK_SHOTS[0], replace=False)
     rest = np.setdiff1d(np.arange(2000), shots)
     plain = fit_shots(DesignPrior(features, np.zeros((2000, 0))), shots, truth[shots])
     blocked = DesignPrior(DesignFeatures(features, ((30, 36),)), np.zeros((2000, 0)))
