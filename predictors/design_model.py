@@ -178,25 +178,6 @@ class AdditiveBase:
         return cls(float(data["intercept"]), tuple(map(float, data["coef"])), float(data["floor"]))
 
 
-class DesignRegressor:
-    """The design model as a scikit-learn style estimator: parameters in ``__init__``,
-    ``fit`` returns ``self``, the fitted model in ``model_``."""
-
-    def __init__(self, log_target: bool = True, random_state: int = 0) -> None:
-        self.log_target = log_target
-        self.random_state = random_state
-
-    def fit(
-        self, x: np.ndarray, y: np.ndarray, reliable: np.ndarray | None = None
-    ) -> DesignRegressor:
-        self.model_ = fit_design_model(x, y, self.log_target, self.random_state, reliable)
-        return self
-
-    def predict(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Prediction and LEVEL interval per row of encoded designs."""
-        return self.model_.predict(x)
-
-
 def fit_design_model(
     x: np.ndarray,
     y: np.ndarray,

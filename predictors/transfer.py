@@ -458,15 +458,6 @@ class TransferModel:
             loo[out] = np.stack([m(shots[out]) - np.log(y[out]) for m in models], axis=1)
         return loo
 
-    def fit(self, shots: np.ndarray, measured_ms: np.ndarray) -> TransferModel:
-        """Estimator form of ``adapt``: fit on a target's shots, keep it in ``adapted_``."""
-        self.adapted_ = self.adapt(shots, measured_ms)
-        return self
-
-    def predict(self, rows: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Median (ms) and LEVEL interval of the fitted target for ``rows`` (default: all)."""
-        return self.adapted_.predict(rows)
-
     def adapt(self, shots: np.ndarray, measured_ms: np.ndarray) -> Adapted:
         """Fit the ensemble on a target's shots (indices into the basis' designs)."""
         shots = np.asarray(shots, dtype=int)

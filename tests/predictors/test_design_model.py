@@ -10,7 +10,6 @@ from predictors.design_model import (
     LEVEL,
     AdditiveBase,
     DesignModel,
-    DesignRegressor,
     cross_coverage,
     fit_design_model,
 )
@@ -107,14 +106,6 @@ def test_measurements_flagged_unstable_are_scored_apart() -> None:
     assert "within_10pct_reliable" not in fit_design_model(x, y).quality
     with pytest.raises(ValueError, match="every value"):
         fit_design_model(x, y, reliable=stable[:-1])
-
-
-def test_the_estimator_form_fits_like_scikit_learn(nb201: ReferenceTable) -> None:
-    x = get_space("nb201").encode(nb201.encodings[:1000])
-    y = columns(nb201, ["pixel3"])[:1000, 0]
-    estimator = DesignRegressor(log_target=True, random_state=0)
-    assert estimator.fit(x, y) is estimator  # fit returns self; the model is model_
-    np.testing.assert_allclose(estimator.predict(x)[0], fit_design_model(x, y).predict(x)[0])
 
 
 def test_coverage_is_measured_on_rows_that_did_not_set_the_interval() -> None:
